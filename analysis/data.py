@@ -1,0 +1,147 @@
+"""An image folder as the sweep reads it: a flat folder, or one subfolder per class.
+
+Files are listed in sorted order so an image's index is stable; the folder's fingerprint (paths,
+sizes, modification times) pins a run to exactly these files. Images are resized to the model's
+input size and kept as RGB in [0, 1]; normalisation happens on the device, so the same pixels
+serve for patches. A file that cannot be decoded yields a flagged blank image instead of ending a
+sweep over a million files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
+)
+
+
+class DatasetError(ValueError):
+    """An image folder that cannot be used; the message names the problem."""
+
+
+class ResizePolicy(StrEnum):
+    """How a raw image becomes a square model input (SPEC §1)."""
+
+    WHOLE = "whole"  # the whole image squeezed to size x size
+    CENTER_CROP = "center-crop"  # shorter side to size, then the central square
+
+
+@dataclass(frozen=True)
+class ImageEntry:
+    """One file of the folder: its path relative to the root and its class label (or None)."""
+
+    path: str
+    label: str | None
+    size_bytes: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True)
+class ImageFolder:
+    """The listing of an image folder: the images, and the files that are not images."""
+
+    root: Path
+    images: tuple[ImageEntry, ...]
+    skipped: tuple[str, ...]
+
+    @property
+    def labels(self) -> list[str | None]:
+        return [entry.label for entry in self.images]
+
+    def fingerprint(self) -> str:
+        """SHA-256 over (path, size, mtime) of every image: cheap, and changes when a file does."""
+        digest = hashlib.sha256()
+        for entry in self.images:
+            digest.update(f"{entry.path}\0{entry.size_bytes}\0{entry.mtime_ns}\n".encode())
+        return digest.hexdigest()
+
+
+def scan_image_folder(root: str | Path) -> ImageFolder:
+    """List the images under ``root``; a file in a subfolder takes the top subfolder as label."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DatasetError(f"image folder not found: {root}")
+    images: list[ImageEntry] = []
+    skipped: list[str] = []
+    for directory, subdirs, files in os.walk(root):
+        subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
+        for filename in sorted(files):
+            if filename.startswith("."):
+                continue
+            path = Path(directory) / filename
+            relative = path.relative_to(root).as_posix()
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
+                skipped.append(relative)
+                continue
+            stat = path.stat()
+            label = relative.split("/", 1)[0] if "/" in relative else None
+            images.append(ImageEntry(relative, label, stat.st_size, stat.st_mtime_ns))
+    images.sort(key=lambda entry: entry.path)
+    if not images:
+        raise DatasetError(f"no images found in {root}")
+    return ImageFolder(root=root, images=tuple(images), skipped=tuple(skipped))
+
+
+def load_rgb(path: str | Path, size: int, policy: ResizePolicy = ResizePolicy.WHOLE) -> np.ndarray:
+    """Decode ``path`` as a float32 (size, size, 3) RGB array in [0, 1].
+
+    Bilinear resampling in Pillow low-pass filters when shrinking (antialiasing), as SPEC §1 asks.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+            if policy is ResizePolicy.CENTER_CROP:
+                scale = size / min(image.size)
+                width, height = round(image.width * scale), round(image.height * scale)
+                image = image.resize((max(width, size), max(height, size)), Image.BILINEAR)
+                left, top = (image.width - size) // 2, (image.height - size) // 2
+                image = image.crop((left, top, left + size, top + size))
+            else:
+                image = image.resize((size, size), Image.BILINEAR)
+            return np.asarray(image, dtype=np.float32) / 255.0
+
+
+class ImageTensors(Dataset):
+    """``(image CHW float in [0, 1], index, readable)`` for each chosen image of a folder."""
+
+    def __init__(
+        self,
+        folder: ImageFolder,
+        size: int,
+        policy: ResizePolicy = ResizePolicy.WHOLE,
+        indices: range | None = None,
+    ) -> None:
+        self.folder = folder
+        self.size = size
+        self.policy = policy
+        self.indices = indices if indices is not None else range(len(folder.images))
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, position: int) -> tuple[torch.Tensor, int, bool]:
+        index = self.indices[position]
+        path = self.folder.root / self.folder.images[index].path
+        try:
+            pixels = load_rgb(path, self.size, self.policy)
+        except (
+            OSError,
+            UnidentifiedImageError,
+            ValueError,
+            Image.DecompressionBombError,
+            Image.DecompressionBombWarning,
+        ):
+            return torch.zeros(3, self.size, self.size), index, False
+        return torch.from_numpy(pixels).permute(2, 0, 1).contiguous(), index, True

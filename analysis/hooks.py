@@ -1,0 +1,97 @@
+"""Forward hooks that are always removed, and forwards that stop at the deepest layer needed.
+
+Lucent leaves hooks registered across calls; here every hook lives inside a ``with`` block.
+Stopping the forward once the last layer of interest has run saves the rest of the network
+(the classifier, or every layer after the one a selectivity index perturbs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from typing import Any
+
+import torch
+from torch import nn
+
+LayerCallback = Callable[[str, torch.Tensor], None]
+
+
+class _ForwardStopped(Exception):  # noqa: N818 - a control-flow signal, not an error
+    """Raised inside a hook to end the forward pass early."""
+
+
+def named_modules(model: nn.Module) -> dict[str, nn.Module]:
+    """Every submodule by its dotted name, without the root."""
+    return {name: module for name, module in model.named_modules() if name}
+
+
+def resolve_layers(model: nn.Module, names: list[str]) -> dict[str, nn.Module]:
+    """Look the ``names`` up, raising a KeyError that lists what is close when one is unknown."""
+    modules = named_modules(model)
+    unknown = [name for name in names if name not in modules]
+    if unknown:
+        prefix = unknown[0].rsplit(".", 1)[0]
+        near = [n for n in modules if n.startswith(prefix)][:8] or list(modules)[:8]
+        raise KeyError(f"unknown layer {unknown[0]!r}; layers look like: {', '.join(near)}")
+    return {name: modules[name] for name in names}
+
+
+@contextmanager
+def layer_hooks(
+    model: nn.Module, names: list[str], callback: LayerCallback, stop_early: bool = False
+) -> Iterator[None]:
+    """Call ``callback(name, output)`` whenever one of the named modules runs.
+
+    The callback runs right after the module's forward, before any following in-place ReLU can
+    modify the tensor. With ``stop_early``, the forward is aborted as soon as every named module
+    has run once; use :func:`forward_until` to swallow the signal.
+    """
+    modules = resolve_layers(model, names)
+    handles = []
+    waiting: set[str] = set()
+
+    def make_hook(name: str) -> Callable[[nn.Module, Any, Any], None]:
+        def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
+            if isinstance(output, torch.Tensor):
+                callback(name, output)
+            waiting.discard(name)
+            if stop_early and not waiting:
+                waiting.update(modules)  # re-arm for the next forward
+                raise _ForwardStopped
+
+        return hook
+
+    waiting.update(modules)
+    try:
+        for name, module in modules.items():
+            handles.append(module.register_forward_hook(make_hook(name)))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def forward_until(model: nn.Module, inputs: torch.Tensor) -> None:
+    """Run ``model(inputs)``, treating an early stop requested by a hook as normal completion."""
+    with suppress(_ForwardStopped):
+        model(inputs)
+
+
+def execution_order(model: nn.Module, inputs: torch.Tensor) -> list[tuple[str, nn.Module, Any]]:
+    """The modules (all depths) in the order their forwards finish, with their outputs."""
+    order: list[tuple[str, nn.Module, Any]] = []
+    handles = []
+    try:
+        for name, module in named_modules(model).items():
+
+            def hook(module: nn.Module, _inputs: Any, output: Any, name: str = name) -> None:
+                order.append((name, module, output))
+
+            handles.append(module.register_forward_hook(hook))
+        with torch.no_grad():
+            model(inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return order

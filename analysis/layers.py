@@ -1,0 +1,103 @@
+"""List a network's layers: every module with a 4-D output, in execution order.
+
+For each convolution we also name the activation module that follows it, because SPEC §1 reads
+neurons after the non-linearity by default (the original toolkit's Keras semantics) while the
+in-silico physiology reads hue responses before it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from analysis.hooks import execution_order
+from analysis.receptive_field import ReceptiveField, receptive_fields
+
+_ACTIVATIONS = (
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
+    nn.Hardswish, nn.Tanh, nn.PReLU,
+)  # fmt: skip
+_BARRIERS = (nn.Conv2d, nn.Linear, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d)
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One layer as the sweep sees it."""
+
+    name: str
+    type: str
+    channels: int
+    height: int
+    width: int
+    calls: int
+    activation: str | None
+    receptive_field: ReceptiveField
+
+    @property
+    def hookable(self) -> bool:
+        """A module that runs more than once per forward has no single output to record."""
+        return self.calls == 1
+
+
+def list_layers(model: nn.Module, input_size: int) -> list[LayerInfo]:
+    """Every submodule with a 4-D tensor output, with its map size and receptive field."""
+    probe = torch.zeros(1, 3, input_size, input_size)
+    order = execution_order(model, probe)
+    calls = Counter(name for name, _, _ in order)
+    first: dict[str, tuple[nn.Module, torch.Tensor]] = {}
+    for name, module, output in order:
+        if isinstance(output, torch.Tensor) and output.dim() == 4:
+            first.setdefault(name, (module, output))
+    activation_after = _activations_after_convolutions(order)
+    fields = receptive_fields(model, list(first), input_size)
+    return [
+        LayerInfo(
+            name=name,
+            type=type(module).__name__,
+            channels=int(output.shape[1]),
+            height=int(output.shape[2]),
+            width=int(output.shape[3]),
+            calls=calls[name],
+            activation=activation_after.get(name),
+            receptive_field=fields[name],
+        )
+        for name, (module, output) in first.items()
+    ]
+
+
+def _activations_after_convolutions(order: list) -> dict[str, str]:
+    """Map each convolution to the first activation that runs after it on a same-shaped map.
+
+    Only leaf modules are considered, and the search stops at the next convolution, linear or
+    pooling layer, so a block's closing ReLU is not credited to an unrelated branch.
+    """
+    leaves = [(n, m, o) for n, m, o in order if not list(m.children())]
+    found: dict[str, str] = {}
+    for index, (name, module, output) in enumerate(leaves):
+        if not isinstance(module, nn.Conv2d):
+            continue
+        for later_name, later, later_output in leaves[index + 1 :]:
+            if isinstance(later, _ACTIVATIONS):
+                if getattr(later_output, "shape", None) == output.shape:
+                    found[name] = later_name
+                break
+            if isinstance(later, _BARRIERS):
+                break
+    return found
+
+
+def default_layers(layers: list[LayerInfo]) -> list[str]:
+    """The post-activation output of every convolution (the convolution itself if it has none)."""
+    by_name = {layer.name: layer for layer in layers}
+    chosen: list[str] = []
+    for layer in layers:
+        if layer.type != "Conv2d":
+            continue
+        activation = by_name.get(layer.activation or "")
+        target = activation.name if activation and activation.hookable else layer.name
+        if target not in chosen:
+            chosen.append(target)
+    return chosen

@@ -1,0 +1,59 @@
+"""Content-addressed artifact files: the name of a PNG or NPY is the SHA-256 of its bytes.
+
+The same bytes are stored once, a key never changes meaning (so the web can cache it forever),
+and a write is atomic (temporary file, then rename), so a crash never leaves half a file under a
+valid key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+class ArtifactStore:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def path(self, key: str) -> Path:
+        """Where ``key`` (``<sha256>.<ext>``) lives: fanned out by its first two hex digits."""
+        if not key or "/" in key or "\\" in key or key.startswith("."):
+            raise ValueError(f"not an artifact key: {key!r}")
+        return self.root / key[:2] / key
+
+    def put_bytes(self, data: bytes, suffix: str) -> str:
+        key = f"{hashlib.sha256(data).hexdigest()}.{suffix}"
+        target = self.path(key)
+        if target.exists():
+            return key
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=".partial-")
+        try:
+            with os.fdopen(handle, "wb") as file:
+                file.write(data)
+            Path(temporary).replace(target)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+        return key
+
+    def put_png(self, pixels: np.ndarray) -> str:
+        """Store a uint8 (H, W, 3) image as PNG."""
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, format="PNG", optimize=False)
+        return self.put_bytes(buffer.getvalue(), "png")
+
+    def put_array(self, array: np.ndarray) -> str:
+        """Store a float array as NPY (no pickle: ``allow_pickle`` stays off on load)."""
+        buffer = io.BytesIO()
+        np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+        return self.put_bytes(buffer.getvalue(), "npy")
+
+    def load_array(self, key: str) -> np.ndarray:
+        return np.load(self.path(key), allow_pickle=False)

@@ -1,0 +1,121 @@
+"""``neuronscope layers`` and ``neuronscope analyze``: inspect a model, run an analysis."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+from server.cli.common import add_model_options, load_model_from_args, open_database
+from server.cli.output import print_json, print_table
+from server.cli.progress import TerminalProgress
+
+
+def add_commands(commands: Any) -> None:
+    layers = commands.add_parser("layers", help="list a model's layers with receptive fields")
+    layers.add_argument("model", help="torchvision:NAME, a .pt2 export, or package.module:callable")
+    add_model_options(layers)
+    layers.add_argument("--json", action="store_true", help="print a JSON list")
+    layers.set_defaults(handler=run_layers)
+
+    analyze = commands.add_parser("analyze", help="analyse a model over an image folder")
+    analyze.add_argument("--model", required=True, help="model spec (see `layers`)")
+    add_model_options(analyze)
+    analyze.add_argument("--data", required=True, help="image folder (one subfolder per class)")
+    analyze.add_argument(
+        "--layers", help="comma-separated layer names (default: every conv's activation)"
+    )
+    analyze.add_argument("--top-k", type=int, default=100, help="top images kept per neuron")
+    analyze.add_argument("--resize", choices=["whole", "center-crop"], default="whole")
+    analyze.add_argument("--device", help="torch device (default $NEURONSCOPE_DEVICE or cpu)")
+    analyze.add_argument("--batch-size", type=int, default=64)
+    analyze.add_argument("--workers", type=int, default=2, help="data-loading processes")
+    analyze.add_argument("--json", action="store_true", help="print the result as JSON")
+    analyze.set_defaults(handler=run_analyze)
+
+
+def run_layers(args: argparse.Namespace) -> int:
+    from analysis.layers import list_layers
+
+    loaded = load_model_from_args(args.model, args)
+    layers = list_layers(loaded.module, loaded.input.size)
+    records = [
+        {
+            "name": layer.name,
+            "type": layer.type,
+            "channels": layer.channels,
+            "map_size": [layer.height, layer.width],
+            "rf_size": list(layer.receptive_field.size),
+            "rf_stride": list(layer.receptive_field.stride),
+            "rf_offset": list(layer.receptive_field.offset),
+            "activation": layer.activation,
+            "calls": layer.calls,
+        }
+        for layer in layers
+    ]
+    if args.json:
+        print_json(records)
+        return 0
+    print_table(
+        ["name", "type", "channels", "map", "rf size", "stride", "offset", "activation"],
+        [
+            [r["name"], r["type"], r["channels"], r["map_size"], r["rf_size"], r["rf_stride"],
+             r["rf_offset"], r["activation"]]
+            for r in records
+        ],
+    )  # fmt: skip
+    return 0
+
+
+def run_analyze(args: argparse.Namespace) -> int:
+    from analysis.data import DatasetError, ResizePolicy, scan_image_folder
+    from analysis.models import ModelError
+    from server.pipeline import analyze_folder
+
+    if args.top_k < 1:
+        raise ModelError(f"--top-k must be at least 1, got {args.top_k}")
+    folder = scan_image_folder(args.data)
+    if args.batch_size < 1:
+        raise DatasetError(f"--batch-size must be at least 1, got {args.batch_size}")
+    settings, database, store = open_database()
+    device = args.device or settings.device
+    loaded = load_model_from_args(args.model, args)
+    requested = (
+        [name.strip() for name in args.layers.split(",") if name.strip()] if args.layers else None
+    )
+    started = time.perf_counter()
+    with database.session() as session:
+        outcome = analyze_folder(
+            session, store, loaded, folder, requested, top_k=args.top_k,
+            resize=ResizePolicy(args.resize), device=device, batch_size=args.batch_size,
+            workers=args.workers, progress=TerminalProgress(enabled=not args.json),
+        )  # fmt: skip
+        from server.queries import get_run, run_summary
+
+        summary = run_summary(get_run(session, outcome.run_id))
+    summary["reused"] = outcome.reused
+    summary["seconds"] = round(time.perf_counter() - started, 2)
+    if args.json:
+        print_json({"run": outcome.run_id, **summary})
+        return 0
+    print_run_report(summary, settings.artifact_dir)
+    return 0
+
+
+def print_run_report(summary: dict[str, Any], artifact_dir: Any) -> None:
+    """The human summary after an analysis: one line per layer, then where to look."""
+    verb = "reused finished" if summary["reused"] else "finished"
+    print(f"\nrun {summary['id']} {verb}: {summary['model']} over {summary['dataset']}")
+    stats = summary["stats"]
+    if stats.get("unreadable_count") or stats.get("skipped_count"):
+        print(
+            f"  {stats.get('unreadable_count', 0)} unreadable image(s) and "
+            f"{stats.get('skipped_count', 0)} non-image file(s) were skipped"
+        )
+    from server.cli.browse import print_layers_of_run
+
+    print_layers_of_run(summary["id"])
+    print(f"\ntime: {summary['seconds']} s (sweep {stats.get('sweep_seconds')} s, "
+          f"neuron features {stats.get('features_seconds')} s)")  # fmt: skip
+    print(f"Neuron Features (PNG) are stored under {artifact_dir}; read any neuron with")
+    print(f"  neuronscope neuron {summary['id']} {summary['layers'][-1]} 0 --json")

@@ -1,0 +1,40 @@
+"""Options and set-up shared by several commands."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+from server.artifacts import ArtifactStore
+from server.config import Settings, load_settings
+from server.db import Database
+
+if TYPE_CHECKING:
+    from analysis.models import LoadedModel
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--weights", help=".safetensors or state-dict .pt/.pth (never unpickled)")
+    parser.add_argument("--input-size", type=int, help="square input size in pixels (default 224)")
+    parser.add_argument("--mean", help="normalisation mean R,G,B (default ImageNet)")
+    parser.add_argument("--std", help="normalisation std R,G,B (default ImageNet)")
+
+
+def load_model_from_args(spec: str, args: argparse.Namespace) -> LoadedModel:
+    from analysis.models import ModelError, load_model, parse_triple
+
+    if args.input_size is not None and args.input_size < 8:
+        raise ModelError(f"--input-size must be at least 8 pixels, got {args.input_size}")
+    return load_model(
+        spec,
+        weights=args.weights,
+        input_size=args.input_size,
+        mean=parse_triple(args.mean) if args.mean else None,
+        std=parse_triple(args.std) if args.std else None,
+    )
+
+
+def open_database(settings: Settings | None = None) -> tuple[Settings, Database, ArtifactStore]:
+    settings = settings or load_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return settings, Database(settings.database_url), ArtifactStore(settings.artifact_dir)

@@ -1,0 +1,136 @@
+"""``neuronscope demo``: make the stimulus dataset, train the demo CNN, analyse it, report.
+
+Each stage is cached under ``$NEURONSCOPE_DATA_DIR/demo`` and published atomically, so a second
+run skips straight to the (also reused) analysis.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from server.cli.common import open_database
+from server.cli.progress import TerminalProgress
+
+DATASET_VERSION = "stimuli-v1"
+PER_CLASS = 400
+
+
+def add_commands(commands: Any) -> None:
+    demo = commands.add_parser("demo", help="generate stimuli, train a small CNN, analyse it")
+    demo.add_argument("--device", help="torch device (default $NEURONSCOPE_DEVICE or cpu)")
+    demo.add_argument("--per-class", type=int, default=PER_CLASS, help="stimuli per class")
+    demo.set_defaults(handler=run_demo)
+
+
+def ensure_demo_dataset(demo_dir: Path, per_class: int) -> Path:
+    """The stimulus image folder, generated once (seeded) and renamed into place when complete."""
+    from analysis.demo.stimuli import generate, write_image_folder
+
+    root = demo_dir / f"{DATASET_VERSION}-{per_class}"
+    if root.is_dir():
+        return root
+    print(f"generating {per_class} stimuli per class into {root} ...")
+    images, labels = generate(per_class, seed=0)
+    partial = root.with_name(root.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    write_image_folder(images, labels, partial)
+    partial.replace(root)
+    return root
+
+
+def ensure_demo_model(demo_dir: Path, dataset_root: Path, per_class: int) -> Path:
+    """The trained demo CNN's safetensors file, trained once on the generated stimuli."""
+    import numpy as np
+    from PIL import Image
+
+    from analysis.demo.stimuli import CLASSES
+    from analysis.demo.train import train_demo_cnn
+
+    weights = demo_dir / f"demo_cnn-{DATASET_VERSION}-{per_class}.safetensors"
+    if weights.is_file():
+        return weights
+    paths = sorted(dataset_root.glob("*/*.png"))
+    images = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in paths])
+    labels = np.array([CLASSES.index(p.parent.name) for p in paths])
+    print(f"training the demo CNN on {len(paths)} images (CPU, a few minutes, once) ...")
+    progress = TerminalProgress()
+    progress.start("training epochs", 8)
+
+    def on_epoch(epoch: int, _total: int, accuracy: float) -> None:
+        progress.update(epoch, note=f"val_acc={accuracy:.3f}")
+
+    report = train_demo_cnn(images, labels, weights, epochs=8, on_epoch=on_epoch)
+    progress.finish()
+    print(f"validation accuracy {report.val_accuracy:.1%} on {report.val_images} held-out images "
+          f"after {report.epochs} epochs ({report.seconds:.0f} s); saved {weights}")  # fmt: skip
+    return weights
+
+
+def write_nf_mosaics(database: Any, store: Any, run_id: int, out_dir: Path) -> list[Path]:
+    """One PNG per layer with every neuron's NF (display-stretched), in channel order."""
+    import numpy as np
+    from PIL import Image
+    from sqlalchemy import select
+
+    from analysis.neuron_feature import GREY, sprite
+    from server.models import Layer, Neuron
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    with database.session() as session:
+        for layer in session.scalars(
+            select(Layer).where(Layer.run_id == run_id).order_by(Layer.position)
+        ):
+            neurons = session.scalars(
+                select(Neuron).where(Neuron.layer_id == layer.id).order_by(Neuron.channel)
+            ).all()
+            scale = max(1, 48 // max(layer.rf_size))
+            tiles = []
+            for neuron in neurons:
+                if neuron.nf_key is None:
+                    tile = np.full((*layer.rf_size, 3), GREY, dtype=np.float32)
+                else:
+                    tile = np.asarray(Image.open(store.path(neuron.nf_key)), dtype=np.float32) / 255
+                tiles.append(tile.repeat(scale, axis=0).repeat(scale, axis=1))
+            path = out_dir / f"nf-run{run_id}-{layer.name}.png"
+            Image.fromarray(sprite(tiles, columns=16, gap=2)).save(path)
+            written.append(path)
+    return written
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from analysis.data import scan_image_folder
+    from analysis.demo.model import DEMO_SPEC
+    from analysis.models import load_model
+    from server.cli.analyze import print_run_report
+    from server.pipeline import analyze_folder
+    from server.queries import get_run, run_summary
+
+    settings, database, store = open_database()
+    started = time.perf_counter()
+    settings.demo_dir.mkdir(parents=True, exist_ok=True)
+    dataset_root = ensure_demo_dataset(settings.demo_dir, args.per_class)
+    weights = ensure_demo_model(settings.demo_dir, dataset_root, args.per_class)
+    loaded = load_model(DEMO_SPEC, weights=weights)
+    folder = scan_image_folder(dataset_root)
+    with database.session() as session:
+        outcome = analyze_folder(
+            session, store, loaded, folder, None, top_k=100,
+            device=args.device or settings.device, progress=TerminalProgress(),
+        )  # fmt: skip
+        summary = run_summary(get_run(session, outcome.run_id))
+    summary["reused"] = outcome.reused
+    summary["seconds"] = round(time.perf_counter() - started, 2)
+    accuracy = loaded.metadata.get("neuronscope.val_accuracy")
+    if accuracy:
+        print(f"\ndemo CNN validation accuracy: {float(accuracy):.1%}")
+    print_run_report(summary, settings.artifact_dir)
+    mosaics = write_nf_mosaics(database, store, outcome.run_id, settings.demo_dir / "mosaics")
+    print(f"Per-layer NF mosaics: {mosaics[0].parent}/")
+    for path in mosaics:
+        print(f"  {path.name}")
+    return 0

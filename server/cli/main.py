@@ -1,0 +1,55 @@
+"""The ``neuronscope`` command: parse arguments, dispatch, and turn known errors into one line.
+
+Heavy imports (torch) happen inside the commands that need them, so ``neuronscope runs`` starts
+quickly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from server.cli import analyze, browse, demo
+
+EXIT_FAILURE = 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="neuronscope",
+        description="Find what every neuron of a CNN has learned, over your own images.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    analyze.add_commands(commands)
+    browse.add_commands(commands)
+    demo.add_commands(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args) or 0
+    except KeyboardInterrupt:
+        print("neuronscope: interrupted", file=sys.stderr)
+        return 130
+    except _user_errors() as error:
+        message = error.args[0] if error.args else str(error)
+        print(f"neuronscope: error: {message}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors whose message is meant for the user, not a traceback."""
+    from analysis.data import DatasetError
+    from analysis.models import ModelError
+    from server.pipeline import LayerSelectionError
+    from server.queries import NotFoundError
+
+    return (DatasetError, ModelError, LayerSelectionError, NotFoundError, FileNotFoundError)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

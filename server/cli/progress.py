@@ -1,0 +1,31 @@
+"""Terminal progress bars (tqdm) behind the pipeline's Progress protocol."""
+
+from __future__ import annotations
+
+import sys
+
+from tqdm import tqdm
+
+
+class TerminalProgress:
+    """One bar per stage, written to stderr so ``--json`` output on stdout stays clean."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self._bar: tqdm | None = None
+
+    def start(self, stage: str, total: int) -> None:
+        self.finish()
+        if self.enabled:
+            self._bar = tqdm(total=total, desc=stage, unit="", file=sys.stderr, dynamic_ncols=True)
+
+    def update(self, done: int, note: str | None = None) -> None:
+        if self._bar is not None:
+            self._bar.update(done - self._bar.n)
+            if note:
+                self._bar.set_postfix_str(note)
+
+    def finish(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None

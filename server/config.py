@@ -1,0 +1,39 @@
+"""Settings, read once from the environment into one typed object."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where neuronscope keeps its database and artifacts, and what it computes on.
+
+    ``NEURONSCOPE_DATA_DIR`` (default ``~/.local/share/neuronscope``) holds the SQLite database,
+    the artifact store and the demo's cache; ``NEURONSCOPE_DATABASE_URL`` overrides the database
+    (a PostgreSQL URL for a lab); ``NEURONSCOPE_DEVICE`` picks the torch device.
+    """
+
+    data_dir: Path
+    database_url: str
+    device: str
+
+    @property
+    def artifact_dir(self) -> Path:
+        return self.data_dir / "artifacts"
+
+    @property
+    def demo_dir(self) -> Path:
+        return self.data_dir / "demo"
+
+
+def load_settings(environ: dict[str, str] | None = None) -> Settings:
+    env = os.environ if environ is None else environ
+    default_dir = Path.home() / ".local" / "share" / "neuronscope"
+    data_dir = Path(env.get("NEURONSCOPE_DATA_DIR") or default_dir).expanduser().resolve()
+    database_url = env.get("NEURONSCOPE_DATABASE_URL") or f"sqlite:///{data_dir / 'neuronscope.db'}"
+    return Settings(
+        data_dir=data_dir, database_url=database_url, device=env.get("NEURONSCOPE_DEVICE", "cpu")
+    )

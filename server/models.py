@@ -1,0 +1,174 @@
+"""The database schema (SQLAlchemy 2.x typed models), one for SQLite and PostgreSQL.
+
+A run is pinned by what produced it (weights hash, dataset fingerprint, parameters), so its rows
+never change meaning. Images are content-addressed artifacts; rows hold their keys.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Model(Base):
+    """A network: its spec, the weights that fill it, and the input it expects.
+
+    ``identity`` hashes all of these, so the same network registered twice is one row.
+    """
+
+    __tablename__ = "model"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    identity: Mapped[str] = mapped_column(String(64), unique=True)
+    spec: Mapped[str] = mapped_column(String(500))
+    weights_path: Mapped[str | None] = mapped_column(String(1000))
+    weights_sha256: Mapped[str] = mapped_column(String(64))
+    input_size: Mapped[int] = mapped_column(Integer)
+    mean: Mapped[list[Any]] = mapped_column(JSON)
+    std: Mapped[list[Any]] = mapped_column(JSON)
+    meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Dataset(Base):
+    """An image folder as it was when fingerprinted."""
+
+    __tablename__ = "dataset"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    root: Mapped[str] = mapped_column(String(1000))
+    fingerprint: Mapped[str] = mapped_column(String(64), unique=True)
+    image_count: Mapped[int] = mapped_column(Integer)
+    class_count: Mapped[int] = mapped_column(Integer)
+    skipped: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    images: Mapped[list[DatasetImage]] = relationship(back_populates="dataset")
+
+
+class DatasetImage(Base):
+    __tablename__ = "dataset_image"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("dataset.id", ondelete="CASCADE"))
+    index: Mapped[int] = mapped_column(Integer)
+    path: Mapped[str] = mapped_column(String(1000))
+    label: Mapped[str | None] = mapped_column(String(200))
+
+    dataset: Mapped[Dataset] = relationship(back_populates="images")
+
+    __table_args__ = (UniqueConstraint("dataset_id", "index", name="uq_dataset_image_position"),)
+
+
+class Run(Base):
+    """One analysis: a model × a dataset × parameters. ``key`` pins all three."""
+
+    __tablename__ = "run"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), unique=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("model.id"))
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("dataset.id"))
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    error: Mapped[str | None] = mapped_column(Text)
+    stats: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    model: Mapped[Model] = relationship()
+    dataset: Mapped[Dataset] = relationship()
+    layers: Mapped[list[Layer]] = relationship(
+        back_populates="run", order_by="Layer.position", cascade="all, delete-orphan"
+    )
+
+
+class Layer(Base):
+    """A recorded layer with its map size and receptive-field geometry."""
+
+    __tablename__ = "layer"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("run.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(300))
+    position: Mapped[int] = mapped_column(Integer)
+    type: Mapped[str] = mapped_column(String(100))
+    channels: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    width: Mapped[int] = mapped_column(Integer)
+    rf_size: Mapped[list[Any]] = mapped_column(JSON)
+    rf_stride: Mapped[list[Any]] = mapped_column(JSON)
+    rf_offset: Mapped[list[Any]] = mapped_column(JSON)
+    dead_count: Mapped[int] = mapped_column(Integer, default=0)
+
+    run: Mapped[Run] = relationship(back_populates="layers")
+
+    __table_args__ = (UniqueConstraint("run_id", "name", name="uq_layer_run_name"),)
+
+
+class Neuron(Base):
+    """One channel of a layer: its NF and activation statistics."""
+
+    __tablename__ = "neuron"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    layer_id: Mapped[int] = mapped_column(ForeignKey("layer.id", ondelete="CASCADE"))
+    channel: Mapped[int] = mapped_column(Integer)
+    dead: Mapped[bool] = mapped_column(Boolean)
+    mean_activation: Mapped[float] = mapped_column(Float)
+    max_activation: Mapped[float] = mapped_column(Float)
+    nf_key: Mapped[str | None] = mapped_column(String(80))
+    nf_array_key: Mapped[str | None] = mapped_column(String(80))
+    sprite_key: Mapped[str | None] = mapped_column(String(80))
+
+    __table_args__ = (UniqueConstraint("layer_id", "channel", name="uq_neuron_layer_channel"),)
+
+
+class TopActivation(Base):
+    """The rank-th best image of a neuron: where and how strongly it fired."""
+
+    __tablename__ = "top_activation"
+
+    neuron_id: Mapped[int] = mapped_column(
+        ForeignKey("neuron.id", ondelete="CASCADE"), primary_key=True
+    )
+    rank: Mapped[int] = mapped_column(Integer, primary_key=True)
+    image_index: Mapped[int] = mapped_column(BigInteger)
+    value: Mapped[float] = mapped_column(Float)
+    row: Mapped[int] = mapped_column(Integer)
+    col: Mapped[int] = mapped_column(Integer)
+
+
+Index("ix_top_activation_image", TopActivation.image_index)

@@ -1,0 +1,130 @@
+"""Read-side queries: each returns plain data (dicts) that the CLI, JSON API and pages render.
+
+Nothing here imports torch: the web process uses these too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from server.artifacts import ArtifactStore
+from server.models import DatasetImage, Layer, Neuron, Run, TopActivation
+
+
+class NotFoundError(LookupError):
+    """A run, layer or neuron that does not exist; the message names which."""
+
+
+def run_summary(run: Run, layers: list[Layer] | None = None) -> dict[str, Any]:
+    layers = run.layers if layers is None else layers
+    return {
+        "id": run.id,
+        "status": run.status,
+        "model": run.model.spec,
+        "weights": run.model.weights_path,
+        "weights_sha256": run.model.weights_sha256,
+        "input_size": run.model.input_size,
+        "dataset": run.dataset.root,
+        "images": run.dataset.image_count,
+        "layers": [layer.name for layer in layers] or list(run.params.get("layers", [])),
+        "top_k": run.params.get("top_k"),
+        "neurons": sum(layer.channels for layer in layers),
+        "dead": sum(layer.dead_count for layer in layers),
+        "created": run.created.isoformat(),
+        "finished": run.finished.isoformat() if run.finished else None,
+        "error": run.error,
+        "stats": run.stats,
+    }
+
+
+def list_runs(session: Session) -> list[dict[str, Any]]:
+    runs = session.scalars(select(Run).order_by(Run.id)).all()
+    return [run_summary(run) for run in runs]
+
+
+def get_run(session: Session, run_id: int) -> Run:
+    run = session.get(Run, run_id)
+    if run is None:
+        raise NotFoundError(f"no run {run_id}")
+    return run
+
+
+def get_layer(session: Session, run_id: int, name: str) -> Layer:
+    layer = session.scalar(select(Layer).where(Layer.run_id == run_id, Layer.name == name))
+    if layer is None:
+        known = session.scalars(select(Layer.name).where(Layer.run_id == run_id)).all()
+        get_run(session, run_id)
+        raise NotFoundError(f"run {run_id} has no layer {name!r} (it has: {', '.join(known)})")
+    return layer
+
+
+def layer_summary(layer: Layer) -> dict[str, Any]:
+    return {
+        "name": layer.name,
+        "type": layer.type,
+        "channels": layer.channels,
+        "map_size": [layer.height, layer.width],
+        "rf_size": layer.rf_size,
+        "rf_stride": layer.rf_stride,
+        "rf_offset": layer.rf_offset,
+        "dead": layer.dead_count,
+    }
+
+
+def window(layer: Layer, row: int, col: int) -> list[int]:
+    """The unclipped input window [r0, r1, c0, c1] of a map position (see receptive_field)."""
+    r0 = layer.rf_offset[0] + row * layer.rf_stride[0]
+    c0 = layer.rf_offset[1] + col * layer.rf_stride[1]
+    return [r0, r0 + layer.rf_size[0], c0, c0 + layer.rf_size[1]]
+
+
+def neuron_detail(
+    session: Session, store: ArtifactStore, run_id: int, layer_name: str, channel: int
+) -> dict[str, Any]:
+    """Everything known about one neuron, as ``neuronscope neuron --json`` prints it."""
+    layer = get_layer(session, run_id, layer_name)
+    neuron = session.scalar(
+        select(Neuron).where(Neuron.layer_id == layer.id, Neuron.channel == channel)
+    )
+    if neuron is None:
+        raise NotFoundError(
+            f"layer {layer_name!r} has channels 0..{layer.channels - 1}, not {channel}"
+        )
+    run = layer.run
+    rows = session.execute(
+        select(TopActivation, DatasetImage.path, DatasetImage.label)
+        .join(
+            DatasetImage,
+            (DatasetImage.index == TopActivation.image_index)
+            & (DatasetImage.dataset_id == run.dataset_id),
+        )
+        .where(TopActivation.neuron_id == neuron.id)
+        .order_by(TopActivation.rank)
+    ).all()
+    return {
+        "run": run_id,
+        "layer": layer.name,
+        "channel": channel,
+        "dead": neuron.dead,
+        "mean_activation": neuron.mean_activation,
+        "max_activation": neuron.max_activation,
+        "nf": str(store.path(neuron.nf_key)) if neuron.nf_key else None,
+        "nf_array": str(store.path(neuron.nf_array_key)) if neuron.nf_array_key else None,
+        "sprite": str(store.path(neuron.sprite_key)) if neuron.sprite_key else None,
+        "top": [
+            {
+                "rank": top.rank,
+                "image": path,
+                "label": label,
+                "value": top.value,
+                "row": top.row,
+                "col": top.col,
+                "window": window(layer, top.row, top.col),
+            }
+            for top, path, label in rows
+        ],
+        "indexes": {},
+    }

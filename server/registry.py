@@ -1,0 +1,100 @@
+"""Register models, datasets and runs: each is found again by what identifies it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from sqlalchemy import delete, insert, select
+from sqlalchemy.orm import Session
+
+from analysis.data import ImageFolder
+from analysis.models import LoadedModel
+from server.models import Dataset, DatasetImage, Layer, Model, Run
+
+
+@dataclass(frozen=True)
+class RunParams:
+    """What, besides the model and the data, decides a run's numbers."""
+
+    layers: tuple[str, ...]
+    top_k: int
+    resize: str
+
+    def as_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["layers"] = list(self.layers)
+        return data
+
+
+def _digest(payload: Any) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def register_model(session: Session, loaded: LoadedModel) -> Model:
+    identity = _digest(
+        [loaded.spec, loaded.weights_sha256, loaded.input.size, loaded.input.mean, loaded.input.std]
+    )
+    model = session.scalar(select(Model).where(Model.identity == identity))
+    if model is None:
+        model = Model(
+            identity=identity,
+            spec=loaded.spec,
+            weights_path=loaded.weights_path,
+            weights_sha256=loaded.weights_sha256,
+            input_size=loaded.input.size,
+            mean=list(loaded.input.mean),
+            std=list(loaded.input.std),
+            meta=dict(loaded.metadata),
+        )
+        session.add(model)
+        session.flush()
+    return model
+
+
+def register_dataset(session: Session, folder: ImageFolder) -> Dataset:
+    fingerprint = folder.fingerprint()
+    dataset = session.scalar(select(Dataset).where(Dataset.fingerprint == fingerprint))
+    if dataset is not None:
+        return dataset
+    dataset = Dataset(
+        root=str(folder.root.resolve()),
+        fingerprint=fingerprint,
+        image_count=len(folder.images),
+        class_count=len({label for label in folder.labels if label is not None}),
+        skipped=list(folder.skipped[:1000]),
+    )
+    session.add(dataset)
+    session.flush()
+    session.execute(
+        insert(DatasetImage),
+        [
+            {"dataset_id": dataset.id, "index": i, "path": entry.path, "label": entry.label}
+            for i, entry in enumerate(folder.images)
+        ],
+    )
+    return dataset
+
+
+def find_or_create_run(
+    session: Session, model: Model, dataset: Dataset, params: RunParams
+) -> tuple[Run, bool]:
+    """The run for this model × dataset × params, and whether it already holds finished results.
+
+    A run found unfinished (failed, or interrupted) is cleared so it can be computed again.
+    """
+    key = _digest([model.identity, dataset.fingerprint, params.as_json()])
+    run = session.scalar(select(Run).where(Run.key == key))
+    if run is not None and run.status == "done":
+        return run, True
+    if run is None:
+        run = Run(key=key, model_id=model.id, dataset_id=dataset.id, params=params.as_json())
+        session.add(run)
+    else:
+        session.execute(delete(Layer).where(Layer.run_id == run.id))
+        run.error = None
+    run.status = "pending"
+    session.flush()
+    return run, False
