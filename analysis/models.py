@@ -3,7 +3,9 @@
 A model spec is one of:
 
 - ``torchvision:NAME``: any torchvision classification architecture (random init unless weights);
-- a path to a TorchScript file (``.pt``/``.pth``/``.ts`` saved with ``torch.jit.save``);
+- a path to a ``torch.export`` program (``.pt2``, saved with ``torch.export.save``). TorchScript
+  files are refused with an explanation: loaded TorchScript modules silently ignore forward
+  hooks, and ``torch.jit`` is deprecated;
 - ``package.module:callable``: an importable callable returning an ``nn.Module``. The operator
   names it on the command line; it is never taken from an upload.
 
@@ -74,13 +76,14 @@ def build_architecture(spec: str) -> nn.Module:
             raise ModelError(f"unknown torchvision model {name!r} (try e.g. vgg16, resnet50)")
         return torchvision.models.get_model(name, weights=None)
     path = Path(spec).expanduser()
-    if path.suffix in {".pt", ".pth", ".ts", ".torchscript"} or path.exists():
-        if not path.is_file():
-            raise ModelError(f"model file not found: {path}")
-        try:
-            return torch.jit.load(str(path), map_location="cpu")
-        except RuntimeError as error:
-            raise ModelError(f"{path} is not a TorchScript file: {_first_line(error)}") from None
+    if path.suffix == ".pt2":
+        return _load_exported_program(path)
+    if path.suffix in {".pt", ".pth", ".ts", ".torchscript"}:
+        raise ModelError(
+            f"{path}: TorchScript modules ignore forward hooks, so their layers cannot be "
+            "recorded; save the model with torch.export.save(...) as a .pt2 file instead "
+            "(or pass a state_dict with --weights)"
+        )
     if ":" in spec:
         module_name, _, attribute = spec.partition(":")
         try:
@@ -97,6 +100,20 @@ def build_architecture(spec: str) -> nn.Module:
     )
 
 
+def _load_exported_program(path: Path) -> nn.Module:
+    """A ``torch.export`` program, unflattened so its submodules keep their names and hooks.
+
+    Export it with a dynamic batch dimension so the sweep can use any batch size.
+    """
+    if not path.is_file():
+        raise ModelError(f"model file not found: {path}")
+    try:
+        program = torch.export.load(str(path))
+    except Exception as error:
+        raise ModelError(f"{path} is not a torch.export program: {_first_line(error)}") from None
+    return torch.export.unflatten(program)
+
+
 def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Read a weights file as ``(state_dict, metadata)`` without unpickling code."""
     path = Path(path).expanduser()
@@ -110,9 +127,14 @@ def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
+        detail = str(error).split("WeightsUnpickler error:")[-1].strip()
+        if "Unsupported global" in detail:
+            raise ModelError(
+                f"{path} needs unpickling of arbitrary code, which neuronscope refuses; "
+                f"save a state_dict or .safetensors instead ({_first_line(ValueError(detail))})"
+            ) from None
         raise ModelError(
-            f"{path} needs unpickling of arbitrary code, which neuronscope refuses; "
-            f"save a state_dict or .safetensors instead ({_first_line(error)})"
+            f"{path} is not a readable weights file: {_first_line(ValueError(detail))}"
         ) from None
     except (RuntimeError, EOFError, OSError) as error:
         raise ModelError(f"{path} is not a readable weights file: {_first_line(error)}") from None

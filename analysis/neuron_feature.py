@@ -131,6 +131,8 @@ def sprite(patches: list[np.ndarray], columns: int = 10, gap: int = 1) -> np.nda
     )
     for rank, patch in enumerate(patches):
         r, c = divmod(rank, columns)
-        sheet[r * (height + gap) : r * (height + gap) + height,
-              c * (width + gap) : c * (width + gap) + width] = to_uint8(patch)  # fmt: skip
+        sheet[
+            r * (height + gap) : r * (height + gap) + height,
+            c * (width + gap) : c * (width + gap) + width,
+        ] = to_uint8(patch)
     return sheet

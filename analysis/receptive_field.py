@@ -53,11 +53,36 @@ def _name(func: Any) -> str:
 
 
 _IDENTITY = {
-    "relu", "relu_", "relu6", "gelu", "silu", "silu_", "hardswish", "hardswish_", "mish",
-    "leaky_relu", "leaky_relu_", "elu", "elu_", "selu", "celu", "tanh", "sigmoid", "hardsigmoid",
-    "hardtanh", "hardtanh_", "batch_norm", "layer_norm", "group_norm", "instance_norm",
-    "dropout", "dropout_", "dropout2d", "feature_dropout", "_native_batch_norm_legit_no_training",
-}  # fmt: skip
+    "relu",
+    "relu_",
+    "relu6",
+    "gelu",
+    "silu",
+    "silu_",
+    "hardswish",
+    "hardswish_",
+    "mish",
+    "leaky_relu",
+    "leaky_relu_",
+    "elu",
+    "elu_",
+    "selu",
+    "celu",
+    "tanh",
+    "sigmoid",
+    "hardsigmoid",
+    "hardtanh",
+    "hardtanh_",
+    "batch_norm",
+    "layer_norm",
+    "group_norm",
+    "instance_norm",
+    "dropout",
+    "dropout_",
+    "dropout2d",
+    "feature_dropout",
+    "_native_batch_norm_legit_no_training",
+}
 
 
 class _Linearised(TorchFunctionMode):

@@ -84,17 +84,25 @@ class LayerTopK:
 
     def to(self, device: torch.device | str) -> LayerTopK:
         return LayerTopK(
-            self.values.to(device), self.images.to(device), self.rows.to(device),
-            self.cols.to(device), self.maxima_sum.to(device), self.count,
-        )  # fmt: skip
+            self.values.to(device),
+            self.images.to(device),
+            self.rows.to(device),
+            self.cols.to(device),
+            self.maxima_sum.to(device),
+            self.count,
+        )
 
     def trimmed(self) -> LayerTopK:
         """Drop the slots no image filled (a dataset smaller than K)."""
         filled = int(torch.isfinite(self.values[0]).sum()) if self.channels else 0
         return LayerTopK(
-            self.values[:, :filled], self.images[:, :filled], self.rows[:, :filled],
-            self.cols[:, :filled], self.maxima_sum, self.count,
-        )  # fmt: skip
+            self.values[:, :filled],
+            self.images[:, :filled],
+            self.rows[:, :filled],
+            self.cols[:, :filled],
+            self.maxima_sum,
+            self.count,
+        )
 
 
 @dataclass
@@ -195,9 +203,13 @@ def sweep(
     device = torch.device(device)
     dataset = ImageTensors(folder, input_spec.size, policy, indices)
     loader = DataLoader(
-        dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
-        pin_memory=device.type == "cuda", persistent_workers=False,
-    )  # fmt: skip
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+    )
     cuda = device.type == "cuda"
     model = model.to(device).eval()
     if cuda:

@@ -73,9 +73,14 @@ def compute_neuron_features(
     stored = {channel: StoredNeuron(channel) for channel in range(topk.channels)}
     dead = topk.dead.numpy()
     features = neuron_features(
-        topk.values.numpy(), topk.images.numpy(), topk.rows.numpy(), topk.cols.numpy(),
-        layer.receptive_field, load_image, dead,
-    )  # fmt: skip
+        topk.values.numpy(),
+        topk.images.numpy(),
+        topk.rows.numpy(),
+        topk.cols.numpy(),
+        layer.receptive_field,
+        load_image,
+        dead,
+    )
     for channel, feature in features:
         entry = stored[channel]
         entry.nf_array_key = store.put_array(feature.mean)
@@ -103,11 +108,18 @@ def store_results(
         dead = topk.dead
         field_ = info.receptive_field
         layer = Layer(
-            run_id=run.id, name=info.name, position=position, type=info.type,
-            channels=info.channels, height=info.height, width=info.width,
-            rf_size=list(field_.size), rf_stride=list(field_.stride),
-            rf_offset=list(field_.offset), dead_count=int(dead.sum()),
-        )  # fmt: skip
+            run_id=run.id,
+            name=info.name,
+            position=position,
+            type=info.type,
+            channels=info.channels,
+            height=info.height,
+            width=info.width,
+            rf_size=list(field_.size),
+            rf_stride=list(field_.stride),
+            rf_offset=list(field_.offset),
+            dead_count=int(dead.sum()),
+        )
         session.add(layer)
         session.flush()
         means = topk.mean.tolist()
@@ -170,10 +182,17 @@ def analyze_run(
     started = time.perf_counter()
     progress.start("sweep", len(folder.images))
     result = sweep(
-        loaded.module, folder, [layer.name for layer in layers], loaded.input,
-        k=run.params["top_k"], batch_size=batch_size, device=device, policy=policy,
-        workers=workers, progress=lambda done, _total: progress.update(done),
-    )  # fmt: skip
+        loaded.module,
+        folder,
+        [layer.name for layer in layers],
+        loaded.input,
+        k=run.params["top_k"],
+        batch_size=batch_size,
+        device=device,
+        policy=policy,
+        workers=workers,
+        progress=lambda done, _total: progress.update(done),
+    )
     progress.finish()
     timings.sweep_s = time.perf_counter() - started
     result = SweepResult(
@@ -286,9 +305,17 @@ def analyze_folder(
         return AnalysisOutcome(run.id, True, layers, None)
     try:
         timings = analyze_run(
-            session, run, loaded, folder, layers, store, device=device,
-            batch_size=batch_size, workers=workers, progress=progress,
-        )  # fmt: skip
+            session,
+            run,
+            loaded,
+            folder,
+            layers,
+            store,
+            device=device,
+            batch_size=batch_size,
+            workers=workers,
+            progress=progress,
+        )
     except BaseException as error:
         session.rollback()
         run.status = "failed"

@@ -15,9 +15,17 @@ import numpy as np
 from PIL import Image
 
 CLASSES = (
-    "disc", "square", "triangle", "star", "cross", "ring", "bars", "grating", "checkerboard",
+    "disc",
+    "square",
+    "triangle",
+    "star",
+    "cross",
+    "ring",
+    "bars",
+    "grating",
+    "checkerboard",
     "dots",
-)  # fmt: skip
+)
 SIZE = 64
 _SUPER = 2
 
@@ -90,12 +98,16 @@ def _shape_mask(name: str, rng: np.random.Generator, size: int) -> np.ndarray:
         "square": lambda: (np.abs(u) <= radius * 0.75) & (np.abs(v) <= radius * 0.75),
         "triangle": lambda: _polygon(u, v, 3, radius),
         "star": lambda: _star(u, v, radius),
-        "cross": lambda: ((np.abs(u) <= radius * 0.28) | (np.abs(v) <= radius * 0.28))
-        & (np.abs(u) <= radius) & (np.abs(v) <= radius),
+        "cross": lambda: (
+            ((np.abs(u) <= radius * 0.28) | (np.abs(v) <= radius * 0.28))
+            & (np.abs(u) <= radius)
+            & (np.abs(v) <= radius)
+        ),
         "ring": lambda: (rho <= radius) & (rho >= radius * rng.uniform(0.5, 0.7)),
-        "bars": lambda: (((u / (radius * 0.5)) % 1.0) < 0.5)
-        & (np.abs(u) <= radius) & (np.abs(v) <= radius),
-    }  # fmt: skip
+        "bars": lambda: (
+            (((u / (radius * 0.5)) % 1.0) < 0.5) & (np.abs(u) <= radius) & (np.abs(v) <= radius)
+        ),
+    }
     return masks[name]()
 
 

@@ -59,11 +59,19 @@ def run_layers(args: argparse.Namespace) -> int:
     print_table(
         ["name", "type", "channels", "map", "rf size", "stride", "offset", "activation"],
         [
-            [r["name"], r["type"], r["channels"], r["map_size"], r["rf_size"], r["rf_stride"],
-             r["rf_offset"], r["activation"]]
+            [
+                r["name"],
+                r["type"],
+                r["channels"],
+                r["map_size"],
+                r["rf_size"],
+                r["rf_stride"],
+                r["rf_offset"],
+                r["activation"],
+            ]
             for r in records
         ],
-    )  # fmt: skip
+    )
     return 0
 
 
@@ -86,10 +94,18 @@ def run_analyze(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     with database.session() as session:
         outcome = analyze_folder(
-            session, store, loaded, folder, requested, top_k=args.top_k,
-            resize=ResizePolicy(args.resize), device=device, batch_size=args.batch_size,
-            workers=args.workers, progress=TerminalProgress(enabled=not args.json),
-        )  # fmt: skip
+            session,
+            store,
+            loaded,
+            folder,
+            requested,
+            top_k=args.top_k,
+            resize=ResizePolicy(args.resize),
+            device=device,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            progress=TerminalProgress(enabled=not args.json),
+        )
         from server.queries import get_run, run_summary
 
         summary = run_summary(get_run(session, outcome.run_id))
@@ -115,7 +131,9 @@ def print_run_report(summary: dict[str, Any], artifact_dir: Any) -> None:
     from server.cli.browse import print_layers_of_run
 
     print_layers_of_run(summary["id"])
-    print(f"\ntime: {summary['seconds']} s (sweep {stats.get('sweep_seconds')} s, "
-          f"neuron features {stats.get('features_seconds')} s)")  # fmt: skip
+    print(
+        f"\ntime: {summary['seconds']} s (sweep {stats.get('sweep_seconds')} s, "
+        f"neuron features {stats.get('features_seconds')} s)"
+    )
     print(f"Neuron Features (PNG) are stored under {artifact_dir}; read any neuron with")
     print(f"  neuronscope neuron {summary['id']} {summary['layers'][-1]} 0 --json")

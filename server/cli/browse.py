@@ -36,11 +36,19 @@ def run_runs(args: argparse.Namespace) -> int:
     print_table(
         ["id", "status", "model", "dataset", "layers", "neurons", "dead", "created"],
         [
-            [r["id"], r["status"], r["model"], r["dataset"], len(r["layers"]), r["neurons"],
-             r["dead"], r["created"][:19]]
+            [
+                r["id"],
+                r["status"],
+                r["model"],
+                r["dataset"],
+                len(r["layers"]),
+                r["neurons"],
+                r["dead"],
+                r["created"][:19],
+            ]
             for r in runs
         ],
-    )  # fmt: skip
+    )
     return 0
 
 
@@ -51,11 +59,18 @@ def print_layers_of_run(run_id: int) -> None:
     print_table(
         ["layer", "type", "channels", "map", "rf size", "stride", "dead"],
         [
-            [x["name"], x["type"], x["channels"], x["map_size"], x["rf_size"], x["rf_stride"],
-             x["dead"]]
+            [
+                x["name"],
+                x["type"],
+                x["channels"],
+                x["map_size"],
+                x["rf_size"],
+                x["rf_stride"],
+                x["dead"],
+            ]
             for x in layers
         ],
-    )  # fmt: skip
+    )
 
 
 def run_neuron(args: argparse.Namespace) -> int:
@@ -66,15 +81,27 @@ def run_neuron(args: argparse.Namespace) -> int:
         print_json(detail)
         return 0
     state = "dead (never fires)" if detail["dead"] else f"max {detail['max_activation']:.4g}"
-    print(f"run {detail['run']}  {detail['layer']}  channel {detail['channel']}: {state}, "
-          f"mean {detail['mean_activation']:.4g}")  # fmt: skip
+    print(
+        f"run {detail['run']}  {detail['layer']}  channel {detail['channel']}: {state}, "
+        f"mean {detail['mean_activation']:.4g}"
+    )
     if detail["nf"]:
         print(f"NF: {detail['nf']}\ntop patches: {detail['sprite']}")
     print_table(
         ["rank", "value", "image", "label", "row", "col", "window"],
-        [[t["rank"], t["value"], t["image"], t["label"], t["row"], t["col"],
-          ",".join(map(str, t["window"]))] for t in detail["top"][:20]],
-    )  # fmt: skip
+        [
+            [
+                t["rank"],
+                t["value"],
+                t["image"],
+                t["label"],
+                t["row"],
+                t["col"],
+                ",".join(map(str, t["window"])),
+            ]
+            for t in detail["top"][:20]
+        ],
+    )
     if len(detail["top"]) > 20:
         print(f"... {len(detail['top']) - 20} more (use --json)")
     return 0

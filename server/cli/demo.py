@@ -65,8 +65,10 @@ def ensure_demo_model(demo_dir: Path, dataset_root: Path, per_class: int) -> Pat
 
     report = train_demo_cnn(images, labels, weights, epochs=8, on_epoch=on_epoch)
     progress.finish()
-    print(f"validation accuracy {report.val_accuracy:.1%} on {report.val_images} held-out images "
-          f"after {report.epochs} epochs ({report.seconds:.0f} s); saved {weights}")  # fmt: skip
+    print(
+        f"validation accuracy {report.val_accuracy:.1%} on {report.val_images} held-out images "
+        f"after {report.epochs} epochs ({report.seconds:.0f} s); saved {weights}"
+    )
     return weights
 
 
@@ -119,9 +121,15 @@ def run_demo(args: argparse.Namespace) -> int:
     folder = scan_image_folder(dataset_root)
     with database.session() as session:
         outcome = analyze_folder(
-            session, store, loaded, folder, None, top_k=100,
-            device=args.device or settings.device, progress=TerminalProgress(),
-        )  # fmt: skip
+            session,
+            store,
+            loaded,
+            folder,
+            None,
+            top_k=100,
+            device=args.device or settings.device,
+            progress=TerminalProgress(),
+        )
         summary = run_summary(get_run(session, outcome.run_id))
     summary["reused"] = outcome.reused
     summary["seconds"] = round(time.perf_counter() - started, 2)

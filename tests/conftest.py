@@ -1,0 +1,40 @@
+"""Shared fixtures: small image folders with known content, and an isolated data directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+COLOURS = {"red": (1.0, 0.0, 0.0), "green": (0.0, 0.8, 0.0), "blue": (0.0, 0.0, 1.0)}
+
+
+def write_square_folder(root: Path, per_class: int = 8, size: int = 32, seed: int = 0) -> Path:
+    """One subfolder per colour; each image a coloured square at a random place on grey."""
+    rng = np.random.default_rng(seed)
+    for name, colour in COLOURS.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            image = np.full((size, size, 3), 0.5) + rng.normal(0, 0.02, (size, size, 3))
+            side = int(rng.integers(6, 12))
+            top, left = rng.integers(0, size - side, size=2)
+            image[top : top + side, left : left + side] = colour
+            pixels = np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{i:03d}.png")
+    return root
+
+
+@pytest.fixture
+def square_folder(tmp_path: Path) -> Path:
+    return write_square_folder(tmp_path / "squares")
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh NEURONSCOPE_DATA_DIR (SQLite database and artifacts) for CLI tests."""
+    directory = tmp_path / "neuronscope-data"
+    monkeypatch.setenv("NEURONSCOPE_DATA_DIR", str(directory))
+    monkeypatch.delenv("NEURONSCOPE_DATABASE_URL", raising=False)
+    return directory

@@ -1,0 +1,156 @@
+"""The command line end to end: analyse, list runs, read a neuron back, and fail clearly."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from server.cli.main import main
+
+RED = [
+    "--model",
+    "tests.tiny_models:red_detector",
+    "--mean",
+    "0,0,0",
+    "--std",
+    "1,1,1",
+    "--input-size",
+    "32",
+]
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def analyze(capsys, folder, *extra: str) -> dict:
+    code, out, err = run_cli(
+        capsys,
+        "analyze",
+        *RED,
+        "--data",
+        str(folder),
+        "--layers",
+        "1,4",
+        "--top-k",
+        "5",
+        "--workers",
+        "0",
+        "--json",
+        *extra,
+    )
+    assert code == 0, err
+    return json.loads(out)
+
+
+def test_analyze_then_read_back_a_neuron(capsys, data_dir, square_folder):
+    result = analyze(capsys, square_folder)
+    assert result["status"] == "done" and result["reused"] is False
+    assert result["layers"] == ["1", "4"]
+
+    code, out, _ = run_cli(capsys, "neuron", str(result["run"]), "4", "0", "--json")
+    assert code == 0
+    neuron = json.loads(out)
+    assert neuron["layer"] == "4" and neuron["channel"] == 0 and neuron["dead"] is False
+    assert neuron["indexes"] == {}
+    assert len(neuron["top"]) == 5
+    assert all(top["image"].startswith("red/") for top in neuron["top"])
+    values = [top["value"] for top in neuron["top"]]
+    assert values == sorted(values, reverse=True)
+    first = neuron["top"][0]
+    # Layer "4" sees 8×8 input pixels with stride 2 and offset -3 (two 3×3 convs and a 2×2 pool).
+    assert first["window"] == [
+        -3 + 2 * first["row"],
+        5 + 2 * first["row"],
+        -3 + 2 * first["col"],
+        5 + 2 * first["col"],
+    ]
+    assert neuron["nf"].endswith(".png")
+    from pathlib import Path
+
+    assert Path(neuron["nf"]).is_file()
+
+    code, out, _ = run_cli(capsys, "neuron", str(result["run"]), "1", "2", "--json")
+    assert code == 0
+    dead = json.loads(out)
+    assert dead["dead"] is True and dead["nf"] is None
+
+
+def test_the_same_analysis_reuses_its_run(capsys, data_dir, square_folder):
+    first = analyze(capsys, square_folder)
+    second = analyze(capsys, square_folder)
+    assert second["run"] == first["run"] and second["reused"] is True
+    other = analyze(capsys, square_folder, "--resize", "center-crop")
+    assert other["run"] != first["run"]
+
+    code, out, _ = run_cli(capsys, "runs", "--json")
+    assert code == 0
+    runs = json.loads(out)
+    assert [run["id"] for run in runs] == [first["run"], other["run"]]
+    assert {"id", "status", "model", "dataset", "layers", "created"} <= set(runs[0])
+
+
+def test_layers_command_lists_receptive_fields(capsys):
+    code, out, _ = run_cli(capsys, "layers", "torchvision:vgg16", "--json")
+    assert code == 0
+    layers = {layer["name"]: layer for layer in json.loads(out)}
+    assert layers["features.28"]["rf_size"] == [196, 196]
+    assert layers["features.28"]["rf_stride"] == [16, 16]
+    assert layers["features.28"]["type"] == "Conv2d" and layers["features.28"]["channels"] == 512
+    assert layers["features.28"]["activation"] == "features.29"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["analyze", *RED, "--data", "/no/such/folder"], "image folder not found"),
+        (["analyze", *RED, "--data", "{folder}", "--layers", "nope"], "unknown layer 'nope'"),
+        (
+            [
+                "analyze",
+                "--model",
+                "torchvision:alexnet",
+                "--weights",
+                "/no/w.pth",
+                "--data",
+                "{folder}",
+            ],
+            "weights file not found",
+        ),
+        (
+            [
+                "analyze",
+                "--model",
+                "torchvision:alexnet",
+                "--weights",
+                "{junk}",
+                "--data",
+                "{folder}",
+            ],
+            "not a readable weights file",
+        ),
+        (["neuron", "99", "4", "0"], "no run 99"),
+        (["layers", "torchvision:nonsense"], "unknown torchvision model"),
+    ],
+)
+def test_bad_input_exits_non_zero_with_one_readable_line(
+    capsys, data_dir, square_folder, tmp_path, argv, message
+):
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"definitely not torch")
+    argv = [a.format(folder=square_folder, junk=junk) for a in argv]
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 1
+    assert message in err
+    assert err.startswith("neuronscope: error:") and err.count("\n") == 1
+
+
+def test_unknown_layer_of_an_existing_run_is_named(capsys, data_dir, square_folder):
+    result = analyze(capsys, square_folder)
+    code, _, err = run_cli(capsys, "neuron", str(result["run"]), "9", "0")
+    assert code == 1 and "has no layer '9'" in err
+    code, _, err = run_cli(capsys, "neuron", str(result["run"]), "4", "7")
+    assert code == 1 and "channels 0..1" in err

@@ -1,0 +1,26 @@
+"""Alembic migrations: upgrade, downgrade and upgrade again leave the schema of the models."""
+
+from __future__ import annotations
+
+from sqlalchemy import create_engine, inspect
+
+from server.db import downgrade, upgrade
+from server.models import Base
+
+
+def table_names(url: str) -> set[str]:
+    engine = create_engine(url)
+    try:
+        return set(inspect(engine).get_table_names()) - {"alembic_version"}
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_downgrade_upgrade_on_sqlite(tmp_path):
+    url = f"sqlite:///{tmp_path / 'schema.db'}"
+    upgrade(url)
+    assert table_names(url) == set(Base.metadata.tables)
+    downgrade(url, "base")
+    assert table_names(url) == set()
+    upgrade(url)
+    assert table_names(url) == set(Base.metadata.tables)

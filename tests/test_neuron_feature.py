@@ -1,0 +1,56 @@
+"""Neuron Features: patches aligned on unclipped windows, and a red detector's NF is red."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from analysis.data import load_rgb, scan_image_folder
+from analysis.models import InputSpec
+from analysis.neuron_feature import contrast_stretched, cut_patch, neuron_features, sprite
+from analysis.receptive_field import receptive_fields
+from analysis.sweep import sweep
+from tests.tiny_models import red_detector
+
+SPEC = InputSpec(size=32, mean=(0, 0, 0), std=(1, 1, 1))
+
+
+def test_cut_patch_fills_outside_the_image_with_grey():
+    image = np.ones((4, 4, 3), dtype=np.float32)
+    patch, inside = cut_patch(image, (-1, 2, 3, 6))
+    assert patch.shape == (3, 3, 3)
+    assert inside.tolist() == [[False] * 3, [True, False, False], [True, False, False]]
+    assert patch[1, 0, 0] == 1.0
+    assert patch[0, 0, 0] == 0.5 and patch[1, 1, 0] == 0.5
+
+
+def test_red_detector_has_a_red_neuron_feature(square_folder):
+    model = red_detector()
+    folder = scan_image_folder(square_folder)
+    result = sweep(model, folder, ["4"], SPEC, k=8, workers=0).layers["4"]
+    field = receptive_fields(model, ["4"], SPEC.size)["4"]
+
+    features = dict(
+        neuron_features(
+            result.values.numpy(),
+            result.images.numpy(),
+            result.rows.numpy(),
+            result.cols.numpy(),
+            field,
+            lambda i: load_rgb(folder.root / folder.images[i].path, SPEC.size),
+            result.dead.numpy(),
+        )
+    )
+    labels = {folder.images[i].label for i in result.images[0].tolist()}
+    assert labels == {"red"}
+    centre = features[0].mean[field.size[0] // 2 - 1 : field.size[0] // 2 + 1]
+    red, green, blue = centre.reshape(-1, 3).mean(0)
+    assert red > 0.8 and green < 0.2 and blue < 0.2
+    assert features[0].mean.shape == (*field.size, 3)
+    assert len(features[0].patches) == 8
+
+
+def test_display_helpers():
+    stretched = contrast_stretched(np.array([[[0.2, 0.3, 0.6]]], dtype=np.float64))
+    assert stretched.tolist() == [[[0, 64, 255]]]
+    sheet = sprite([np.zeros((2, 3, 3))] * 3, columns=2, gap=1)
+    assert sheet.shape == (5, 7, 3)
