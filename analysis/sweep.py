@@ -13,7 +13,7 @@ sweeps merge to the unsharded result, ties included (post-ReLU zeros tie a lot).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -117,62 +117,110 @@ class SweepResult:
 class TopKRecorder:
     """Hooks on the chosen layers that fold every batch into each layer's running top-K.
 
-    Use as a context manager around forwards of batches whose global image indices are given
-    with :meth:`next_batch`; hooks are removed on exit.
+    Enter it (hooks registered; it may be entered again and keeps its state), call
+    :meth:`forward` per batch with the batch's global image indices, then :meth:`result`.
+
+    Per batch and layer only a few kernels run and nothing waits for the device: the maxima and
+    their positions are computed (:func:`spatial_argmax`) and staged; every ``merge_every``
+    batches the staged candidates are folded into the top-K with one sort per layer.
+
+    On CUDA the reductions, which are memory-bound, run on a side stream and overlap the next
+    layers' compute-bound convolutions. That is only safe for an output that nothing modifies
+    in place after the hook (a convolution followed by an in-place ReLU is modified), so the
+    first batch runs on one stream and checks every output's version counter; only the
+    outputs found untouched go to the side stream afterwards.
     """
 
     def __init__(
-        self, model: nn.Module, layers: Sequence[str], k: int, device: torch.device | str
+        self,
+        model: nn.Module,
+        layers: Sequence[str],
+        k: int,
+        device: torch.device | str,
+        merge_every: int = 8,
+        overlap: bool = True,
     ) -> None:
         self.model = model
         self.layer_names = list(layers)
         self.k = k
         self.device = torch.device(device)
+        self.merge_every = merge_every
         self.state: dict[str, LayerTopK] = {}
-        self._images: torch.Tensor | None = None
-        self._valid: torch.Tensor | None = None
-        self._hooks = layer_hooks(model, self.layer_names, self._record, stop_early=True)
+        self._staged: dict[str, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = {}
+        self._staged_images: list[torch.Tensor] = []
+        self._staged_valid: list[torch.Tensor] = []
+        self._hooks: AbstractContextManager[None] | None = None
+        cuda = self.device.type == "cuda"
+        self._side_stream = torch.cuda.Stream(self.device) if cuda and overlap else None
+        self._overlap_safe: set[str] | None = None  # None until the first batch has been checked
+        self._versions: dict[str, tuple[torch.Tensor, int]] = {}
 
     def __enter__(self) -> TopKRecorder:
+        self._hooks = layer_hooks(self.model, self.layer_names, self._record, stop_early=True)
         self._hooks.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._hooks.__exit__(*exc)
+        if self._hooks is not None:
+            self._hooks.__exit__(*exc)
+            self._hooks = None
 
     def forward(self, batch: torch.Tensor, images: torch.Tensor, valid: torch.Tensor) -> None:
-        """Run ``batch`` (already normalised) and fold it in; ``images`` are global indices."""
-        self._images = images
-        self._valid = valid
+        """Run ``batch`` (already normalised); ``images`` are its global indices, in order."""
         forward_until(self.model, batch)
-        self._images = self._valid = None
+        if self._side_stream is not None and self._overlap_safe is None:
+            self._overlap_safe = {
+                name
+                for name, (tensor, version) in self._versions.items()
+                if tensor._version == version
+            }
+            self._versions.clear()
+        self._staged_images.append(images)
+        self._staged_valid.append(valid)
+        if len(self._staged_images) >= self.merge_every:
+            self._merge_staged()
 
     def _record(self, name: str, output: torch.Tensor) -> None:
-        batch, channels, height, width = output.shape
-        if output.is_contiguous(memory_format=torch.channels_last) and not output.is_contiguous():
-            # (N, H·W, C) is a view of a channels_last tensor: reduce without a copy.
-            maxima, where = (
-                output.permute(0, 2, 3, 1).reshape(batch, height * width, channels).max(1)
-            )
-        else:
-            maxima, where = output.reshape(batch, channels, height * width).max(2)
-        maxima = maxima.float().masked_fill(~self._valid[:, None], float("-inf"))
-        state = self.state.get(name)
-        if state is None:
-            state = self.state[name] = LayerTopK.empty(channels, self.k, self.device)
-        state.maxima_sum += maxima.masked_fill(~self._valid[:, None], 0.0).sum(
-            0, dtype=torch.float64
-        )
-        state.count += batch  # corrected for unreadable images in ``result``
-        where = where.int()
-        state.merge(
-            maxima.t(),
-            self._images[None, :].expand(channels, batch),
-            (where // width).t(),
-            (where % width).t(),
-        )
+        side = self._side_stream
+        if side is None or self._overlap_safe is None or name not in self._overlap_safe:
+            if side is not None and self._overlap_safe is None:
+                self._versions[name] = (output, output._version)
+            self._staged.setdefault(name, []).append(spatial_argmax(output))
+            return
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            found = spatial_argmax(output)
+        output.record_stream(side)  # keep its memory from reuse until the side stream is done
+        self._staged.setdefault(name, []).append(found)
+
+    def _merge_staged(self) -> None:
+        if not self._staged_images:
+            return
+        if self._side_stream is not None:
+            main = torch.cuda.current_stream(self.device)
+            main.wait_stream(self._side_stream)
+            for staged in self._staged.values():
+                for tensor in (t for entry in staged for t in entry):
+                    tensor.record_stream(main)
+        images = torch.cat(self._staged_images)
+        valid = torch.cat(self._staged_valid)
+        for name, staged in self._staged.items():
+            values = torch.cat([v for v, _, _ in staged]).float().t()  # (C, n)
+            rows = torch.cat([r for _, r, _ in staged]).t().int()
+            cols = torch.cat([c for _, _, c in staged]).t().int()
+            values = values.masked_fill(~valid[None, :], float("-inf"))
+            state = self.state.get(name)
+            if state is None:
+                state = self.state[name] = LayerTopK.empty(values.shape[0], self.k, self.device)
+            state.maxima_sum += values.masked_fill(~valid[None, :], 0.0).sum(1, dtype=torch.float64)
+            state.count += int(valid.shape[0])  # corrected for unreadable images in ``result``
+            state.merge(values, images[None, :].expand_as(values), rows, cols)
+        self._staged = {}
+        self._staged_images.clear()
+        self._staged_valid.clear()
 
     def result(self, unreadable: list[int]) -> SweepResult:
+        self._merge_staged()
         layers = {}
         for name in self.layer_names:
             state = self.state[name].to("cpu")
@@ -180,6 +228,27 @@ class TopKRecorder:
             layers[name] = state
         count = next(iter(layers.values())).count if layers else 0
         return SweepResult(layers=layers, image_count=count, unreadable=sorted(unreadable))
+
+
+def spatial_argmax(output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per image and channel: the maximum over all positions, and its row and column (N, C).
+
+    Ties go to the first position in row-major order. The whole map is read once, by a max
+    over each row; the max over rows and the arg-max within the winning row then touch 1/W and
+    1/H of the data. That costs about what a plain max costs, where ``torch.max(dim)`` over the
+    flattened map costs 1.5× (GPU) to 10× (CPU) more.
+    """
+    batch, channels, _, width = output.shape
+    if output.is_contiguous(memory_format=torch.channels_last) and not output.is_contiguous():
+        nhwc = output.permute(0, 2, 3, 1)  # a view, contiguous in memory
+        values, rows = nhwc.amax(2).max(1)
+        winning_rows = nhwc.gather(1, rows[:, None, None, :].expand(batch, 1, width, channels))
+        cols = winning_rows[:, 0].argmax(1)
+    else:
+        values, rows = output.amax(3).max(2)
+        winning_rows = output.gather(2, rows[:, :, None, None].expand(batch, channels, 1, width))
+        cols = winning_rows[:, :, 0].argmax(2)
+    return values, rows, cols
 
 
 def sweep(
@@ -216,7 +285,8 @@ def sweep(
         model = model.to(memory_format=torch.channels_last)
     unreadable: list[int] = []
     done = 0
-    with TopKRecorder(model, layers, k, device) as recorder, torch.inference_mode():
+    # no_grad rather than inference_mode: the recorder reads tensors' version counters.
+    with TopKRecorder(model, layers, k, device) as recorder, torch.no_grad():
         for images, image_indices, readable in loader:
             unreadable.extend(image_indices[~readable].tolist())
             images = images.to(device, non_blocking=True)
