@@ -39,22 +39,29 @@ def resolve_layers(model: nn.Module, names: list[str]) -> dict[str, nn.Module]:
 
 @contextmanager
 def layer_hooks(
-    model: nn.Module, names: list[str], callback: LayerCallback, stop_early: bool = False
+    model: nn.Module,
+    names: list[str],
+    callback: LayerCallback,
+    stop_early: bool = False,
+    before: bool = False,
 ) -> Iterator[None]:
     """Call ``callback(name, output)`` whenever one of the named modules runs.
 
     The callback runs right after the module's forward, before any following in-place ReLU can
-    modify the tensor. With ``stop_early``, the forward is aborted as soon as every named module
-    has run once; use :func:`forward_until` to swallow the signal.
+    modify the tensor. With ``before``, it runs just before the module and receives the module's
+    first input instead (a ReLU's pre-activation, read before an in-place ReLU overwrites it).
+    With ``stop_early``, the forward is aborted as soon as every named module has been reached;
+    use :func:`forward_until` to swallow the signal.
     """
     modules = resolve_layers(model, names)
     handles = []
     waiting: set[str] = set()
 
     def make_hook(name: str) -> Callable[[nn.Module, Any, Any], None]:
-        def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
-            if isinstance(output, torch.Tensor):
-                callback(name, output)
+        def hook(_module: nn.Module, inputs: Any, output: Any = None) -> None:
+            tensor = inputs[0] if before else output
+            if isinstance(tensor, torch.Tensor):
+                callback(name, tensor)
             waiting.discard(name)
             if stop_early and not waiting:
                 waiting.update(modules)  # re-arm for the next forward
@@ -65,7 +72,8 @@ def layer_hooks(
     waiting.update(modules)
     try:
         for name, module in modules.items():
-            handles.append(module.register_forward_hook(make_hook(name)))
+            register = module.register_forward_pre_hook if before else module.register_forward_hook
+            handles.append(register(make_hook(name)))
         yield
     finally:
         for handle in handles:

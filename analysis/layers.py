@@ -30,6 +30,7 @@ _ACTIVATIONS = (
     nn.Tanh,
     nn.PReLU,
 )
+ACTIVATION_TYPES = frozenset(cls.__name__ for cls in _ACTIVATIONS)
 _BARRIERS = (nn.Conv2d, nn.Linear, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d)
 
 

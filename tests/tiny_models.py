@@ -39,3 +39,56 @@ def random_net() -> nn.Sequential:
         nn.Conv2d(6, 5, 3, stride=2),
         nn.ReLU(),
     ).eval()
+
+
+def single_filter(weights: torch.Tensor, bias: float = 0.0) -> nn.Sequential:
+    """One conv channel with the given (3, k, k) weights, no padding, followed by a ReLU."""
+    size = weights.shape[-1]
+    conv = nn.Conv2d(3, 1, size, padding=size // 2)
+    with torch.no_grad():
+        conv.weight.copy_(weights[None])
+        conv.bias.fill_(bias)
+    return nn.Sequential(conv, nn.ReLU()).eval()
+
+
+def grey_kernel(profile: torch.Tensor) -> torch.Tensor:
+    """A (3, k, k) kernel applying the same (k, k) profile to R, G and B (a luminance filter)."""
+    return (profile / 3.0)[None].expand(3, -1, -1).clone()
+
+
+def vertical_edge_kernel(size: int = 7) -> torch.Tensor:
+    """Second derivative across x, constant along y: responds to vertical edges and lines."""
+    profile = torch.zeros(size, size)
+    centre = size // 2
+    profile[:, centre - 1] = -1.0
+    profile[:, centre] = 2.0
+    profile[:, centre + 1] = -1.0
+    return grey_kernel(profile / size)
+
+
+def centre_surround_kernel(size: int = 7) -> torch.Tensor:
+    """An isotropic difference of Gaussians: ON centre, OFF surround."""
+    coords = torch.arange(size, dtype=torch.float32) - size // 2
+    radius2 = coords[:, None] ** 2 + coords[None, :] ** 2
+    centre = torch.exp(-radius2 / (2 * 0.8**2))
+    surround = torch.exp(-radius2 / (2 * 2.0**2))
+    return grey_kernel(centre / centre.sum() - surround / surround.sum())
+
+
+def gaussian_blob_kernel(size: int = 7) -> torch.Tensor:
+    coords = torch.arange(size, dtype=torch.float32) - size // 2
+    blob = torch.exp(-(coords[:, None] ** 2 + coords[None, :] ** 2) / (2 * 1.5**2))
+    return grey_kernel(blob / blob.sum())
+
+
+def corner_kernel(size: int = 7) -> torch.Tensor:
+    """Bright top-left quadrant against the rest: has no mirror symmetry."""
+    profile = -torch.ones(size, size)
+    profile[: size // 2 + 1, : size // 2 + 1] = 1.0
+    return grey_kernel(profile / size**2)
+
+
+def colour_kernel(red: float, green: float, blue: float, size: int = 1) -> torch.Tensor:
+    """The same colour weighting at every tap of a (3, size, size) kernel."""
+    weights = torch.tensor([red, green, blue])[:, None, None]
+    return (weights / size**2).expand(3, size, size).clone()

@@ -1,0 +1,231 @@
+"""In-silico physiology: response curves of single units, as with a cell and an electrode (SPEC §5).
+
+The cell is one channel; its response is the activation at the centre of the map. The
+spontaneous rate is the response to a black image. Hue responses are read *before* the
+activation function (where opponency shows as responses below baseline) and grating responses
+*after* it.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import math
+from collections.abc import Sequence
+from contextlib import ExitStack, nullcontext
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from analysis.hooks import layer_hooks
+from analysis.layers import ACTIVATION_TYPES, LayerInfo
+from analysis.models import InputSpec
+
+HUES = tuple(range(360))
+GRATING_ORIENTATIONS = tuple(range(0, 181, 20))  # 10
+GRATING_PHASES = tuple(round(0.2 * i, 1) for i in range(6))  # 0 … 1 cycle, 6
+GRATING_FREQUENCIES = tuple(range(1, 17))  # cycles per image, 16
+
+
+@dataclass(frozen=True)
+class Electrode:
+    """Where responses are read: a module's output, or its first input (``before`` it runs)."""
+
+    module: str
+    before: bool = False
+
+
+def hue_stimuli(size: int) -> torch.Tensor:
+    """360 full-field uniform images, hue 0°…359° in HSL with saturation 1 and lightness 0.5."""
+    colours = torch.tensor([colorsys.hls_to_rgb(h / 360, 0.5, 1.0) for h in HUES])
+    return colours[:, :, None, None].expand(len(HUES), 3, size, size).float()
+
+
+def grating_conditions() -> list[tuple[int, float, int]]:
+    """(orientation°, phase in cycles, cycles per image) of the 960 gratings, in stimulus order."""
+    return [
+        (o, p, f) for o in GRATING_ORIENTATIONS for p in GRATING_PHASES for f in GRATING_FREQUENCIES
+    ]
+
+
+def grating_stimuli(size: int) -> torch.Tensor:
+    """Achromatic full-contrast sinusoidal gratings, 0.5 + 0.5·sin(2π(f·u/size + phase))."""
+    coords = torch.arange(size, dtype=torch.float64) + 0.5 - size / 2
+    y, x = torch.meshgrid(coords, coords, indexing="ij")
+    images = []
+    for orientation, phase, frequency in grating_conditions():
+        angle = math.radians(orientation)
+        u = x * math.cos(angle) + y * math.sin(angle)
+        images.append(0.5 + 0.5 * torch.sin(2 * math.pi * (frequency * u / size + phase)))
+    return torch.stack(images).float()[:, None].expand(-1, 3, -1, -1)
+
+
+def black_stimulus(size: int) -> torch.Tensor:
+    return torch.zeros(1, 3, size, size)
+
+
+def record_centre(
+    model: nn.Module,
+    electrodes: Sequence[Electrode],
+    stimuli: torch.Tensor,
+    input_spec: InputSpec,
+    device: torch.device | str = "cpu",
+    batch_size: int = 128,
+) -> dict[Electrode, np.ndarray]:
+    """Responses (stimuli, channels) at the map centre of every electrode, in one pass."""
+    device = torch.device(device)
+    found: dict[Electrode, list[torch.Tensor]] = {e: [] for e in electrodes}
+
+    def reader(before: bool):
+        def read(name: str, tensor: torch.Tensor) -> None:
+            height, width = tensor.shape[-2:]
+            centre = tensor[:, :, height // 2, width // 2].float().cpu()
+            found[Electrode(name, before)].append(centre)
+
+        return read
+
+    cuda = device.type == "cuda"
+    with ExitStack() as stack, torch.no_grad():
+        for before in (False, True):
+            names = [e.module for e in electrodes if e.before == before]
+            if names:
+                stack.enter_context(layer_hooks(model, names, reader(before), before=before))
+        for start in range(0, len(stimuli), batch_size):
+            batch = input_spec.normalise(stimuli[start : start + batch_size].to(device))
+            with torch.autocast("cuda", dtype=torch.bfloat16) if cuda else nullcontext():
+                model(batch.contiguous(memory_format=torch.channels_last) if cuda else batch)
+    return {e: torch.cat(parts).numpy() for e, parts in found.items()}
+
+
+@dataclass(frozen=True)
+class UnitPhysiology:
+    """One unit's response curves and classes."""
+
+    hue_curve: list[float]
+    hue_baseline: float
+    spectral_class: str  # "opponent", "non-opponent" or "unresponsive"
+    hue_max: int
+    hue_min: int
+    spatial_class: str
+    grating_baseline: float
+    orientation_tuning: list[float]  # max over phase and frequency, per grating orientation
+    preferred_frequency: int
+    preferred_orientation: int
+
+    @property
+    def double_opponent(self) -> bool:
+        return self.spectral_class == "opponent" and self.spatial_class == "opponent"
+
+    def details(self) -> dict[str, object]:
+        return {
+            "hue_curve": self.hue_curve,
+            "hue_baseline": self.hue_baseline,
+            "spectral_class": self.spectral_class,
+            "hue_max": self.hue_max,
+            "hue_min": self.hue_min,
+            "spatial_class": self.spatial_class,
+            "grating_baseline": self.grating_baseline,
+            "grating_orientations": list(GRATING_ORIENTATIONS),
+            "grating_orientation_tuning": self.orientation_tuning,
+            "preferred_frequency": self.preferred_frequency,
+            "preferred_orientation": self.preferred_orientation,
+            "double_opponent": self.double_opponent,
+        }
+
+
+def _tolerance(baseline: float, responses: np.ndarray) -> float:
+    return 1e-5 * max(abs(baseline), float(np.abs(responses).max(initial=0.0))) + 1e-6
+
+
+def spectral_class(hue_responses: np.ndarray, baseline: float) -> str:
+    """Unresponsive if every hue gives the baseline; opponent if some hues excite and others
+    inhibit a spontaneously active unit (max > baseline > min, baseline > 0); else non-opponent."""
+    tolerance = _tolerance(baseline, hue_responses)
+    if np.all(np.abs(hue_responses - baseline) <= tolerance):
+        return "unresponsive"
+    excited = hue_responses.max() > baseline + tolerance
+    inhibited = hue_responses.min() < baseline - tolerance
+    return "opponent" if excited and inhibited and baseline > 0 else "non-opponent"
+
+
+def spatial_class(grating_responses: np.ndarray, baseline: float) -> str:
+    """Unresponsive if every grating gives the baseline; non-opponent if all are on one side of
+    it; opponent if some gratings raise and others lower the response."""
+    tolerance = _tolerance(baseline, grating_responses)
+    above = grating_responses > baseline + tolerance
+    below = grating_responses < baseline - tolerance
+    if not above.any() and not below.any():
+        return "unresponsive"
+    return "opponent" if above.any() and below.any() else "non-opponent"
+
+
+def unit_physiology(
+    hue: np.ndarray, hue_baseline: float, gratings: np.ndarray, grating_baseline: float
+) -> UnitPhysiology:
+    """Classify one unit from its 360 hue and 960 grating responses."""
+    by_condition = gratings.reshape(
+        len(GRATING_ORIENTATIONS), len(GRATING_PHASES), len(GRATING_FREQUENCIES)
+    )
+    best = np.unravel_index(int(np.argmax(by_condition)), by_condition.shape)
+    return UnitPhysiology(
+        hue_curve=[float(v) for v in hue],
+        hue_baseline=float(hue_baseline),
+        spectral_class=spectral_class(hue, hue_baseline),
+        hue_max=int(np.argmax(hue)),
+        hue_min=int(np.argmin(hue)),
+        spatial_class=spatial_class(gratings, grating_baseline),
+        grating_baseline=float(grating_baseline),
+        orientation_tuning=[float(v) for v in by_condition.max(axis=(1, 2))],
+        preferred_frequency=GRATING_FREQUENCIES[best[2]],
+        preferred_orientation=GRATING_ORIENTATIONS[best[0]],
+    )
+
+
+def electrodes(layer: LayerInfo, by_name: dict[str, LayerInfo]) -> tuple[Electrode, Electrode]:
+    """(pre-activation, post-activation) electrodes of a recorded layer.
+
+    An activation module is read at its input and its output; a convolution at its output and
+    at the output of the activation that follows it; anything else at its output only.
+    """
+    if layer.type in ACTIVATION_TYPES:
+        return Electrode(layer.name, before=True), Electrode(layer.name)
+    activation = by_name.get(layer.activation or "")
+    if activation is not None and activation.hookable:
+        return Electrode(layer.name), Electrode(activation.name)
+    return Electrode(layer.name), Electrode(layer.name)
+
+
+def layer_physiology(
+    model: nn.Module,
+    layers: dict[str, tuple[Electrode, Electrode]],
+    input_spec: InputSpec,
+    device: torch.device | str = "cpu",
+) -> dict[str, list[UnitPhysiology]]:
+    """Physiology of every unit of every layer; ``layers`` maps a layer to its (pre-activation,
+    post-activation) electrodes. All layers share one pass over the 1,321 stimuli."""
+    size = input_spec.size
+    stimuli = torch.cat([black_stimulus(size), hue_stimuli(size), grating_stimuli(size)])
+    electrodes = sorted({e for pair in layers.values() for e in pair}, key=str)
+    recorded = record_centre(model, electrodes, stimuli, input_spec, device)
+    hue_rows = slice(1, 1 + len(HUES))
+    grating_rows = slice(1 + len(HUES), None)
+    result = {}
+    for name, (pre, post) in layers.items():
+        before, after = recorded[pre], recorded[post]
+        result[name] = [
+            unit_physiology(before[hue_rows, c], before[0, c], after[grating_rows, c], after[0, c])
+            for c in range(before.shape[1])
+        ]
+    return result
+
+
+def fractions(units: Sequence[UnitPhysiology]) -> dict[str, float]:
+    """Per layer: the share of units in each spectral and spatial class, and double opponent."""
+    count = max(len(units), 1)
+    shares: dict[str, float] = {}
+    for kind in ("opponent", "non-opponent", "unresponsive"):
+        shares[f"spectral_{kind}"] = sum(u.spectral_class == kind for u in units) / count
+        shares[f"spatial_{kind}"] = sum(u.spatial_class == kind for u in units) / count
+    shares["double_opponent"] = sum(u.double_opponent for u in units) / count
+    return shares

@@ -1,0 +1,196 @@
+"""Perturb each top patch in place and re-read the neuron at the same map position (SPEC §4).
+
+For neuron c and its top image j, the receptive window of a_j is cut out, perturbed, pasted back
+into the otherwise unchanged image, and the image goes through the network truncated after the
+layer; a'_j is read at the original (row, col).
+
+Only the window can influence that unit, so instead of the whole image the engine forwards a
+crop around it: the crop starts on a multiple of the layer's stride (so every intermediate grid
+lines up) and touches the image border wherever the window does (so the network's own zero
+padding is reproduced). Early layers thus run on crops of a few pixels. All neurons, all ranks
+and all variants of a layer go through in large batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from analysis.hooks import forward_until, layer_hooks
+from analysis.models import InputSpec
+from analysis.receptive_field import ReceptiveField
+from analysis.selectivity.perturbations import Perturbation
+
+GREY = 0.5
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class CropPlan:
+    """Where each (neuron, rank) sample is cut from its image, and where to read the unit."""
+
+    size: int  # square crop side
+    top: torch.Tensor  # (S,) crop origin in the image
+    left: torch.Tensor
+    window_top: torch.Tensor  # (S,) window origin relative to the crop (may be negative)
+    window_left: torch.Tensor
+    read_row: torch.Tensor  # (S,) unit position in the crop's output map
+    read_col: torch.Tensor
+
+
+def plan_crops(
+    field: ReceptiveField, rows: torch.Tensor, cols: torch.Tensor, image_size: int
+) -> CropPlan:
+    """Crops of one common size, aligned to the stride, that contain every window."""
+    stride = field.stride[0]
+    size = max(field.size) + 2 * stride
+    size = -(-size // stride) * stride
+    if image_size % stride or field.stride[0] != field.stride[1] or size >= image_size:
+        size, stride = image_size, None
+    rows, cols = rows.long(), cols.long()
+    r0 = field.offset[0] + rows * field.stride[0]
+    c0 = field.offset[1] + cols * field.stride[1]
+    if stride is None:
+        top = torch.zeros_like(rows)
+        left = torch.zeros_like(cols)
+    else:
+        # Both bounds are multiples of the stride, so the clamped origin stays aligned.
+        top = (r0.clamp_min(0) // stride * stride).clamp_max(image_size - size)
+        left = (c0.clamp_min(0) // stride * stride).clamp_max(image_size - size)
+    unit_stride_r, unit_stride_c = field.stride
+    return CropPlan(
+        size=size,
+        top=top,
+        left=left,
+        window_top=r0 - top,
+        window_left=c0 - left,
+        read_row=rows - top // unit_stride_r,
+        read_col=cols - left // unit_stride_c,
+    )
+
+
+def _cut_windows(
+    crops: torch.Tensor, window_top: torch.Tensor, window_left: torch.Tensor, field: ReceptiveField
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Window patches (B, 3, h, w), grey where the window leaves the crop, with index grids."""
+    height, width = field.size
+    batch, _, size, _ = crops.shape
+    padded = torch.full(
+        (batch, 3, size + 2 * height, size + 2 * width),
+        GREY,
+        dtype=crops.dtype,
+        device=crops.device,
+    )
+    padded[:, :, height : height + size, width : width + size] = crops
+    inside = torch.zeros(batch, size + 2 * height, size + 2 * width, device=crops.device)
+    inside[:, height : height + size, width : width + size] = 1.0
+    row_index = (window_top[:, None] + height) + torch.arange(height, device=crops.device)
+    col_index = (window_left[:, None] + width) + torch.arange(width, device=crops.device)
+    sample = torch.arange(batch, device=crops.device)
+    rows, cols = row_index[:, :, None], col_index[:, None, :]
+    patches = padded.permute(0, 2, 3, 1)[sample[:, None, None], rows, cols].permute(0, 3, 1, 2)
+    mask = inside[sample[:, None, None], rows, cols]
+    return patches, mask, padded, (rows, cols)
+
+
+def perturbation_responses(
+    model: nn.Module,
+    layer: str,
+    field: ReceptiveField,
+    channels: Sequence[int],
+    rows: np.ndarray,
+    cols: np.ndarray,
+    images: np.ndarray,
+    load_image: Callable[[int], np.ndarray],
+    input_spec: InputSpec,
+    perturbations: Sequence[Perturbation],
+    device: torch.device | str = "cpu",
+    batch_size: int = 256,
+    progress: ProgressCallback | None = None,
+) -> dict[str, np.ndarray]:
+    """Responses of each neuron in ``channels`` to every variant: name → (len(channels), K, V).
+
+    ``rows``, ``cols`` and ``images`` are the layer's top-K arrays (all channels × K).
+    """
+    device = torch.device(device)
+    k = rows.shape[1]
+    chosen = np.asarray(list(channels), dtype=np.int64)
+    channel_ids = torch.from_numpy(chosen)
+    sample_channel = channel_ids.repeat_interleave(k)
+    sample_row = torch.as_tensor(rows[chosen].reshape(-1))
+    sample_col = torch.as_tensor(cols[chosen].reshape(-1))
+    sample_image = torch.as_tensor(images[chosen].reshape(-1)).long()
+    plan = plan_crops(field, sample_row, sample_col, input_spec.size)
+    variants = sum(p.variants for p in perturbations)
+    per_chunk = max(1, batch_size // variants)
+    cuda = device.type == "cuda"
+    responses = torch.empty(len(sample_channel), variants)
+    captured: dict[str, torch.Tensor] = {}
+
+    def keep(_name: str, output: torch.Tensor) -> None:
+        captured["out"] = output
+
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else nullcontext()
+    cache: dict[int, torch.Tensor] = {}
+    with layer_hooks(model, [layer], keep, stop_early=True), torch.no_grad(), autocast:
+        for start in range(0, len(sample_channel), per_chunk):
+            chunk = slice(start, start + per_chunk)
+            crops = _load_crops(sample_image[chunk], plan, chunk, load_image, cache).to(device)
+            wt, wl = plan.window_top[chunk].to(device), plan.window_left[chunk].to(device)
+            patches, mask, padded, (idx_r, idx_c) = _cut_windows(crops, wt, wl, field)
+            variant_patches = torch.cat([p.apply(patches, mask) for p in perturbations], dim=1)
+            batch = len(crops)
+            canvas = padded[:, None].repeat(1, variants, 1, 1, 1)
+            b = torch.arange(batch, device=device)[:, None, None, None]
+            v = torch.arange(variants, device=device)[None, :, None, None]
+            canvas.permute(0, 1, 3, 4, 2)[b, v, idx_r[:, None], idx_c[:, None]] = (
+                variant_patches.permute(0, 1, 3, 4, 2)
+            )
+            h, w = field.size
+            stimuli = canvas[:, :, :, h : h + plan.size, w : w + plan.size]
+            stimuli = stimuli.reshape(batch * variants, 3, plan.size, plan.size)
+            if cuda:
+                stimuli = stimuli.contiguous(memory_format=torch.channels_last)
+            forward_until(model, input_spec.normalise(stimuli))
+            out = captured.pop("out").float()
+            out = out.reshape(batch, variants, *out.shape[1:])
+            read = out[
+                torch.arange(batch, device=device)[:, None],
+                torch.arange(variants, device=device)[None, :],
+                sample_channel[chunk].to(device)[:, None],
+                plan.read_row[chunk].to(device)[:, None],
+                plan.read_col[chunk].to(device)[:, None],
+            ]
+            responses[chunk] = read.cpu()
+            if progress:
+                progress(min(start + per_chunk, len(sample_channel)), len(sample_channel))
+    shaped = responses.reshape(len(channel_ids), k, variants).numpy()
+    result, first = {}, 0
+    for perturbation in perturbations:
+        result[perturbation.name] = shaped[:, :, first : first + perturbation.variants]
+        first += perturbation.variants
+    return result
+
+
+def _load_crops(
+    image_ids: torch.Tensor,
+    plan: CropPlan,
+    chunk: slice,
+    load_image: Callable[[int], np.ndarray],
+    cache: dict[int, torch.Tensor],
+) -> torch.Tensor:
+    crops = []
+    for offset, image_id in enumerate(image_ids.tolist()):
+        if image_id not in cache:
+            if len(cache) > 4096:
+                cache.clear()
+            cache[image_id] = torch.from_numpy(load_image(image_id)).permute(2, 0, 1)
+        top = int(plan.top[chunk][offset])
+        left = int(plan.left[chunk][offset])
+        crops.append(cache[image_id][:, top : top + plan.size, left : left + plan.size])
+    return torch.stack(crops)
