@@ -103,3 +103,9 @@ def execution_order(model: nn.Module, inputs: torch.Tensor) -> list[tuple[str, n
         for handle in handles:
             handle.remove()
     return order
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Where the model's parameters live (the CPU for a model without any)."""
+    parameter = next(model.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from analysis.hooks import execution_order
+from analysis.hooks import execution_order, model_device
 from analysis.receptive_field import ReceptiveField, receptive_fields
 
 _ACTIVATIONS = (
@@ -55,7 +55,7 @@ class LayerInfo:
 
 def list_layers(model: nn.Module, input_size: int) -> list[LayerInfo]:
     """Every submodule with a 4-D tensor output, with its map size and receptive field."""
-    probe = torch.zeros(1, 3, input_size, input_size)
+    probe = torch.zeros(1, 3, input_size, input_size, device=model_device(model))
     order = execution_order(model, probe)
     calls = Counter(name for name, _, _ in order)
     first: dict[str, tuple[nn.Module, torch.Tensor]] = {}

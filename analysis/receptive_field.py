@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from analysis.hooks import forward_until, layer_hooks
+from analysis.hooks import forward_until, layer_hooks, model_device
 
 _MAX_PROBE_SIZE = 4096
 
@@ -158,7 +158,9 @@ def _probe(
     def keep(name: str, output: torch.Tensor) -> None:
         outputs.setdefault(name, output)
 
-    image = torch.ones(2, 3, *size, dtype=torch.float64, requires_grad=True)
+    image = torch.ones(
+        2, 3, *size, dtype=torch.float64, device=model_device(model), requires_grad=True
+    )
     with (
         layer_hooks(model, layers, keep, stop_early=True),
         _Linearised(collapse),

@@ -132,6 +132,7 @@ class Layer(Base):
     rf_stride: Mapped[list[Any]] = mapped_column(JSON)
     rf_offset: Mapped[list[Any]] = mapped_column(JSON)
     dead_count: Mapped[int] = mapped_column(Integer, default=0)
+    summary: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     run: Mapped[Run] = relationship(back_populates="layers")
 
@@ -172,3 +173,23 @@ class TopActivation(Base):
 
 
 Index("ix_top_activation_image", TopActivation.image_index)
+
+
+class NeuronIndex(Base):
+    """One named selectivity index of a neuron: a sortable number and what a plot needs.
+
+    ``value`` is null for a dead neuron; ``details`` holds curves and distributions (the
+    orientation tuning curve, the hue curve, the class distribution, ...).
+    """
+
+    __tablename__ = "neuron_index"
+
+    neuron_id: Mapped[int] = mapped_column(
+        ForeignKey("neuron.id", ondelete="CASCADE"), primary_key=True
+    )
+    name: Mapped[str] = mapped_column(String(50), primary_key=True)
+    value: Mapped[float | None] = mapped_column(Float)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+Index("ix_neuron_index_name_value", NeuronIndex.name, NeuronIndex.value)

@@ -1,8 +1,9 @@
-"""Analyse a model over an image folder and store the results: sweep, then Neuron Features.
+"""Analyse a model over an image folder and store the results.
 
-This is where ``analysis/`` (pure compute) meets the database and the artifact store. Results of
-a run are written in one transaction at the end and the run is marked ``done`` in it, so a run
-is never seen half-written; artifacts written before a failure are harmless orphans.
+Stages: sweep → Neuron Features → (stored) → selectivity indexes and physiology → done. This is
+where ``analysis/`` (pure compute) meets the database and the artifact store. A run is marked
+``done`` only in the last commit, so it is never shown half-written; artifacts written before a
+failure are harmless orphans, and a failed run is cleared and recomputed next time.
 """
 
 from __future__ import annotations
@@ -13,17 +14,26 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
-from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from analysis.data import ImageFolder, ResizePolicy, load_rgb
 from analysis.layers import LayerInfo, default_layers, list_layers
 from analysis.models import LoadedModel
 from analysis.neuron_feature import contrast_stretched, neuron_features, sprite
+from analysis.physiology import Electrode, electrodes, fractions, layer_physiology
+from analysis.selectivity.indexes import population_summary
+from analysis.selectivity.layer import layer_indexes
 from analysis.sweep import LayerTopK, SweepResult, sweep
 from server.artifacts import ArtifactStore
-from server.models import Layer, Neuron, Run, TopActivation, utcnow
+from server.models import Run, utcnow
 from server.registry import RunParams, find_or_create_run, register_dataset, register_model
+from server.results import (
+    INDEX_NAMES,
+    StoredNeuron,
+    load_layer_topk,
+    store_layer_indexes,
+    store_sweep_results,
+)
 
 SPRITE_TILE_LIMIT = 96
 
@@ -48,19 +58,61 @@ class SilentProgress:
 
 
 @dataclass
-class StoredNeuron:
-    channel: int
-    nf_key: str | None = None
-    nf_array_key: str | None = None
-    sprite_key: str | None = None
-
-
-@dataclass
 class AnalysisTimings:
     sweep_s: float = 0.0
     features_s: float = 0.0
-    store_s: float = 0.0
+    indexes_s: float = 0.0
     per_layer: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AnalysisSettings:
+    """How (not what) to compute: none of these change a run's numbers."""
+
+    device: str = "cpu"
+    batch_size: int = 64
+    workers: int = 2
+    indexes: bool = True
+
+
+class LayerSelectionError(ValueError):
+    """A requested layer that does not exist or cannot be recorded."""
+
+
+def select_layers(available: list[LayerInfo], requested: list[str] | None) -> list[LayerInfo]:
+    """The requested layers in execution order, or the default post-activation set (SPEC §1)."""
+    by_name = {layer.name: layer for layer in available}
+    chosen = []
+    for name in requested or default_layers(available):
+        layer = by_name.get(name)
+        if layer is None:
+            near = [n for n in by_name if n.startswith(name.rsplit(".", 1)[0])][:8]
+            hint = f"; similar: {', '.join(near)}" if near else "; see `neuronscope layers`"
+            raise LayerSelectionError(f"unknown layer {name!r} (no module with a 4-D output){hint}")
+        if not layer.hookable:
+            raise LayerSelectionError(
+                f"layer {name!r} runs {layer.calls} times per forward pass, so it has no single "
+                "output; choose the block that contains it instead"
+            )
+        chosen.append(layer)
+    order = {layer.name: i for i, layer in enumerate(available)}
+    return sorted(chosen, key=lambda layer: order[layer.name])
+
+
+def image_loader(
+    folder: ImageFolder, size: int, policy: ResizePolicy
+) -> Callable[[int], np.ndarray]:
+    """Load dataset images as the model saw them, keeping recently used ones in memory."""
+    cache: dict[int, np.ndarray] = {}
+
+    def load(index: int) -> np.ndarray:
+        if index not in cache:
+            if len(cache) > 2048:
+                cache.clear()
+            cache[index] = load_rgb(folder.root / folder.images[index].path, size, policy)
+        return cache[index]
+
+    return load
 
 
 def compute_neuron_features(
@@ -71,7 +123,6 @@ def compute_neuron_features(
 ) -> dict[int, StoredNeuron]:
     """NF (float NPY + stretched PNG) and top-patch sprite for every live channel of a layer."""
     stored = {channel: StoredNeuron(channel) for channel in range(topk.channels)}
-    dead = topk.dead.numpy()
     features = neuron_features(
         topk.values.numpy(),
         topk.images.numpy(),
@@ -79,7 +130,7 @@ def compute_neuron_features(
         topk.cols.numpy(),
         layer.receptive_field,
         load_image,
-        dead,
+        topk.dead.numpy(),
     )
     for channel, feature in features:
         entry = stored[channel]
@@ -95,69 +146,51 @@ def _tile(patch: np.ndarray) -> np.ndarray:
     return patch[::step, ::step]
 
 
-def store_results(
+def compute_indexes(
     session: Session,
     run: Run,
+    loaded: LoadedModel,
+    folder: ImageFolder,
     layers: list[LayerInfo],
-    result: SweepResult,
-    neurons: dict[str, dict[int, StoredNeuron]],
+    recording: dict[str, tuple[Electrode, Electrode]],
+    settings: AnalysisSettings,
+    progress: Progress,
 ) -> None:
-    """Insert layers, neurons and top activations of ``run`` (caller commits)."""
-    for position, info in enumerate(layers):
-        topk = result.layers[info.name]
-        dead = topk.dead
-        field_ = info.receptive_field
-        layer = Layer(
-            run_id=run.id,
-            name=info.name,
-            position=position,
-            type=info.type,
-            channels=info.channels,
-            height=info.height,
-            width=info.width,
-            rf_size=list(field_.size),
-            rf_stride=list(field_.stride),
-            rf_offset=list(field_.offset),
-            dead_count=int(dead.sum()),
+    """Selectivity indexes, physiology and per-layer summaries of every stored layer."""
+    load_image = image_loader(folder, loaded.input.size, ResizePolicy(run.params["resize"]))
+    stored = {layer.name: layer for layer in run.layers}
+    topks = {layer.name: load_layer_topk(session, stored[layer.name]) for layer in layers}
+    total = sum(int((~t.dead).sum()) * t.k for t in topks.values())
+    model = loaded.module.to(settings.device).eval()
+    physiology = layer_physiology(model, recording, loaded.input, settings.device)
+    progress.start("selectivity indexes", total)
+    done = 0
+    for layer in layers:
+        topk = topks[layer.name]
+
+        entries = int((~topk.dead).sum()) * topk.k
+
+        def advance(count: int, total: int, base: int = done, entries: int = entries) -> None:
+            progress.update(base + entries * count // max(total, 1))
+
+        indexes = layer_indexes(
+            model,
+            layer,
+            topk,
+            load_image,
+            folder.labels,
+            loaded.input,
+            device=settings.device,
+            batch_size=max(settings.batch_size, 256),
+            progress=advance,
         )
-        session.add(layer)
-        session.flush()
-        means = topk.mean.tolist()
-        best = topk.values[:, 0].tolist() if topk.k else [0.0] * topk.channels
-        rows = [
-            {
-                "layer_id": layer.id,
-                "channel": channel,
-                "dead": bool(dead[channel]),
-                "mean_activation": float(means[channel]),
-                "max_activation": float(best[channel]),
-                "nf_key": neurons[info.name][channel].nf_key,
-                "nf_array_key": neurons[info.name][channel].nf_array_key,
-                "sprite_key": neurons[info.name][channel].sprite_key,
-            }
-            for channel in range(topk.channels)
-        ]
-        ids = session.scalars(
-            insert(Neuron).returning(Neuron.id, sort_by_parameter_order=True), rows
+        done += entries
+        summary = population_summary(
+            {name: [i.values()[name] for i in indexes.values()] for name in INDEX_NAMES}
         )
-        neuron_ids = list(ids)
-        values, images = topk.values.tolist(), topk.images.tolist()
-        map_rows, map_cols = topk.rows.tolist(), topk.cols.tolist()
-        session.execute(
-            insert(TopActivation),
-            [
-                {
-                    "neuron_id": neuron_ids[channel],
-                    "rank": rank,
-                    "image_index": images[channel][rank],
-                    "value": values[channel][rank],
-                    "row": map_rows[channel][rank],
-                    "col": map_cols[channel][rank],
-                }
-                for channel in range(topk.channels)
-                for rank in range(topk.k)
-            ],
-        )
+        summary["physiology"] = fractions(physiology[layer.name])
+        store_layer_indexes(session, stored[layer.name], indexes, physiology[layer.name], summary)
+    progress.finish()
 
 
 def analyze_run(
@@ -166,14 +199,12 @@ def analyze_run(
     loaded: LoadedModel,
     folder: ImageFolder,
     layers: list[LayerInfo],
+    recording: dict[str, tuple[Electrode, Electrode]],
     store: ArtifactStore,
-    device: str = "cpu",
-    batch_size: int = 64,
-    workers: int = 2,
-    progress: Progress | None = None,
+    settings: AnalysisSettings,
+    progress: Progress,
 ) -> AnalysisTimings:
-    """Sweep, compute NFs, store everything and mark ``run`` done, in one final commit."""
-    progress = progress or SilentProgress()
+    """Sweep, NFs, indexes; store everything and mark ``run`` done in the last commit."""
     timings = AnalysisTimings()
     policy = ResizePolicy(run.params["resize"])
     run.status = "running"
@@ -187,10 +218,10 @@ def analyze_run(
         [layer.name for layer in layers],
         loaded.input,
         k=run.params["top_k"],
-        batch_size=batch_size,
-        device=device,
+        batch_size=settings.batch_size,
+        device=settings.device,
         policy=policy,
-        workers=workers,
+        workers=settings.workers,
         progress=lambda done, _total: progress.update(done),
     )
     progress.finish()
@@ -202,34 +233,27 @@ def analyze_run(
     )
 
     started = time.perf_counter()
-    cache: dict[int, np.ndarray] = {}
-
-    def load_image(index: int) -> np.ndarray:
-        if index not in cache:
-            if len(cache) > 2048:
-                cache.clear()
-            cache[index] = load_rgb(
-                folder.root / folder.images[index].path, loaded.input.size, policy
-            )
-        return cache[index]
-
+    load_image = image_loader(folder, loaded.input.size, policy)
     neurons: dict[str, dict[int, StoredNeuron]] = {}
     progress.start("neuron features", sum(layer.channels for layer in layers))
     done = 0
     for layer in layers:
         layer_start = time.perf_counter()
-        neurons[layer.name] = compute_neuron_features(
-            layer, result.layers[layer.name], load_image, store
-        )
+        topk = result.layers[layer.name]
+        neurons[layer.name] = compute_neuron_features(layer, topk, load_image, store)
         timings.per_layer[layer.name] = time.perf_counter() - layer_start
         done += layer.channels
         progress.update(done)
     progress.finish()
     timings.features_s = time.perf_counter() - started
+    store_sweep_results(session, run, layers, result, neurons)
+    session.flush()
+    session.refresh(run)
 
-    started = time.perf_counter()
-    store_results(session, run, layers, result, neurons)
-    timings.store_s = time.perf_counter() - started
+    if settings.indexes:
+        started = time.perf_counter()
+        compute_indexes(session, run, loaded, folder, layers, recording, settings, progress)
+        timings.indexes_s = time.perf_counter() - started
     run.stats = {
         "images": result.image_count,
         "unreadable": [folder.images[i].path for i in result.unreadable[:1000]],
@@ -237,38 +261,14 @@ def analyze_run(
         "skipped_count": len(folder.skipped),
         "sweep_seconds": round(timings.sweep_s, 3),
         "features_seconds": round(timings.features_s, 3),
-        "store_seconds": round(timings.store_s, 3),
-        "device": device,
+        "indexes_seconds": round(timings.indexes_s, 3) if settings.indexes else None,
+        "indexes": settings.indexes,
+        "device": settings.device,
     }
     run.status = "done"
     run.finished = utcnow()
     session.commit()
     return timings
-
-
-class LayerSelectionError(ValueError):
-    """A requested layer that does not exist or cannot be recorded."""
-
-
-def select_layers(available: list[LayerInfo], requested: list[str] | None) -> list[LayerInfo]:
-    """The requested layers in execution order, or the default post-activation set (SPEC §1)."""
-    by_name = {layer.name: layer for layer in available}
-    names = requested or default_layers(available)
-    chosen = []
-    for name in names:
-        layer = by_name.get(name)
-        if layer is None:
-            near = [n for n in by_name if n.startswith(name.rsplit(".", 1)[0])][:8]
-            hint = f"; similar: {', '.join(near)}" if near else "; see `neuronscope layers`"
-            raise LayerSelectionError(f"unknown layer {name!r} (no module with a 4-D output){hint}")
-        if not layer.hookable:
-            raise LayerSelectionError(
-                f"layer {name!r} runs {layer.calls} times per forward pass, so it has no single "
-                "output; choose the block that contains it instead"
-            )
-        chosen.append(layer)
-    order = {layer.name: i for i, layer in enumerate(available)}
-    return sorted(chosen, key=lambda layer: order[layer.name])
 
 
 @dataclass
@@ -287,34 +287,38 @@ def analyze_folder(
     layer_names: list[str] | None,
     top_k: int = 100,
     resize: ResizePolicy = ResizePolicy.WHOLE,
-    device: str = "cpu",
-    batch_size: int = 64,
-    workers: int = 2,
+    settings: AnalysisSettings | None = None,
     progress: Progress | None = None,
 ) -> AnalysisOutcome:
-    """Register the model, dataset and run; compute unless an identical run is already done."""
-    layers = select_layers(list_layers(loaded.module, loaded.input.size), layer_names)
+    """Register the model, dataset and run; compute unless an identical run is already done.
+
+    A finished run that was analysed without indexes gets them now if they are asked for.
+    """
+    settings = settings or AnalysisSettings()
+    progress = progress or SilentProgress()
+    available = list_layers(loaded.module, loaded.input.size)
+    layers = select_layers(available, layer_names)
+    by_name = {layer.name: layer for layer in available}
+    recording = {layer.name: electrodes(layer, by_name) for layer in layers}
     model = register_model(session, loaded)
     dataset = register_dataset(session, folder)
-    params = RunParams(
-        layers=tuple(layer.name for layer in layers), top_k=top_k, resize=resize.value
-    )
+    params = RunParams(tuple(layer.name for layer in layers), top_k, resize.value)
     run, finished = find_or_create_run(session, model, dataset, params)
     session.commit()
     if finished:
+        if settings.indexes and not run.stats.get("indexes"):
+            started = time.perf_counter()
+            compute_indexes(session, run, loaded, folder, layers, recording, settings, progress)
+            run.stats = {
+                **run.stats,
+                "indexes": True,
+                "indexes_seconds": round(time.perf_counter() - started, 3),
+            }
+            session.commit()
         return AnalysisOutcome(run.id, True, layers, None)
     try:
         timings = analyze_run(
-            session,
-            run,
-            loaded,
-            folder,
-            layers,
-            store,
-            device=device,
-            batch_size=batch_size,
-            workers=workers,
-            progress=progress,
+            session, run, loaded, folder, layers, recording, store, settings, progress
         )
     except BaseException as error:
         session.rollback()

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from server.artifacts import ArtifactStore
-from server.models import DatasetImage, Layer, Neuron, Run, TopActivation
+from server.models import DatasetImage, Layer, Neuron, NeuronIndex, Run, TopActivation
 
 
 class NotFoundError(LookupError):
@@ -37,6 +37,7 @@ def run_summary(run: Run, layers: list[Layer] | None = None) -> dict[str, Any]:
         "finished": run.finished.isoformat() if run.finished else None,
         "error": run.error,
         "stats": run.stats,
+        "summaries": {layer.name: layer.summary for layer in layers if layer.summary},
     }
 
 
@@ -126,5 +127,52 @@ def neuron_detail(
             }
             for top, path, label in rows
         ],
-        "indexes": {},
+        "indexes": neuron_indexes(session, neuron.id),
     }
+
+
+def neuron_indexes(session: Session, neuron_id: int) -> dict[str, Any]:
+    """Index values by name (null for a dead neuron) and their merged plot details.
+
+    Empty until indexes have been computed for the run.
+    """
+    rows = session.scalars(select(NeuronIndex).where(NeuronIndex.neuron_id == neuron_id)).all()
+    if not rows:
+        return {}
+    indexes: dict[str, Any] = {}
+    details: dict[str, Any] = {}
+    for row in rows:
+        if row.name != "selectivity":
+            indexes[row.name] = row.value
+        details.update(row.details or {})
+    indexes["double_opponent"] = bool(indexes.get("double_opponent"))
+    indexes["details"] = details
+    return indexes
+
+
+def rank_neurons(
+    session: Session, run_id: int, layer_name: str, by: str, descending: bool = False
+) -> list[dict[str, Any]]:
+    """A layer's neurons sorted by one index (dead neurons, with null values, last)."""
+    layer = get_layer(session, run_id, layer_name)
+    names = set(session.scalars(select(NeuronIndex.name).distinct()).all())
+    sortable = sorted(names - {"selectivity"})
+    if by not in sortable:
+        known = ", ".join(sortable) or "none computed yet: run analyze without --no-indexes"
+        raise NotFoundError(f"no index {by!r} (sortable indexes: {known})")
+    rows = session.execute(
+        select(
+            Neuron.channel, Neuron.dead, Neuron.max_activation, NeuronIndex.name, NeuronIndex.value
+        )
+        .join(NeuronIndex, NeuronIndex.neuron_id == Neuron.id)
+        .where(Neuron.layer_id == layer.id, NeuronIndex.name != "selectivity")
+    ).all()
+    table: dict[int, dict[str, Any]] = {}
+    for channel, dead, best, name, value in rows:
+        entry = table.setdefault(channel, {"channel": channel, "dead": dead, "max": best})
+        entry[name] = value
+    ordered = sorted(
+        table.values(),
+        key=lambda e: (e.get(by) is None, -(e.get(by) or 0) if descending else (e.get(by) or 0)),
+    )
+    return ordered

@@ -55,7 +55,17 @@ def test_analyze_then_read_back_a_neuron(capsys, data_dir, square_folder):
     assert code == 0
     neuron = json.loads(out)
     assert neuron["layer"] == "4" and neuron["channel"] == 0 and neuron["dead"] is False
-    assert neuron["indexes"] == {}
+    indexes = neuron["indexes"]
+    assert indexes["color"] > 0.5 and indexes["class"] == 1.0  # it only fires on red squares
+    assert {"color", "orientation", "symmetry", "class", "shape"} <= set(indexes)
+    details = indexes["details"]
+    assert len(details["orientation_curve"]) == 23 and len(details["symmetry_axes"]) == 4
+    assert details["top_class"] == "red" and details["class_distribution"] == {"red": 1.0}
+    assert details["population_code"] == 1
+    assert len(details["hue_curve"]) == 360
+    assert details["spectral_class"] in {"opponent", "non-opponent", "unresponsive"}
+    assert details["spatial_class"] in {"opponent", "non-opponent", "unresponsive"}
+    assert isinstance(indexes["double_opponent"], bool)
     assert len(neuron["top"]) == 5
     assert all(top["image"].startswith("red/") for top in neuron["top"])
     values = [top["value"] for top in neuron["top"]]
@@ -77,6 +87,31 @@ def test_analyze_then_read_back_a_neuron(capsys, data_dir, square_folder):
     assert code == 0
     dead = json.loads(out)
     assert dead["dead"] is True and dead["nf"] is None
+    assert dead["indexes"]["color"] is None and dead["indexes"]["class"] is None
+
+
+def test_rank_sorts_a_layer_by_any_index(capsys, data_dir, square_folder):
+    result = analyze(capsys, square_folder)
+    code, out, _ = run_cli(
+        capsys, "rank", str(result["run"]), "1", "--by", "color", "--desc", "--json"
+    )
+    assert code == 0
+    ranked = json.loads(out)
+    assert [r["channel"] for r in ranked] == [0, 1, 2]  # red detector, luminance, dead
+    assert ranked[0]["color"] > ranked[1]["color"] and ranked[2]["color"] is None
+    code, _, err = run_cli(capsys, "rank", str(result["run"]), "1", "--by", "nonsense")
+    assert code == 1 and "no index 'nonsense'" in err
+
+
+def test_indexes_can_be_skipped_and_added_later(capsys, data_dir, square_folder):
+    first = analyze(capsys, square_folder, "--no-indexes")
+    run = str(first["run"])
+    code, out, _ = run_cli(capsys, "neuron", run, "4", "0", "--json")
+    assert code == 0 and json.loads(out)["indexes"] == {}
+    again = analyze(capsys, square_folder)
+    assert again["run"] == first["run"] and again["reused"]
+    code, out, _ = run_cli(capsys, "neuron", run, "4", "0", "--json")
+    assert code == 0 and json.loads(out)["indexes"]["color"] > 0.5
 
 
 def test_the_same_analysis_reuses_its_run(capsys, data_dir, square_folder):

@@ -48,8 +48,8 @@ def plan_crops(
 ) -> CropPlan:
     """Crops of one common size, aligned to the stride, that contain every window."""
     stride = field.stride[0]
-    size = max(field.size) + 2 * stride
-    size = -(-size // stride) * stride
+    # An aligned origin is at most stride − 1 pixels before the window's start.
+    size = -(-(max(field.size) + stride - 1) // stride) * stride
     if image_size % stride or field.stride[0] != field.stride[1] or size >= image_size:
         size, stride = image_size, None
     rows, cols = rows.long(), cols.long()
@@ -115,21 +115,30 @@ def perturbation_responses(
 ) -> dict[str, np.ndarray]:
     """Responses of each neuron in ``channels`` to every variant: name → (len(channels), K, V).
 
-    ``rows``, ``cols`` and ``images`` are the layer's top-K arrays (all channels × K).
+    ``rows``, ``cols`` and ``images`` are the layer's top-K arrays (all channels × K). Neurons
+    whose top lists share an (image, position) share its perturbed forwards: every channel of
+    the layer is read from the same output.
     """
     device = torch.device(device)
     k = rows.shape[1]
     chosen = np.asarray(list(channels), dtype=np.int64)
-    channel_ids = torch.from_numpy(chosen)
-    sample_channel = channel_ids.repeat_interleave(k)
-    sample_row = torch.as_tensor(rows[chosen].reshape(-1))
-    sample_col = torch.as_tensor(cols[chosen].reshape(-1))
-    sample_image = torch.as_tensor(images[chosen].reshape(-1)).long()
+    entry_channel = torch.from_numpy(chosen).repeat_interleave(k)
+    entry_row = torch.as_tensor(rows[chosen].reshape(-1)).long()
+    entry_col = torch.as_tensor(cols[chosen].reshape(-1)).long()
+    entry_image = torch.as_tensor(images[chosen].reshape(-1)).long()
+    span = int(max(entry_row.max(), entry_col.max())) + 1 if len(entry_row) else 1
+    keys = (entry_image * span + entry_row) * span + entry_col
+    unique_keys, sample_of_entry = torch.unique(keys, return_inverse=True)
+    sample_image = unique_keys // (span * span)
+    sample_row = unique_keys // span % span
+    sample_col = unique_keys % span
+    entry_order = torch.argsort(sample_of_entry, stable=True)
+    sorted_samples = sample_of_entry[entry_order]
     plan = plan_crops(field, sample_row, sample_col, input_spec.size)
     variants = sum(p.variants for p in perturbations)
     per_chunk = max(1, batch_size // variants)
     cuda = device.type == "cuda"
-    responses = torch.empty(len(sample_channel), variants)
+    responses = torch.empty(len(entry_channel), variants)
     captured: dict[str, torch.Tensor] = {}
 
     def keep(_name: str, output: torch.Tensor) -> None:
@@ -137,44 +146,64 @@ def perturbation_responses(
 
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else nullcontext()
     cache: dict[int, torch.Tensor] = {}
+    samples = len(unique_keys)
     with layer_hooks(model, [layer], keep, stop_early=True), torch.no_grad(), autocast:
-        for start in range(0, len(sample_channel), per_chunk):
+        for start in range(0, samples, per_chunk):
             chunk = slice(start, start + per_chunk)
             crops = _load_crops(sample_image[chunk], plan, chunk, load_image, cache).to(device)
-            wt, wl = plan.window_top[chunk].to(device), plan.window_left[chunk].to(device)
-            patches, mask, padded, (idx_r, idx_c) = _cut_windows(crops, wt, wl, field)
-            variant_patches = torch.cat([p.apply(patches, mask) for p in perturbations], dim=1)
-            batch = len(crops)
-            canvas = padded[:, None].repeat(1, variants, 1, 1, 1)
-            b = torch.arange(batch, device=device)[:, None, None, None]
-            v = torch.arange(variants, device=device)[None, :, None, None]
-            canvas.permute(0, 1, 3, 4, 2)[b, v, idx_r[:, None], idx_c[:, None]] = (
-                variant_patches.permute(0, 1, 3, 4, 2)
-            )
-            h, w = field.size
-            stimuli = canvas[:, :, :, h : h + plan.size, w : w + plan.size]
-            stimuli = stimuli.reshape(batch * variants, 3, plan.size, plan.size)
+            stimuli = _perturbed_stimuli(crops, plan, chunk, field, perturbations, variants)
             if cuda:
                 stimuli = stimuli.contiguous(memory_format=torch.channels_last)
             forward_until(model, input_spec.normalise(stimuli))
-            out = captured.pop("out").float()
-            out = out.reshape(batch, variants, *out.shape[1:])
+            out = captured.pop("out")
+            out = out.reshape(len(crops), variants, *out.shape[1:])
+            first, last = torch.searchsorted(sorted_samples, torch.tensor([start, chunk.stop]))
+            entries = entry_order[first:last]
+            local = (sample_of_entry[entries] - start).to(device)
             read = out[
-                torch.arange(batch, device=device)[:, None],
+                local[:, None],
                 torch.arange(variants, device=device)[None, :],
-                sample_channel[chunk].to(device)[:, None],
-                plan.read_row[chunk].to(device)[:, None],
-                plan.read_col[chunk].to(device)[:, None],
+                entry_channel[entries].to(device)[:, None],
+                plan.read_row[sample_of_entry[entries]].to(device)[:, None],
+                plan.read_col[sample_of_entry[entries]].to(device)[:, None],
             ]
-            responses[chunk] = read.cpu()
+            responses[entries] = read.float().cpu()
             if progress:
-                progress(min(start + per_chunk, len(sample_channel)), len(sample_channel))
-    shaped = responses.reshape(len(channel_ids), k, variants).numpy()
-    result, first = {}, 0
+                progress(min(chunk.stop, samples), samples)
+    shaped = responses.reshape(len(chosen), k, variants).numpy()
+    result, first_variant = {}, 0
     for perturbation in perturbations:
-        result[perturbation.name] = shaped[:, :, first : first + perturbation.variants]
-        first += perturbation.variants
+        result[perturbation.name] = shaped[
+            :, :, first_variant : first_variant + perturbation.variants
+        ]
+        first_variant += perturbation.variants
     return result
+
+
+def _perturbed_stimuli(
+    crops: torch.Tensor,
+    plan: CropPlan,
+    chunk: slice,
+    field: ReceptiveField,
+    perturbations: Sequence[Perturbation],
+    variants: int,
+) -> torch.Tensor:
+    """Every variant of every crop, its window replaced by the perturbed patch: (B·V, 3, S, S)."""
+    device = crops.device
+    window_top = plan.window_top[chunk].to(device)
+    window_left = plan.window_left[chunk].to(device)
+    patches, mask, padded, (idx_r, idx_c) = _cut_windows(crops, window_top, window_left, field)
+    variant_patches = torch.cat([p.apply(patches, mask) for p in perturbations], dim=1)
+    batch = len(crops)
+    canvas = padded[:, None].repeat(1, variants, 1, 1, 1)
+    b = torch.arange(batch, device=device)[:, None, None, None]
+    v = torch.arange(variants, device=device)[None, :, None, None]
+    canvas.permute(0, 1, 3, 4, 2)[b, v, idx_r[:, None], idx_c[:, None]] = variant_patches.permute(
+        0, 1, 3, 4, 2
+    )
+    h, w = field.size
+    stimuli = canvas[:, :, :, h : h + plan.size, w : w + plan.size]
+    return stimuli.reshape(batch * variants, 3, plan.size, plan.size)
 
 
 def _load_crops(

@@ -30,6 +30,9 @@ def add_commands(commands: Any) -> None:
     analyze.add_argument("--device", help="torch device (default $NEURONSCOPE_DEVICE or cpu)")
     analyze.add_argument("--batch-size", type=int, default=64)
     analyze.add_argument("--workers", type=int, default=2, help="data-loading processes")
+    analyze.add_argument(
+        "--no-indexes", action="store_true", help="skip selectivity indexes and physiology"
+    )
     analyze.add_argument("--json", action="store_true", help="print the result as JSON")
     analyze.set_defaults(handler=run_analyze)
 
@@ -78,7 +81,7 @@ def run_layers(args: argparse.Namespace) -> int:
 def run_analyze(args: argparse.Namespace) -> int:
     from analysis.data import DatasetError, ResizePolicy, scan_image_folder
     from analysis.models import ModelError
-    from server.pipeline import analyze_folder
+    from server.pipeline import AnalysisSettings, analyze_folder
 
     if args.top_k < 1:
         raise ModelError(f"--top-k must be at least 1, got {args.top_k}")
@@ -92,6 +95,12 @@ def run_analyze(args: argparse.Namespace) -> int:
         [name.strip() for name in args.layers.split(",") if name.strip()] if args.layers else None
     )
     started = time.perf_counter()
+    settings_ = AnalysisSettings(
+        device=device,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        indexes=not args.no_indexes,
+    )
     with database.session() as session:
         outcome = analyze_folder(
             session,
@@ -101,9 +110,7 @@ def run_analyze(args: argparse.Namespace) -> int:
             requested,
             top_k=args.top_k,
             resize=ResizePolicy(args.resize),
-            device=device,
-            batch_size=args.batch_size,
-            workers=args.workers,
+            settings=settings_,
             progress=TerminalProgress(enabled=not args.json),
         )
         from server.queries import get_run, run_summary
@@ -131,9 +138,11 @@ def print_run_report(summary: dict[str, Any], artifact_dir: Any) -> None:
     from server.cli.browse import print_layers_of_run
 
     print_layers_of_run(summary["id"])
+    indexes = stats.get("indexes_seconds")
     print(
         f"\ntime: {summary['seconds']} s (sweep {stats.get('sweep_seconds')} s, "
-        f"neuron features {stats.get('features_seconds')} s)"
+        f"neuron features {stats.get('features_seconds')} s"
+        + (f", indexes {indexes} s)" if indexes is not None else ")")
     )
     print(f"Neuron Features (PNG) are stored under {artifact_dir}; read any neuron with")
     print(f"  neuronscope neuron {summary['id']} {summary['layers'][-1]} 0 --json")

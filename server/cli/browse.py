@@ -7,7 +7,7 @@ from typing import Any
 
 from server.cli.common import open_database
 from server.cli.output import print_json, print_table
-from server.queries import get_run, layer_summary, list_runs, neuron_detail
+from server.queries import get_run, layer_summary, list_runs, neuron_detail, rank_neurons
 
 
 def add_commands(commands: Any) -> None:
@@ -21,6 +21,15 @@ def add_commands(commands: Any) -> None:
     neuron.add_argument("channel", type=int)
     neuron.add_argument("--json", action="store_true")
     neuron.set_defaults(handler=run_neuron)
+
+    rank = commands.add_parser("rank", help="list a layer's neurons sorted by an index")
+    rank.add_argument("run", type=int)
+    rank.add_argument("layer")
+    rank.add_argument("--by", default="color", help="color, orientation, symmetry, class, shape…")
+    rank.add_argument("--desc", action="store_true", help="highest first")
+    rank.add_argument("--limit", type=int, help="show only the first N")
+    rank.add_argument("--json", action="store_true")
+    rank.set_defaults(handler=run_rank)
 
 
 def run_runs(args: argparse.Namespace) -> int:
@@ -87,6 +96,16 @@ def run_neuron(args: argparse.Namespace) -> int:
     )
     if detail["nf"]:
         print(f"NF: {detail['nf']}\ntop patches: {detail['sprite']}")
+    indexes = detail["indexes"]
+    if indexes:
+        shown = ["color", "orientation", "symmetry", "class", "shape"]
+        print("indexes: " + "  ".join(f"{n} {_fmt(indexes.get(n))}" for n in shown))
+        details = indexes["details"]
+        print(
+            f"top class: {details.get('top_class')}  hue: {details.get('spectral_class')}  "
+            f"gratings: {details.get('spatial_class')}  "
+            f"double opponent: {indexes.get('double_opponent')}"
+        )
     print_table(
         ["rank", "value", "image", "label", "row", "col", "window"],
         [
@@ -105,3 +124,24 @@ def run_neuron(args: argparse.Namespace) -> int:
     if len(detail["top"]) > 20:
         print(f"... {len(detail['top']) - 20} more (use --json)")
     return 0
+
+
+def run_rank(args: argparse.Namespace) -> int:
+    _, database, _ = open_database()
+    with database.session() as session:
+        ranked = rank_neurons(session, args.run, args.layer, args.by, args.desc)
+    if args.limit is not None:
+        ranked = ranked[: args.limit]
+    if args.json:
+        print_json(ranked)
+        return 0
+    columns = ["color", "orientation", "symmetry", "class", "shape", "double_opponent"]
+    print_table(
+        ["channel", *columns, "max"],
+        [[r["channel"], *[r.get(c) for c in columns], r["max"]] for r in ranked],
+    )
+    return 0
+
+
+def _fmt(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3f}"

@@ -109,7 +109,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from analysis.demo.model import DEMO_SPEC
     from analysis.models import load_model
     from server.cli.analyze import print_run_report
-    from server.pipeline import analyze_folder
+    from server.pipeline import AnalysisSettings, analyze_folder
     from server.queries import get_run, run_summary
 
     settings, database, store = open_database()
@@ -127,7 +127,7 @@ def run_demo(args: argparse.Namespace) -> int:
             folder,
             None,
             top_k=100,
-            device=args.device or settings.device,
+            settings=AnalysisSettings(device=args.device or settings.device),
             progress=TerminalProgress(),
         )
         summary = run_summary(get_run(session, outcome.run_id))
