@@ -17,12 +17,17 @@ from server.cli.progress import TerminalProgress
 
 DATASET_VERSION = "stimuli-v1"
 PER_CLASS = 400
+# Half the SPEC's default K: the selectivity indexes re-read every top patch 30 times, and on
+# two CPU cores K = 100 would add some ten minutes to the demo.
+DEMO_TOP_K = 50
 
 
 def add_commands(commands: Any) -> None:
     demo = commands.add_parser("demo", help="generate stimuli, train a small CNN, analyse it")
     demo.add_argument("--device", help="torch device (default $NEURONSCOPE_DEVICE or cpu)")
     demo.add_argument("--per-class", type=int, default=PER_CLASS, help="stimuli per class")
+    demo.add_argument("--no-serve", action="store_true", help="stop after the analysis")
+    demo.add_argument("--port", type=int, default=8000, help="dashboard port (127.0.0.1)")
     demo.set_defaults(handler=run_demo)
 
 
@@ -126,7 +131,7 @@ def run_demo(args: argparse.Namespace) -> int:
             loaded,
             folder,
             None,
-            top_k=100,
+            top_k=DEMO_TOP_K,
             settings=AnalysisSettings(device=args.device or settings.device),
             progress=TerminalProgress(),
         )
@@ -141,4 +146,9 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"Per-layer NF mosaics: {mosaics[0].parent}/")
     for path in mosaics:
         print(f"  {path.name}")
+    if not args.no_serve:
+        from server.cli.serve import serve_dashboard
+
+        print(f"\nopen http://127.0.0.1:{args.port}/runs/{outcome.run_id}")
+        serve_dashboard("127.0.0.1", args.port)
     return 0

@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from server.cli import analyze, browse, demo
+from server.cli import analyze, browse, demo, serve
 
 EXIT_FAILURE = 1
 
@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_commands(commands)
     browse.add_commands(commands)
     demo.add_commands(commands)
+    serve.add_commands(commands)
     return parser
 
 

@@ -1,0 +1,166 @@
+"""One function per page computes its data; HTML, JSON and CSV are renderings of it."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from threading import Lock
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from server.artifacts import ArtifactStore
+from server.models import Layer, Neuron, NeuronIndex, Run
+from server.queries import get_layer, get_run, layer_summary, neuron_detail, run_summary
+from server.results import INDEX_NAMES
+from server.web.table_query import TableQuery, apply_query
+
+NEURON_COLUMNS: dict[str, type] = {
+    "channel": int,
+    "dead": bool,
+    "mean": float,
+    "max": float,
+    **dict.fromkeys(INDEX_NAMES, float),
+    "color_bounded": float,
+    "double_opponent": float,
+    "top_class": str,
+    "spectral_class": str,
+    "spatial_class": str,
+}
+INDEX_LABELS = {
+    "color": "colour",
+    "orientation": "orientation",
+    "symmetry": "symmetry",
+    "class": "class",
+    "shape": "shape",
+}
+
+
+def home_data(session: Session) -> dict[str, Any]:
+    runs = session.scalars(select(Run).order_by(Run.id.desc())).all()
+    return {"runs": [run_summary(run) for run in runs]}
+
+
+def run_data(session: Session, run_id: int) -> dict[str, Any]:
+    run = get_run(session, run_id)
+    layers = []
+    for layer in run.layers:
+        entry = layer_summary(layer)
+        entry["summary"] = layer.summary or {}
+        layers.append(entry)
+    return {"run": run_summary(run), "layers": layers}
+
+
+class LayerTableCache:
+    """Pivoted neuron tables of finished runs, which never change, kept in memory (LRU)."""
+
+    def __init__(self, capacity: int = 64) -> None:
+        self.capacity = capacity
+        self._tables: OrderedDict[int, list[dict[str, Any]]] = OrderedDict()
+        self._lock = Lock()
+
+    def rows(self, session: Session, layer: Layer) -> list[dict[str, Any]]:
+        with self._lock:
+            if layer.id in self._tables:
+                self._tables.move_to_end(layer.id)
+                return self._tables[layer.id]
+        rows = neuron_rows(session, layer)
+        if layer.run.status == "done":
+            with self._lock:
+                self._tables[layer.id] = rows
+                while len(self._tables) > self.capacity:
+                    self._tables.popitem(last=False)
+        return rows
+
+
+def neuron_rows(session: Session, layer: Layer) -> list[dict[str, Any]]:
+    """One row per neuron of ``layer``: statistics, every index, and the class labels."""
+    table: dict[int, dict[str, Any]] = {}
+    ids: dict[int, int] = {}
+    for neuron in session.execute(
+        select(
+            Neuron.id,
+            Neuron.channel,
+            Neuron.dead,
+            Neuron.mean_activation,
+            Neuron.max_activation,
+            Neuron.nf_key,
+        )
+        .where(Neuron.layer_id == layer.id)
+        .order_by(Neuron.channel)
+    ):
+        ids[neuron.id] = neuron.channel
+        table[neuron.channel] = {
+            "channel": neuron.channel,
+            "dead": neuron.dead,
+            "mean": neuron.mean_activation,
+            "max": neuron.max_activation,
+            "nf": neuron.nf_key,
+            **dict.fromkeys([*INDEX_NAMES, "color_bounded", "double_opponent"]),
+            "top_class": None,
+            "spectral_class": None,
+            "spatial_class": None,
+        }
+    details = NeuronIndex.details
+    for neuron_id, name, value, top_class, spectral, spatial in session.execute(
+        select(
+            NeuronIndex.neuron_id,
+            NeuronIndex.name,
+            NeuronIndex.value,
+            details["top_class"].as_string(),
+            details["spectral_class"].as_string(),
+            details["spatial_class"].as_string(),
+        )
+        .join(Neuron, Neuron.id == NeuronIndex.neuron_id)
+        .where(Neuron.layer_id == layer.id)
+    ):
+        row = table[ids[neuron_id]]
+        if name == "selectivity":
+            row["top_class"] = top_class
+        elif name == "double_opponent":
+            row["double_opponent"] = value
+            row["spectral_class"], row["spatial_class"] = spectral, spatial
+        else:
+            row[name] = value
+    return list(table.values())
+
+
+def layer_data(
+    session: Session, cache: LayerTableCache, run_id: int, layer_name: str, query: TableQuery
+) -> dict[str, Any]:
+    layer = get_layer(session, run_id, layer_name)
+    page = apply_query(cache.rows(session, layer), query)
+    return {
+        "run": run_summary(layer.run),
+        "layer": {**layer_summary(layer), "summary": layer.summary or {}},
+        "columns": list(NEURON_COLUMNS),
+        **page,
+    }
+
+
+def neuron_data(
+    session: Session, store: ArtifactStore, run_id: int, layer_name: str, channel: int
+) -> dict[str, Any]:
+    """The neuron page: the CLI's neuron object plus neighbours and the same channel elsewhere."""
+    detail = neuron_detail(session, store, run_id, layer_name, channel)
+    layer = get_layer(session, run_id, layer_name)
+    keys = session.execute(
+        select(Neuron.nf_key, Neuron.sprite_key).where(
+            Neuron.layer_id == layer.id, Neuron.channel == channel
+        )
+    ).one()
+    elsewhere = session.execute(
+        select(Layer.run_id)
+        .where(Layer.name == layer_name, Layer.run_id != run_id, Layer.channels > channel)
+        .order_by(Layer.run_id)
+    ).scalars()
+    return {
+        "neuron": detail,
+        "run": run_summary(layer.run),
+        "layer": layer_summary(layer),
+        "nf_key": keys.nf_key,
+        "sprite_key": keys.sprite_key,
+        "previous": channel - 1 if channel > 0 else None,
+        "next": channel + 1 if channel + 1 < layer.channels else None,
+        "other_runs": list(elsewhere),
+    }

@@ -1,0 +1,73 @@
+"""The dashboard's pages. Each URL also answers as ``.json`` (and tables as ``.csv``)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from server.web.data import (
+    INDEX_LABELS,
+    NEURON_COLUMNS,
+    home_data,
+    layer_data,
+    neuron_data,
+    run_data,
+)
+from server.web.deps import SessionDep, StoreDep, TablesDep
+from server.web.render import parse_int, render, split_format
+from server.web.table_query import parse_query
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.get("/")
+def home(request: Request, session: SessionDep) -> Response:
+    return render(request, "home.html", home_data(session), None)
+
+
+@router.get("/runs.{fmt}")
+def runs_twin(request: Request, session: SessionDep, fmt: str) -> Response:
+    data = home_data(session)
+    columns = ["id", "status", "model", "dataset", "images", "neurons", "dead", "created"]
+    return render(request, "home.html", data, fmt, data["runs"], columns)
+
+
+@router.get("/runs/{run_ref}")
+def run_page(request: Request, session: SessionDep, run_ref: str) -> Response:
+    stem, fmt = split_format(run_ref)
+    data = run_data(session, parse_int(stem, "a run id"))
+    columns = ["name", "type", "channels", "dead", "map_size", "rf_size", "rf_stride", "rf_offset"]
+    return render(request, "run.html", data, fmt, data["layers"], columns)
+
+
+@router.get("/runs/{run_id}/layers/{layer_ref}")
+def layer_page(
+    request: Request, session: SessionDep, tables: TablesDep, run_id: int, layer_ref: str
+) -> Response:
+    layer_name, fmt = split_format(layer_ref)
+    query = parse_query(list(request.query_params.multi_items()), NEURON_COLUMNS)
+    data = layer_data(session, tables, run_id, layer_name, query)
+    data.update(query=query, index_labels=INDEX_LABELS)
+    if fmt == "json":
+        data = {k: v for k, v in data.items() if k not in ("query", "index_labels")}
+    csv_columns = list(NEURON_COLUMNS)
+    return render(
+        request, "layer.html", data, fmt, data["rows"], csv_columns, partial="_neuron_table.html"
+    )
+
+
+@router.get("/runs/{run_id}/layers/{layer_name}/neurons/{channel_ref}")
+def neuron_page(
+    request: Request,
+    session: SessionDep,
+    store: StoreDep,
+    run_id: int,
+    layer_name: str,
+    channel_ref: str,
+) -> Response:
+    stem, fmt = split_format(channel_ref)
+    data = neuron_data(session, store, run_id, layer_name, parse_int(stem, "a channel"))
+    data["index_labels"] = INDEX_LABELS
+    if fmt == "json":
+        data = data["neuron"]
+    return render(request, "neuron.html", data, fmt)
