@@ -38,3 +38,22 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("NEURONSCOPE_DATA_DIR", str(directory))
     monkeypatch.delenv("NEURONSCOPE_DATABASE_URL", raising=False)
     return directory
+
+
+@pytest.fixture(scope="session")
+def web_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.web_fixtures import analysed_data_dir
+
+    return analysed_data_dir(tmp_path_factory.mktemp("web"))
+
+
+@pytest.fixture
+def client(web_data_dir: Path):
+    from fastapi.testclient import TestClient
+
+    from server.config import load_settings
+    from server.web.app import create_app
+
+    settings = load_settings({"NEURONSCOPE_DATA_DIR": str(web_data_dir)})
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client

@@ -1,0 +1,93 @@
+"""The dashboard in a real browser: Debian's Chromium driven by Playwright."""
+
+from __future__ import annotations
+
+import csv
+import io
+import socket
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium package")
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def server_url(web_data_dir):
+    import uvicorn
+
+    from server.config import load_settings
+    from server.web.app import create_app
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    app = create_app(load_settings({"NEURONSCOPE_DATA_DIR": str(web_data_dir)}))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 20
+    while not server.started and time.time() < deadline:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def page():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
+        yield browser.new_page(viewport={"width": 1280, "height": 900})
+        browser.close()
+
+
+def table_channels(page) -> list[str]:
+    return page.locator("table.neurons tbody tr td:first-child").all_inner_texts()
+
+
+def test_sorting_by_a_header_click_is_in_the_url_and_survives_a_reload(page, server_url):
+    page.goto(f"{server_url}/runs/1/layers/1")
+    assert table_channels(page) == ["0", "1", "2"]
+    page.click('th a[data-column="color"]')  # highest colour index first
+    page.wait_for_url("**_sort_desc=color**")
+    assert "_sort_desc=color" in page.url
+    page.wait_for_function("document.querySelector('table.neurons td a').textContent === '0'")
+    page.click('th a[data-column="color"]')  # again: ascending
+    page.wait_for_url("**_sort=color**")
+    page.wait_for_function("document.querySelector('table.neurons tbody td a').textContent === '1'")
+    sorted_order = table_channels(page)
+    assert sorted_order == ["1", "0", "2"]
+    page.reload()
+    assert table_channels(page) == sorted_order
+    csv_url = page.get_attribute("a.csv-link", "href")
+    with urllib.request.urlopen(server_url + csv_url) as response:
+        rows = list(csv.DictReader(io.StringIO(response.read().decode())))
+    assert [r["channel"] for r in rows] == sorted_order
+
+
+def test_no_image_on_the_neuron_page_is_broken(page, server_url, tmp_path):
+    page.goto(f"{server_url}/runs/1/layers/4/neurons/0")
+    page.wait_for_load_state("load")
+    images = page.locator("img")
+    assert images.count() >= 2
+    broken = page.evaluate(
+        "Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0).length"
+    )
+    assert broken == 0
+    page.keyboard.press("ArrowRight")  # keyboard navigation to the next neuron
+    page.wait_for_url("**/neurons/1")
+    page.screenshot(path=str(tmp_path / "neuron.png"), full_page=True)

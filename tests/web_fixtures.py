@@ -1,0 +1,56 @@
+"""A finished run with indexes, analysed once per test session, for the web tests."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from server.cli.main import main
+from tests.conftest import write_square_folder
+
+
+@contextmanager
+def environment(**values: str) -> Iterator[None]:
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
+
+
+def analysed_data_dir(root: Path) -> Path:
+    """Analyse the red-detector network over coloured squares into ``root/data``."""
+    data_dir = root / "data"
+    folder = write_square_folder(root / "squares", per_class=8)
+    with environment(NEURONSCOPE_DATA_DIR=str(data_dir)):
+        code = main(
+            [
+                "analyze",
+                "--model",
+                "tests.tiny_models:red_detector",
+                "--mean",
+                "0,0,0",
+                "--std",
+                "1,1,1",
+                "--input-size",
+                "32",
+                "--data",
+                str(folder),
+                "--layers",
+                "1,4",
+                "--top-k",
+                "6",
+                "--workers",
+                "0",
+                "--json",
+            ]
+        )
+    assert code == 0
+    return data_dir
