@@ -75,13 +75,6 @@ def layer_summary(layer: Layer) -> dict[str, Any]:
     }
 
 
-def window(layer: Layer, row: int, col: int) -> list[int]:
-    """The unclipped input window [r0, r1, c0, c1] of a map position (see receptive_field)."""
-    r0 = layer.rf_offset[0] + row * layer.rf_stride[0]
-    c0 = layer.rf_offset[1] + col * layer.rf_stride[1]
-    return [r0, r0 + layer.rf_size[0], c0, c0 + layer.rf_size[1]]
-
-
 def neuron_detail(
     session: Session, store: ArtifactStore, run_id: int, layer_name: str, channel: int
 ) -> dict[str, Any]:
@@ -96,7 +89,14 @@ def neuron_detail(
         )
     run = layer.run
     rows = session.execute(
-        select(TopActivation, DatasetImage.path, DatasetImage.label)
+        select(
+            TopActivation.rank,
+            TopActivation.value,
+            TopActivation.row,
+            TopActivation.col,
+            DatasetImage.path,
+            DatasetImage.label,
+        )
         .join(
             DatasetImage,
             (DatasetImage.index == TopActivation.image_index)
@@ -105,6 +105,7 @@ def neuron_detail(
         .where(TopActivation.neuron_id == neuron.id)
         .order_by(TopActivation.rank)
     ).all()
+    (oy, ox), (sy, sx), (hy, hx) = layer.rf_offset, layer.rf_stride, layer.rf_size
     return {
         "run": run_id,
         "layer": layer.name,
@@ -115,17 +116,18 @@ def neuron_detail(
         "nf": str(store.path(neuron.nf_key)) if neuron.nf_key else None,
         "nf_array": str(store.path(neuron.nf_array_key)) if neuron.nf_array_key else None,
         "sprite": str(store.path(neuron.sprite_key)) if neuron.sprite_key else None,
+        # window: the unclipped input window [r0, r1, c0, c1] (see analysis.receptive_field)
         "top": [
             {
-                "rank": top.rank,
+                "rank": rank,
                 "image": path,
                 "label": label,
-                "value": top.value,
-                "row": top.row,
-                "col": top.col,
-                "window": window(layer, top.row, top.col),
+                "value": value,
+                "row": row,
+                "col": col,
+                "window": [oy + row * sy, oy + row * sy + hy, ox + col * sx, ox + col * sx + hx],
             }
-            for top, path, label in rows
+            for rank, value, row, col, path, label in rows
         ],
         "indexes": neuron_indexes(session, neuron.id),
     }

@@ -22,6 +22,11 @@ def add_commands(commands: Any) -> None:
     neuron.add_argument("--json", action="store_true")
     neuron.set_defaults(handler=run_neuron)
 
+    summary = commands.add_parser("summary", help="per-layer index histograms of a run")
+    summary.add_argument("run", type=int)
+    summary.add_argument("--json", action="store_true")
+    summary.set_defaults(handler=run_summary_command)
+
     rank = commands.add_parser("rank", help="list a layer's neurons sorted by an index")
     rank.add_argument("run", type=int)
     rank.add_argument("layer")
@@ -145,3 +150,41 @@ def run_rank(args: argparse.Namespace) -> int:
 
 def _fmt(value: float | None) -> str:
     return "—" if value is None else f"{value:.3f}"
+
+
+BARS = " ▁▂▃▄▅▆▇█"
+
+
+def run_summary_command(args: argparse.Namespace) -> int:
+    """Each layer's 10-bin histogram of every index on [0, 1], its mean, and physiology."""
+    _, database, _ = open_database()
+    with database.session() as session:
+        layers = [(layer.name, layer.summary or {}) for layer in get_run(session, args.run).layers]
+    if args.json:
+        print_json(dict(layers))
+        return 0
+    if not any(summary for _, summary in layers):
+        print(f"run {args.run} has no indexes yet: run `neuronscope analyze` without --no-indexes")
+        return 0
+    for name, summary in layers:
+        print(f"\n{name}")
+        rows = []
+        for index in ("color", "orientation", "symmetry", "class", "shape"):
+            h = summary.get(index)
+            if not h:
+                continue
+            peak = max(h["counts"]) or 1
+            bars = "".join(BARS[round(c / peak * (len(BARS) - 1))] for c in h["counts"])
+            rows.append([index, f"[{bars}]", h["mean"], h["fraction_above"], h["below_zero"]])
+        print_table(["index", "histogram 0…1", "mean", "> 0.5", "< 0"], rows)
+        physiology = summary.get("physiology", {})
+        if physiology:
+            print(
+                "physiology: spectral opponent {:.0%}, spatial opponent {:.0%}, "
+                "double opponent {:.0%}".format(
+                    physiology["spectral_opponent"],
+                    physiology["spatial_opponent"],
+                    physiology["double_opponent"],
+                )
+            )
+    return 0

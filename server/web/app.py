@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -48,6 +49,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         query_string=query_string,
     )
     app.state.templates = templates
+
+    @app.middleware("http")
+    async def server_timing(request: Request, call_next):
+        """Report the server's own time per request (read by benchmarks/web.py)."""
+        started = time.perf_counter()
+        response = await call_next(request)
+        elapsed = (time.perf_counter() - started) * 1000
+        response.headers["Server-Timing"] = f"app;dur={elapsed:.1f}"
+        return response
+
     app.mount("/static", StaticFiles(directory=WEB_DIR / "static"), name="static")
 
     @app.get("/artifacts/{key}", include_in_schema=False)

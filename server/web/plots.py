@@ -100,9 +100,13 @@ def _hue(degrees: float) -> str:
 
 
 def bar_plot(
-    labels: Sequence[str], values: Sequence[float], title: str, top: float = 1.0
+    labels: Sequence[str],
+    values: Sequence[float],
+    title: str,
+    top: float = 1.0,
+    show_labels: bool = True,
 ) -> Markup:
-    """Vertical bars on [0, top]."""
+    """Vertical bars on [0, top]; each bar's label and value are also in its tooltip."""
     if not values:
         return _frame("", title)
     top = max(top, *values)
@@ -117,7 +121,7 @@ def bar_plot(
             f'height="{height:.1f}" fill="{ACCENT}">'
             f"<title>{escape(label)}: {value:.3g}</title></rect>"
         )
-        if len(values) <= 12:
+        if show_labels and len(values) <= 12:
             body.append(
                 f'<text x="{x + slot * 0.35:.1f}" y="{bottom + 14}" text-anchor="middle" '
                 f'class="tick">{escape(label[:10])}</text>'
@@ -128,4 +132,5 @@ def bar_plot(
 def histogram(counts: Sequence[int], bins: Sequence[float], title: str) -> Markup:
     """A 10-bin index histogram on [0, 1]."""
     labels = [f"{bins[i]:.1f}–{bins[i + 1]:.1f}" for i in range(len(counts))]
-    return bar_plot(labels, [float(c) for c in counts], title, top=max([1, *counts]))
+    counts_ = [float(c) for c in counts]
+    return bar_plot(labels, counts_, title, top=max([1, *counts]), show_labels=False)
