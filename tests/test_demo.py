@@ -32,11 +32,11 @@ def test_training_records_accuracy_and_input_convention(tmp_path):
 
 
 def test_demo_command_end_to_end(data_dir, capsys):
-    assert main(["demo", "--per-class", "6", "--no-serve"]) == 0
+    assert main(["demo", "--per-class", "6", "--top-k", "3", "--no-serve"]) == 0
     out = capsys.readouterr().out
     assert "validation accuracy" in out and "features.17" in out
     mosaics = sorted((data_dir / "demo" / "mosaics").glob("*.png"))
     assert len(mosaics) == 5
     # A second run reuses the dataset, the model and the run.
-    assert main(["demo", "--per-class", "6", "--no-serve"]) == 0
+    assert main(["demo", "--per-class", "6", "--top-k", "3", "--no-serve"]) == 0
     assert "reused finished" in capsys.readouterr().out

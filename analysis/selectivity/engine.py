@@ -27,6 +27,7 @@ from analysis.receptive_field import ReceptiveField
 from analysis.selectivity.perturbations import Perturbation
 
 GREY = 0.5
+MAX_SAMPLES_PER_CHUNK = 2048
 ProgressCallback = Callable[[int, int], None]
 
 
@@ -136,7 +137,9 @@ def perturbation_responses(
     sorted_samples = sample_of_entry[entry_order]
     plan = plan_crops(field, sample_row, sample_col, input_spec.size)
     variants = sum(p.variants for p in perturbations)
-    per_chunk = max(1, batch_size // variants)
+    # ``batch_size`` counts full-size images per forward; small crops fit many more.
+    pixel_budget = batch_size * input_spec.size**2
+    per_chunk = max(1, min(MAX_SAMPLES_PER_CHUNK, pixel_budget // (variants * plan.size**2)))
     cuda = device.type == "cuda"
     responses = torch.empty(len(entry_channel), variants)
     captured: dict[str, torch.Tensor] = {}

@@ -26,6 +26,7 @@ def add_commands(commands: Any) -> None:
     demo = commands.add_parser("demo", help="generate stimuli, train a small CNN, analyse it")
     demo.add_argument("--device", help="torch device (default $NEURONSCOPE_DEVICE or cpu)")
     demo.add_argument("--per-class", type=int, default=PER_CLASS, help="stimuli per class")
+    demo.add_argument("--top-k", type=int, default=DEMO_TOP_K, help="top images per neuron")
     demo.add_argument("--no-serve", action="store_true", help="stop after the analysis")
     demo.add_argument("--port", type=int, default=8000, help="dashboard port (127.0.0.1)")
     demo.set_defaults(handler=run_demo)
@@ -131,7 +132,7 @@ def run_demo(args: argparse.Namespace) -> int:
             loaded,
             folder,
             None,
-            top_k=DEMO_TOP_K,
+            top_k=args.top_k,
             settings=AnalysisSettings(device=args.device or settings.device),
             progress=TerminalProgress(),
         )
