@@ -57,3 +57,24 @@ def client(web_data_dir: Path):
     settings = load_settings({"NEURONSCOPE_DATA_DIR": str(web_data_dir)})
     with TestClient(create_app(settings)) as test_client:
         yield test_client
+
+
+POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    """The machine's PostgreSQL, emptied of our tables; skipped where none runs."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import OperationalError
+
+    engine = create_engine(POSTGRES_URL)
+    try:
+        with engine.begin() as connection:
+            connection.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
+            connection.execute(text("CREATE SCHEMA public"))
+    except OperationalError as error:
+        pytest.skip(f"no PostgreSQL at 127.0.0.1:5432 ({error.orig})")
+    finally:
+        engine.dispose()
+    return POSTGRES_URL

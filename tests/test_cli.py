@@ -189,3 +189,32 @@ def test_unknown_layer_of_an_existing_run_is_named(capsys, data_dir, square_fold
     assert code == 1 and "has no layer '9'" in err
     code, _, err = run_cli(capsys, "neuron", str(result["run"]), "4", "7")
     assert code == 1 and "channels 0..1" in err
+
+
+def test_the_same_schema_and_queries_work_on_postgresql(
+    capsys, data_dir, square_folder, postgres_url, monkeypatch
+):
+    monkeypatch.setenv("NEURONSCOPE_DATABASE_URL", postgres_url)
+    result = analyze(capsys, square_folder)
+    code, out, _ = run_cli(capsys, "neuron", str(result["run"]), "4", "0", "--json")
+    assert code == 0
+    neuron = json.loads(out)
+    assert neuron["indexes"]["class"] == 1.0 and len(neuron["top"]) == 5
+    code, out, _ = run_cli(
+        capsys, "rank", str(result["run"]), "1", "--by", "color", "--desc", "--json"
+    )
+    assert [r["channel"] for r in json.loads(out)] == [0, 1, 2]
+    assert analyze(capsys, square_folder)["reused"] is True
+    from fastapi.testclient import TestClient
+
+    from server.config import load_settings
+    from server.web.app import create_app
+
+    settings = load_settings(
+        {"NEURONSCOPE_DATA_DIR": str(data_dir), "NEURONSCOPE_DATABASE_URL": postgres_url}
+    )
+    with TestClient(create_app(settings)) as client:
+        table = client.get(f"/runs/{result['run']}/layers/1.json?_sort_desc=color").json()
+        assert [r["channel"] for r in table["rows"]] == [0, 1, 2]
+        assert table["rows"][0]["spectral_class"] in {"opponent", "non-opponent", "unresponsive"}
+        assert client.get(f"/runs/{result['run']}/layers/4/neurons/0").status_code == 200

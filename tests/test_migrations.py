@@ -16,11 +16,18 @@ def table_names(url: str) -> set[str]:
         engine.dispose()
 
 
-def test_upgrade_downgrade_upgrade_on_sqlite(tmp_path):
-    url = f"sqlite:///{tmp_path / 'schema.db'}"
+def check_round_trip(url: str) -> None:
     upgrade(url)
     assert table_names(url) == set(Base.metadata.tables)
     downgrade(url, "base")
     assert table_names(url) == set()
     upgrade(url)
     assert table_names(url) == set(Base.metadata.tables)
+
+
+def test_upgrade_downgrade_upgrade_on_sqlite(tmp_path):
+    check_round_trip(f"sqlite:///{tmp_path / 'schema.db'}")
+
+
+def test_upgrade_downgrade_upgrade_on_postgresql(postgres_url):
+    check_round_trip(postgres_url)
