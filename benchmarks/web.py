@@ -211,6 +211,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--requests", type=int, default=640, help="per view")
+    parser.add_argument("--workers", type=int, default=2, help="server processes")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -218,7 +219,16 @@ def main() -> None:
         probe.close()
         build_database(Path(tmp))
         server = subprocess.Popen(
-            [sys.executable, "-m", "server.cli.main", "serve", "--port", str(port)],
+            [
+                sys.executable,
+                "-m",
+                "server.cli.main",
+                "serve",
+                "--port",
+                str(port),
+                "--workers",
+                str(args.workers),
+            ],
             env={"NEURONSCOPE_DATA_DIR": tmp, "PATH": "/usr/bin:/bin"},
             stdout=subprocess.DEVNULL,
         )

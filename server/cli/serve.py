@@ -10,18 +10,30 @@ def add_commands(commands: Any) -> None:
     serve = commands.add_parser("serve", help="serve the dashboard")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1, help="server processes (default 1)")
     serve.set_defaults(handler=run_serve)
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    serve_dashboard(args.host, args.port)
+    serve_dashboard(args.host, args.port, args.workers)
     return 0
 
 
-def serve_dashboard(host: str, port: int) -> None:
+def serve_dashboard(host: str, port: int, workers: int = 1) -> None:
     import uvicorn
 
-    from server.web.app import create_app
+    from server.config import load_settings
+    from server.db import upgrade
 
+    settings = load_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.database_url)  # once, before the worker processes start
     print(f"dashboard: http://{host}:{port}/  (Ctrl-C to stop)", flush=True)
-    uvicorn.run(create_app(), host=host, port=port, log_level="warning")
+    uvicorn.run(
+        "server.web.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="warning",
+    )

@@ -15,12 +15,12 @@ router = APIRouter(prefix="/api", tags=["api"])
 
 
 @router.get("/runs", summary="Every analysis run")
-def api_runs(session: SessionDep) -> list[dict[str, Any]]:
+async def api_runs(session: SessionDep) -> list[dict[str, Any]]:
     return list_runs(session)
 
 
 @router.get("/runs/{run_id}", summary="A run and its layers, with index histograms")
-def api_run(session: SessionDep, run_id: int) -> dict[str, Any]:
+async def api_run(session: SessionDep, run_id: int) -> dict[str, Any]:
     return run_data(session, run_id)
 
 
@@ -34,7 +34,7 @@ def api_run(session: SessionDep, run_id: int) -> dict[str, Any]:
         + ", ".join(NEURON_COLUMNS)
     ),
 )
-def api_layer_neurons(
+async def api_layer_neurons(
     request: Request,
     session: SessionDep,
     tables: TablesDep,
@@ -54,7 +54,7 @@ def api_layer_neurons(
     "/runs/{run_id}/layers/{layer_name}/neurons/{channel}",
     summary="One neuron: the same object as `neuronscope neuron --json`",
 )
-def api_neuron(
+async def api_neuron(
     session: SessionDep, store: StoreDep, run_id: int, layer_name: str, channel: int
 ) -> dict[str, Any]:
     return neuron_detail(session, store, run_id, layer_name, channel)

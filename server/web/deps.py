@@ -1,8 +1,15 @@
-"""Request dependencies as annotated aliases (after FastAPI's full-stack template)."""
+"""Request dependencies as annotated aliases (after FastAPI's full-stack template).
+
+They and the handlers are ``async``: the work is short and CPU-bound (SQLite, Jinja), so it runs
+on the event loop one request at a time instead of interleaving in a thread pool under the GIL,
+which made every request as slow as the whole queue. Use several server processes for more
+throughput (``neuronscope serve --workers N``).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -12,16 +19,18 @@ from server.artifacts import ArtifactStore
 from server.web.data import LayerTableCache
 
 
-def get_session(request: Request) -> Iterator[Session]:
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    # The request's turn on the event loop starts here: Server-Timing measures from this point.
+    request.state.started = time.perf_counter()
     with request.app.state.database.session() as session:
         yield session
 
 
-def get_store(request: Request) -> ArtifactStore:
+async def get_store(request: Request) -> ArtifactStore:
     return request.app.state.store
 
 
-def get_tables(request: Request) -> LayerTableCache:
+async def get_tables(request: Request) -> LayerTableCache:
     return request.app.state.tables
 
 

@@ -21,19 +21,19 @@ router = APIRouter(include_in_schema=False)
 
 
 @router.get("/")
-def home(request: Request, session: SessionDep) -> Response:
+async def home(request: Request, session: SessionDep) -> Response:
     return render(request, "home.html", home_data(session), None)
 
 
 @router.get("/runs.{fmt}")
-def runs_twin(request: Request, session: SessionDep, fmt: str) -> Response:
+async def runs_twin(request: Request, session: SessionDep, fmt: str) -> Response:
     data = home_data(session)
     columns = ["id", "status", "model", "dataset", "images", "neurons", "dead", "created"]
     return render(request, "home.html", data, fmt, data["runs"], columns)
 
 
 @router.get("/runs/{run_ref}")
-def run_page(request: Request, session: SessionDep, run_ref: str) -> Response:
+async def run_page(request: Request, session: SessionDep, run_ref: str) -> Response:
     stem, fmt = split_format(run_ref)
     data = run_data(session, parse_int(stem, "a run id"))
     columns = ["name", "type", "channels", "dead", "map_size", "rf_size", "rf_stride", "rf_offset"]
@@ -41,7 +41,7 @@ def run_page(request: Request, session: SessionDep, run_ref: str) -> Response:
 
 
 @router.get("/runs/{run_id}/layers/{layer_ref}")
-def layer_page(
+async def layer_page(
     request: Request, session: SessionDep, tables: TablesDep, run_id: int, layer_ref: str
 ) -> Response:
     layer_name, fmt = split_format(layer_ref)
@@ -57,7 +57,7 @@ def layer_page(
 
 
 @router.get("/runs/{run_id}/layers/{layer_name}/neurons/{channel_ref}")
-def neuron_page(
+async def neuron_page(
     request: Request,
     session: SessionDep,
     store: StoreDep,
