@@ -175,6 +175,10 @@ class TopActivation(Base):
 Index("ix_top_activation_image", TopActivation.image_index)
 
 
+# The sortable selectivity indexes every live neuron gets (SPEC §4), in display order.
+INDEX_NAMES = ("color", "orientation", "symmetry", "class", "shape")
+
+
 class NeuronIndex(Base):
     """One named selectivity index of a neuron: a sortable number and what a plot needs.
 

@@ -25,10 +25,9 @@ from analysis.selectivity.indexes import population_summary
 from analysis.selectivity.layer import layer_indexes
 from analysis.sweep import LayerTopK, SweepResult, sweep
 from server.artifacts import ArtifactStore
-from server.models import Run, utcnow
+from server.models import INDEX_NAMES, Run, utcnow
 from server.registry import RunParams, find_or_create_run, register_dataset, register_model
 from server.results import (
-    INDEX_NAMES,
     StoredNeuron,
     load_layer_topk,
     store_layer_indexes,

@@ -13,9 +13,7 @@ from analysis.layers import LayerInfo
 from analysis.physiology import UnitPhysiology
 from analysis.selectivity.indexes import NeuronIndexes
 from analysis.sweep import LayerTopK, SweepResult
-from server.models import Layer, Neuron, NeuronIndex, Run, TopActivation
-
-INDEX_NAMES = ("color", "orientation", "symmetry", "class", "shape")
+from server.models import INDEX_NAMES, Layer, Neuron, NeuronIndex, Run, TopActivation
 
 
 @dataclass

@@ -109,3 +109,13 @@ def test_api_neuron_is_the_cli_object(client, web_data_dir, capsys):
     assert "/api/runs/{run_id}/layers/{layer_name}/neurons" in schema["paths"]
     layer = client.get("/api/runs/1/layers/1/neurons?_sort_desc=color").json()
     assert [r["channel"] for r in layer["rows"]] == [0, 1, 2]
+
+
+def test_the_web_process_never_imports_torch():
+    """DESIGN §1: the dashboard stays small and quick to start; compute lives in workers."""
+    import subprocess
+    import sys
+
+    code = "import sys, server.web.app; print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.strip() == "False", result.stderr

@@ -95,7 +95,7 @@ def run_analyze(args: argparse.Namespace) -> int:
         [name.strip() for name in args.layers.split(",") if name.strip()] if args.layers else None
     )
     started = time.perf_counter()
-    settings_ = AnalysisSettings(
+    analysis_settings = AnalysisSettings(
         device=device,
         batch_size=args.batch_size,
         workers=args.workers,
@@ -110,7 +110,7 @@ def run_analyze(args: argparse.Namespace) -> int:
             requested,
             top_k=args.top_k,
             resize=ResizePolicy(args.resize),
-            settings=settings_,
+            settings=analysis_settings,
             progress=TerminalProgress(enabled=not args.json),
         )
         from server.queries import get_run, run_summary

@@ -10,9 +10,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from server.artifacts import ArtifactStore
-from server.models import Layer, Neuron, NeuronIndex, Run
+from server.models import INDEX_NAMES, Layer, Neuron, NeuronIndex, Run
 from server.queries import get_layer, get_run, layer_summary, neuron_detail, run_summary
-from server.results import INDEX_NAMES
 from server.web.table_query import TableQuery, apply_query
 
 NEURON_COLUMNS: dict[str, type] = {
