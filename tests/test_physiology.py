@@ -75,3 +75,11 @@ def test_classification_rules():
     assert spectral_class(np.array([-0.2, 0.9]), -0.1) == "non-opponent"  # no spontaneous rate
     assert spatial_class(np.array([0.0, 0.3]), 0.0) == "non-opponent"
     assert spatial_class(np.array([0.0, 0.3]), 0.1) == "opponent"
+
+
+def test_pre_activation_is_read_before_an_in_place_relu():
+    model = tiny_models.single_filter(tiny_models.colour_kernel(1, -1, 0), bias=0.2)
+    model[1] = torch.nn.ReLU(inplace=True)
+    unit = physiology_of(model)
+    assert unit.spectral_class == "opponent"
+    assert min(unit.hue_curve) < -0.5  # green drives it below zero before rectification
