@@ -27,7 +27,7 @@ from analysis.receptive_field import ReceptiveField
 from analysis.selectivity.perturbations import Perturbation
 
 GREY = 0.5
-MAX_SAMPLES_PER_CHUNK = 2048
+MAX_BATCH_GROWTH = 8
 ProgressCallback = Callable[[int, int], None]
 
 
@@ -137,9 +137,11 @@ def perturbation_responses(
     sorted_samples = sample_of_entry[entry_order]
     plan = plan_crops(field, sample_row, sample_col, input_spec.size)
     variants = sum(p.variants for p in perturbations)
-    # ``batch_size`` counts full-size images per forward; small crops fit many more.
+    # ``batch_size`` counts full-size images per forward; small crops fit more, up to
+    # MAX_BATCH_GROWTH times as many (beyond that, preparing the stimuli dominates).
     pixel_budget = batch_size * input_spec.size**2
-    per_chunk = max(1, min(MAX_SAMPLES_PER_CHUNK, pixel_budget // (variants * plan.size**2)))
+    stimuli_budget = min(pixel_budget // plan.size**2, MAX_BATCH_GROWTH * batch_size)
+    per_chunk = max(1, stimuli_budget // variants)
     cuda = device.type == "cuda"
     responses = torch.empty(len(entry_channel), variants)
     captured: dict[str, torch.Tensor] = {}
