@@ -7,17 +7,7 @@ import json
 import pytest
 
 from server.cli.main import main
-
-RED = [
-    "--model",
-    "tests.tiny_models:red_detector",
-    "--mean",
-    "0,0,0",
-    "--std",
-    "1,1,1",
-    "--input-size",
-    "32",
-]
+from tests.tiny_models import RED_DETECTOR_ARGS
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
@@ -30,7 +20,7 @@ def analyze(capsys, folder, *extra: str) -> dict:
     code, out, err = run_cli(
         capsys,
         "analyze",
-        *RED,
+        *RED_DETECTOR_ARGS,
         "--data",
         str(folder),
         "--layers",
@@ -141,8 +131,11 @@ def test_layers_command_lists_receptive_fields(capsys):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["analyze", *RED, "--data", "/no/such/folder"], "image folder not found"),
-        (["analyze", *RED, "--data", "{folder}", "--layers", "nope"], "unknown layer 'nope'"),
+        (["analyze", *RED_DETECTOR_ARGS, "--data", "/no/such/folder"], "image folder not found"),
+        (
+            ["analyze", *RED_DETECTOR_ARGS, "--data", "{folder}", "--layers", "nope"],
+            "unknown layer 'nope'",
+        ),
         (
             [
                 "analyze",

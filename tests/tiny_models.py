@@ -5,6 +5,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+# Command-line model options for red_detector: raw [0, 1] pixels, 32 px input.
+RED_DETECTOR_ARGS = (
+    "--model",
+    "tests.tiny_models:red_detector",
+    "--mean",
+    "0,0,0",
+    "--std",
+    "1,1,1",
+    "--input-size",
+    "32",
+)
+
 
 def red_detector() -> nn.Sequential:
     """conv(3→3, 3×3) + ReLU + pool + conv(3→2, 3×3) + ReLU.

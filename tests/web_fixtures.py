@@ -9,6 +9,7 @@ from pathlib import Path
 
 from server.cli.main import main
 from tests.conftest import write_square_folder
+from tests.tiny_models import RED_DETECTOR_ARGS
 
 
 @contextmanager
@@ -33,14 +34,7 @@ def analysed_data_dir(root: Path) -> Path:
         code = main(
             [
                 "analyze",
-                "--model",
-                "tests.tiny_models:red_detector",
-                "--mean",
-                "0,0,0",
-                "--std",
-                "1,1,1",
-                "--input-size",
-                "32",
+                *RED_DETECTOR_ARGS,
                 "--data",
                 str(folder),
                 "--layers",
