@@ -54,14 +54,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def server_timing(request: Request, call_next):
         """Report the time spent serving each request (``Server-Timing: app;dur=ms``).
 
-        It runs from the request's turn on the event loop (set by the session dependency) to its
-        response, so it excludes time queued behind other requests; benchmarks/web.py reports
-        the clients' latency, which includes the queue, beside it.
+        It runs from the request's turn on the event loop (set by the session dependency) to the
+        rendered response (set by ``render``): the queries and the rendering, without time queued
+        behind other requests or spent sending bytes; benchmarks/web.py reports the clients'
+        latency, which includes both, beside it.
         """
         arrived = time.perf_counter()
         response = await call_next(request)
         started = getattr(request.state, "started", arrived)
-        response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.1f}"
+        finished = getattr(request.state, "rendered", None) or time.perf_counter()
+        response.headers["Server-Timing"] = f"app;dur={(finished - started) * 1000:.1f}"
         return response
 
     app.mount("/static", StaticFiles(directory=WEB_DIR / "static"), name="static")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -39,6 +40,20 @@ def render(
     csv_rows: Sequence[dict[str, Any]] | None = None,
     csv_columns: Sequence[str] | None = None,
     partial: str | None = None,
+) -> Response:
+    response = _render(request, template, data, fmt, csv_rows, csv_columns, partial)
+    request.state.rendered = time.perf_counter()  # the end of the server's work (Server-Timing)
+    return response
+
+
+def _render(
+    request: Request,
+    template: str,
+    data: dict[str, Any],
+    fmt: str | None,
+    csv_rows: Sequence[dict[str, Any]] | None,
+    csv_columns: Sequence[str] | None,
+    partial: str | None,
 ) -> Response:
     if fmt == "json":
         return JSONResponse(jsonable_encoder(data))
