@@ -119,3 +119,12 @@ def test_the_web_process_never_imports_torch():
     code = "import sys, server.web.app; print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.stdout.strip() == "False", result.stderr
+
+
+def test_out_of_range_ids_are_client_errors(client):
+    huge = 2**63
+    assert client.get(f"/api/runs/{huge}").status_code == 422
+    assert client.get(f"/api/runs/1/layers/4/neurons/{huge}").status_code == 422
+    assert client.get(f"/runs/{huge}").status_code == 404
+    assert client.get(f"/runs/1/layers/4/neurons/{huge}").status_code == 404
+    assert client.get("/runs/-1").status_code == 404

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request
 
 from server.queries import list_runs, neuron_detail
 from server.web.data import NEURON_COLUMNS, layer_data, run_data
-from server.web.deps import SessionDep, StoreDep, TablesDep
+from server.web.deps import Channel, RunId, SessionDep, StoreDep, TablesDep
 from server.web.table_query import parse_query
 
 router = APIRouter(prefix="/api", tags=["api"])
@@ -20,7 +20,7 @@ async def api_runs(session: SessionDep) -> list[dict[str, Any]]:
 
 
 @router.get("/runs/{run_id}", summary="A run and its layers, with index histograms")
-async def api_run(session: SessionDep, run_id: int) -> dict[str, Any]:
+async def api_run(session: SessionDep, run_id: RunId) -> dict[str, Any]:
     return run_data(session, run_id)
 
 
@@ -38,7 +38,7 @@ async def api_layer_neurons(
     request: Request,
     session: SessionDep,
     tables: TablesDep,
-    run_id: int,
+    run_id: RunId,
     layer_name: str,
     _sort: list[str] | None = Query(None, description="ascending sort column(s)"),  # noqa: B008
     _sort_desc: list[str] | None = Query(None, description="descending sort column(s)"),  # noqa: B008
@@ -55,6 +55,6 @@ async def api_layer_neurons(
     summary="One neuron: the same object as `neuronscope neuron --json`",
 )
 async def api_neuron(
-    session: SessionDep, store: StoreDep, run_id: int, layer_name: str, channel: int
+    session: SessionDep, store: StoreDep, run_id: RunId, layer_name: str, channel: Channel
 ) -> dict[str, Any]:
     return neuron_detail(session, store, run_id, layer_name, channel)

@@ -12,7 +12,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from sqlalchemy.orm import Session
 
 from server.artifacts import ArtifactStore
@@ -37,3 +37,8 @@ async def get_tables(request: Request) -> LayerTableCache:
 SessionDep = Annotated[Session, Depends(get_session)]
 StoreDep = Annotated[ArtifactStore, Depends(get_store)]
 TablesDep = Annotated[LayerTableCache, Depends(get_tables)]
+
+# Ids fit a 32-bit signed integer (PostgreSQL's INTEGER); larger ones get a 422, not a 500.
+MAX_ID = 2**31 - 1
+RunId = Annotated[int, Path(ge=0, le=MAX_ID, description="run id")]
+Channel = Annotated[int, Path(ge=0, le=MAX_ID, description="channel of the layer")]

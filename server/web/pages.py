@@ -13,7 +13,7 @@ from server.web.data import (
     neuron_data,
     run_data,
 )
-from server.web.deps import SessionDep, StoreDep, TablesDep
+from server.web.deps import RunId, SessionDep, StoreDep, TablesDep
 from server.web.render import parse_int, render, split_format
 from server.web.table_query import parse_query
 
@@ -42,7 +42,7 @@ async def run_page(request: Request, session: SessionDep, run_ref: str) -> Respo
 
 @router.get("/runs/{run_id}/layers/{layer_ref}")
 async def layer_page(
-    request: Request, session: SessionDep, tables: TablesDep, run_id: int, layer_ref: str
+    request: Request, session: SessionDep, tables: TablesDep, run_id: RunId, layer_ref: str
 ) -> Response:
     layer_name, fmt = split_format(layer_ref)
     query = parse_query(list(request.query_params.multi_items()), NEURON_COLUMNS)
@@ -61,7 +61,7 @@ async def neuron_page(
     request: Request,
     session: SessionDep,
     store: StoreDep,
-    run_id: int,
+    run_id: RunId,
     layer_name: str,
     channel_ref: str,
 ) -> Response:

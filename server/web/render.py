@@ -13,6 +13,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, Response
 
 from server.queries import NotFoundError
+from server.web.deps import MAX_ID
 
 FORMATS = ("json", "csv")
 
@@ -26,10 +27,10 @@ def split_format(reference: str) -> tuple[str, str | None]:
 
 
 def parse_int(text: str, what: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise NotFoundError(f"{what} must be a number, not {text!r}") from None
+    """A non-negative id from a URL segment; anything else names no page (404)."""
+    if not text.isdigit() or int(text) > MAX_ID:
+        raise NotFoundError(f"{what} must be a number from 0 to {MAX_ID}, not {text!r}")
+    return int(text)
 
 
 def render(
