@@ -56,7 +56,7 @@ def page():
 
 
 def table_channels(page) -> list[str]:
-    return page.locator("table.neurons tbody tr td:first-child").all_inner_texts()
+    return page.locator("table.neurons tbody tr td:nth-child(2)").all_inner_texts()
 
 
 def test_sorting_by_a_header_click_is_in_the_url_and_survives_a_reload(page, server_url):
@@ -65,10 +65,14 @@ def test_sorting_by_a_header_click_is_in_the_url_and_survives_a_reload(page, ser
     page.click('th a[data-column="color"]')  # highest colour index first
     page.wait_for_url("**_sort_desc=color**")
     assert "_sort_desc=color" in page.url
-    page.wait_for_function("document.querySelector('table.neurons td a').textContent === '0'")
+    page.wait_for_function(
+        "document.querySelector('table.neurons tbody td:nth-child(2) a').textContent === '0'"
+    )
     page.click('th a[data-column="color"]')  # again: ascending
     page.wait_for_url("**_sort=color**")
-    page.wait_for_function("document.querySelector('table.neurons tbody td a').textContent === '1'")
+    page.wait_for_function(
+        "document.querySelector('table.neurons tbody td:nth-child(2) a').textContent === '1'"
+    )
     sorted_order = table_channels(page)
     assert sorted_order == ["1", "0", "2"]
     page.reload()
