@@ -52,6 +52,20 @@ class LayerInfo:
         """A module that runs more than once per forward has no single output to record."""
         return self.calls == 1
 
+    def as_json(self) -> dict[str, object]:
+        """The layer as plain data (``neuronscope layers --json``, a registered model's list)."""
+        return {
+            "name": self.name,
+            "type": self.type,
+            "channels": self.channels,
+            "map_size": [self.height, self.width],
+            "rf_size": list(self.receptive_field.size),
+            "rf_stride": list(self.receptive_field.stride),
+            "rf_offset": list(self.receptive_field.offset),
+            "activation": self.activation,
+            "calls": self.calls,
+        }
+
 
 def list_layers(model: nn.Module, input_size: int) -> list[LayerInfo]:
     """Every submodule with a 4-D tensor output, with its map size and receptive field."""

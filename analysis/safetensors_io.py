@@ -38,6 +38,16 @@ def save_safetensors(
     tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None
 ) -> None:
     """Write ``tensors`` (and optional string ``metadata``) to ``path`` atomically."""
+    path = Path(path)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_bytes(safetensors_bytes(tensors, metadata))
+    partial.replace(path)
+
+
+def safetensors_bytes(
+    tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
+) -> bytes:
+    """``tensors`` (and optional string ``metadata``) in the safetensors format, in memory."""
     header: dict[str, object] = {}
     if metadata:
         header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
@@ -55,19 +65,18 @@ def save_safetensors(
         offset += len(raw)
     encoded = json.dumps(header, separators=(",", ":")).encode()
     encoded += b" " * (-len(encoded) % 8)
-    path = Path(path)
-    partial = path.with_name(path.name + ".partial")
-    with partial.open("wb") as handle:
-        handle.write(struct.pack("<Q", len(encoded)))
-        handle.write(encoded)
-        for blob in blobs:
-            handle.write(blob)
-    partial.replace(path)
+    return b"".join([struct.pack("<Q", len(encoded)), encoded, *blobs])
 
 
 def load_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Return ``(tensors, metadata)`` read from a safetensors file."""
-    raw = Path(path).read_bytes()
+    return parse_safetensors(Path(path).read_bytes(), str(path))
+
+
+def parse_safetensors(
+    raw: bytes, path: str = "<bytes>"
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Return ``(tensors, metadata)`` from safetensors bytes; ``path`` names them in errors."""
     if len(raw) < 8:
         raise SafetensorsError(f"{path}: too short to be a safetensors file")
     (header_len,) = struct.unpack("<Q", raw[:8])

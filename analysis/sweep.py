@@ -12,6 +12,7 @@ sweeps merge to the unsharded result, ties included (post-ReLU zeros tie a lot).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -112,6 +113,35 @@ class SweepResult:
     layers: dict[str, LayerTopK]
     image_count: int
     unreadable: list[int]
+
+    def to_tensors(self) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+        """Flat named tensors and string metadata, for a safetensors file (a shard's result)."""
+        tensors: dict[str, torch.Tensor] = {"unreadable": torch.tensor(self.unreadable).long()}
+        counts = {}
+        for name, topk in self.layers.items():
+            for part in ("values", "images", "rows", "cols", "maxima_sum"):
+                tensors[f"{name}/{part}"] = getattr(topk, part).cpu()
+            counts[name] = topk.count
+        metadata = {"image_count": str(self.image_count), "counts": json.dumps(counts)}
+        return tensors, metadata
+
+    @classmethod
+    def from_tensors(
+        cls, tensors: dict[str, torch.Tensor], metadata: dict[str, str]
+    ) -> SweepResult:
+        """The inverse of :meth:`to_tensors`."""
+        layers = {
+            name: LayerTopK(
+                values=tensors[f"{name}/values"],
+                images=tensors[f"{name}/images"],
+                rows=tensors[f"{name}/rows"],
+                cols=tensors[f"{name}/cols"],
+                maxima_sum=tensors[f"{name}/maxima_sum"],
+                count=count,
+            )
+            for name, count in json.loads(metadata["counts"]).items()
+        }
+        return cls(layers, int(metadata["image_count"]), tensors["unreadable"].tolist())
 
 
 class TopKRecorder:
@@ -270,16 +300,19 @@ def sweep(
     kept in float32.
     """
     device = torch.device(device)
+    cuda = device.type == "cuda"
     dataset = ImageTensors(folder, input_spec.size, policy, indices)
     loader = DataLoader(
         dataset,
         batch_size=batch_size,
         shuffle=False,
         num_workers=workers,
-        pin_memory=device.type == "cuda",
+        pin_memory=cuda,
         persistent_workers=False,
+        # Forking a process that has initialised CUDA is unsafe: loader processes on a GPU
+        # come from a fresh forkserver instead.
+        multiprocessing_context="forkserver" if cuda and workers > 0 else None,
     )
-    cuda = device.type == "cuda"
     model = model.to(device).eval()
     if cuda:
         model = model.to(memory_format=torch.channels_last)
@@ -303,6 +336,22 @@ def sweep(
             if progress:
                 progress(done, len(dataset))
         return recorder.result(unreadable)
+
+
+def plan_shards(image_count: int, shards: int, batch_size: int) -> list[range]:
+    """Split ``image_count`` images into at most ``shards`` contiguous ranges for separate sweeps.
+
+    Every boundary is a multiple of ``batch_size``, so each shard's batches hold exactly the
+    images the unsharded sweep's batches hold, and the merged top-K is bit-identical to it.
+    """
+    if shards < 1 or batch_size < 1:
+        raise ValueError("shards and batch size must be at least 1")
+    batches = max(1, -(-image_count // batch_size))
+    per_shard = -(-batches // min(shards, batches)) * batch_size
+    return [
+        range(start, min(start + per_shard, image_count))
+        for start in range(0, max(image_count, 1), per_shard)
+    ]
 
 
 def merge_sweeps(shards: Iterable[SweepResult]) -> SweepResult:

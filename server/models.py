@@ -59,6 +59,7 @@ class Model(Base):
     mean: Mapped[list[Any]] = mapped_column(JSON)
     std: Mapped[list[Any]] = mapped_column(JSON)
     meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    layers: Mapped[list[Any] | None] = mapped_column(JSON)
     created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -197,3 +198,45 @@ class NeuronIndex(Base):
 
 
 Index("ix_neuron_index_name_value", NeuronIndex.name, NeuronIndex.value)
+
+
+# A job's life: ``waiting`` for the jobs it depends on, ``queued`` for a worker, ``running``
+# (``cancelling`` once a cancel is asked), then one of the final states.
+JOB_ACTIVE = ("waiting", "queued", "running", "cancelling")
+JOB_FINAL = ("done", "failed", "cancelled")
+
+
+class Job(Base):
+    """One unit of background work, as the UI and the CLI show it.
+
+    ``key`` identifies the work itself (so enqueueing it twice finds this row); ``lease`` names
+    the current attempt, so a worker that lost its job (its heartbeat expired and another took
+    it over) can tell, and stops instead of writing.
+    """
+
+    __tablename__ = "job"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("run.id", ondelete="CASCADE"))
+    depends_on: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    status: Mapped[str] = mapped_column(String(20), default="queued")
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    message: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    result: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    worker: Mapped[str | None] = mapped_column(String(200))
+    lease: Mapped[str | None] = mapped_column(String(32))
+    heartbeat: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    queued: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    started: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+Index("ix_job_status", Job.status)
+Index("ix_job_run_id", Job.run_id)

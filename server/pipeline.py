@@ -29,6 +29,7 @@ from server.models import INDEX_NAMES, Run, utcnow
 from server.registry import RunParams, find_or_create_run, register_dataset, register_model
 from server.results import (
     StoredNeuron,
+    clear_run_layers,
     load_layer_topk,
     store_layer_indexes,
     store_sweep_results,
@@ -192,6 +193,88 @@ def compute_indexes(
     progress.finish()
 
 
+def sweep_images(
+    loaded: LoadedModel,
+    folder: ImageFolder,
+    layers: list[LayerInfo],
+    run: Run,
+    settings: AnalysisSettings,
+    progress: Progress,
+    indices: range | None = None,
+) -> SweepResult:
+    """The sweep of a run over its whole dataset, or over the shard ``indices`` of it."""
+    images = indices if indices is not None else range(len(folder.images))
+    progress.start("sweep", len(images))
+    result = sweep(
+        loaded.module,
+        folder,
+        [layer.name for layer in layers],
+        loaded.input,
+        k=run.params["top_k"],
+        batch_size=settings.batch_size,
+        device=settings.device,
+        policy=ResizePolicy(run.params["resize"]),
+        indices=indices,
+        workers=settings.workers,
+        progress=lambda done, _total: progress.update(done),
+    )
+    progress.finish()
+    return result
+
+
+def store_features(
+    session: Session,
+    run: Run,
+    loaded: LoadedModel,
+    folder: ImageFolder,
+    layers: list[LayerInfo],
+    result: SweepResult,
+    store: ArtifactStore,
+    progress: Progress,
+) -> dict[str, float]:
+    """NFs and sprites of every layer, then the run's layers, neurons and top activations.
+
+    Layers stored by an earlier, interrupted attempt are replaced (the caller commits once), so
+    repeating this is harmless. Returns seconds per layer.
+    """
+    trimmed = {name: topk.trimmed() for name, topk in result.layers.items()}
+    load_image = image_loader(folder, loaded.input.size, ResizePolicy(run.params["resize"]))
+    neurons: dict[str, dict[int, StoredNeuron]] = {}
+    seconds: dict[str, float] = {}
+    progress.start("neuron features", sum(layer.channels for layer in layers))
+    done = 0
+    for layer in layers:
+        started = time.perf_counter()
+        neurons[layer.name] = compute_neuron_features(layer, trimmed[layer.name], load_image, store)
+        seconds[layer.name] = time.perf_counter() - started
+        done += layer.channels
+        progress.update(done)
+    progress.finish()
+    clear_run_layers(session, run)
+    store_sweep_results(
+        session,
+        run,
+        layers,
+        SweepResult(trimmed, result.image_count, result.unreadable),
+        neurons,
+    )
+    session.flush()
+    session.refresh(run)
+    return seconds
+
+
+def sweep_stats(result: SweepResult, folder: ImageFolder, settings: AnalysisSettings) -> dict:
+    """What a run's page says about its data: images read, unreadable and skipped files."""
+    return {
+        "images": result.image_count,
+        "unreadable": [folder.images[i].path for i in result.unreadable[:1000]],
+        "unreadable_count": len(result.unreadable),
+        "skipped_count": len(folder.skipped),
+        "indexes": settings.indexes,
+        "device": settings.device,
+    }
+
+
 def analyze_run(
     session: Session,
     run: Run,
@@ -205,64 +288,28 @@ def analyze_run(
 ) -> AnalysisTimings:
     """Sweep, NFs, indexes; store everything and mark ``run`` done in the last commit."""
     timings = AnalysisTimings()
-    policy = ResizePolicy(run.params["resize"])
     run.status = "running"
     session.commit()
 
     started = time.perf_counter()
-    progress.start("sweep", len(folder.images))
-    result = sweep(
-        loaded.module,
-        folder,
-        [layer.name for layer in layers],
-        loaded.input,
-        k=run.params["top_k"],
-        batch_size=settings.batch_size,
-        device=settings.device,
-        policy=policy,
-        workers=settings.workers,
-        progress=lambda done, _total: progress.update(done),
-    )
-    progress.finish()
+    result = sweep_images(loaded, folder, layers, run, settings, progress)
     timings.sweep_s = time.perf_counter() - started
-    result = SweepResult(
-        {name: topk.trimmed() for name, topk in result.layers.items()},
-        result.image_count,
-        result.unreadable,
-    )
 
     started = time.perf_counter()
-    load_image = image_loader(folder, loaded.input.size, policy)
-    neurons: dict[str, dict[int, StoredNeuron]] = {}
-    progress.start("neuron features", sum(layer.channels for layer in layers))
-    done = 0
-    for layer in layers:
-        layer_start = time.perf_counter()
-        topk = result.layers[layer.name]
-        neurons[layer.name] = compute_neuron_features(layer, topk, load_image, store)
-        timings.per_layer[layer.name] = time.perf_counter() - layer_start
-        done += layer.channels
-        progress.update(done)
-    progress.finish()
+    timings.per_layer = store_features(
+        session, run, loaded, folder, layers, result, store, progress
+    )
     timings.features_s = time.perf_counter() - started
-    store_sweep_results(session, run, layers, result, neurons)
-    session.flush()
-    session.refresh(run)
 
     if settings.indexes:
         started = time.perf_counter()
         compute_indexes(session, run, loaded, folder, layers, recording, settings, progress)
         timings.indexes_s = time.perf_counter() - started
     run.stats = {
-        "images": result.image_count,
-        "unreadable": [folder.images[i].path for i in result.unreadable[:1000]],
-        "unreadable_count": len(result.unreadable),
-        "skipped_count": len(folder.skipped),
+        **sweep_stats(result, folder, settings),
         "sweep_seconds": round(timings.sweep_s, 3),
         "features_seconds": round(timings.features_s, 3),
         "indexes_seconds": round(timings.indexes_s, 3) if settings.indexes else None,
-        "indexes": settings.indexes,
-        "device": settings.device,
     }
     run.status = "done"
     run.finished = utcnow()
@@ -299,7 +346,7 @@ def analyze_folder(
     layers = select_layers(available, layer_names)
     by_name = {layer.name: layer for layer in available}
     recording = {layer.name: electrodes(layer, by_name) for layer in layers}
-    model = register_model(session, loaded)
+    model = register_model(session, loaded, available)
     dataset = register_dataset(session, folder)
     params = RunParams(tuple(layer.name for layer in layers), top_k, resize.value)
     run, finished = find_or_create_run(session, model, dataset, params)

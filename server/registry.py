@@ -11,6 +11,7 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
 from analysis.data import ImageFolder
+from analysis.layers import LayerInfo, default_layers
 from analysis.models import LoadedModel
 from server.models import Dataset, DatasetImage, Layer, Model, Run
 
@@ -33,7 +34,10 @@ def _digest(payload: Any) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def register_model(session: Session, loaded: LoadedModel) -> Model:
+def register_model(
+    session: Session, loaded: LoadedModel, layers: list[LayerInfo] | None = None
+) -> Model:
+    """The model's row, found by identity or created; ``layers`` fills in its layer list."""
     identity = _digest(
         [loaded.spec, loaded.weights_sha256, loaded.input.size, loaded.input.mean, loaded.input.std]
     )
@@ -50,7 +54,13 @@ def register_model(session: Session, loaded: LoadedModel) -> Model:
             meta=dict(loaded.metadata),
         )
         session.add(model)
-        session.flush()
+    if layers is not None and model.layers is None:
+        defaults = set(default_layers(layers))
+        model.layers = [
+            {**layer.as_json(), "hookable": layer.hookable, "default": layer.name in defaults}
+            for layer in layers
+        ]
+    session.flush()
     return model
 
 
@@ -78,23 +88,30 @@ def register_dataset(session: Session, folder: ImageFolder) -> Dataset:
     return dataset
 
 
+def run_key(model: Model, dataset: Dataset, params: RunParams) -> str:
+    """What pins a run: the model's identity, the dataset's fingerprint and the parameters."""
+    return _digest([model.identity, dataset.fingerprint, params.as_json()])
+
+
 def find_or_create_run(
-    session: Session, model: Model, dataset: Dataset, params: RunParams
+    session: Session, model: Model, dataset: Dataset, params: RunParams, clear: bool = True
 ) -> tuple[Run, bool]:
     """The run for this model × dataset × params, and whether it already holds finished results.
 
-    A run found unfinished (failed, or interrupted) is cleared so it can be computed again.
+    A run found unfinished (failed, or interrupted) is cleared so it can be computed again, unless
+    ``clear`` is false: the job planner keeps what finished jobs of the run already stored.
     """
-    key = _digest([model.identity, dataset.fingerprint, params.as_json()])
+    key = run_key(model, dataset, params)
     run = session.scalar(select(Run).where(Run.key == key))
     if run is not None and run.status == "done":
         return run, True
     if run is None:
         run = Run(key=key, model_id=model.id, dataset_id=dataset.id, params=params.as_json())
         session.add(run)
-    else:
+        run.status = "pending"
+    elif clear:
         session.execute(delete(Layer).where(Layer.run_id == run.id))
         run.error = None
-    run.status = "pending"
+        run.status = "pending"
     session.flush()
     return run, False

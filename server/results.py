@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from sqlalchemy import insert, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
 from analysis.layers import LayerInfo
@@ -24,6 +24,12 @@ class StoredNeuron:
     nf_key: str | None = None
     nf_array_key: str | None = None
     sprite_key: str | None = None
+
+
+def clear_run_layers(session: Session, run: Run) -> None:
+    """Delete what an earlier attempt stored for ``run`` (its neurons and rows cascade)."""
+    session.execute(delete(Layer).where(Layer.run_id == run.id))
+    session.expire(run, ["layers"])
 
 
 def store_sweep_results(
@@ -133,6 +139,7 @@ def store_layer_indexes(
     neuron_ids = dict(
         session.execute(select(Neuron.channel, Neuron.id).where(Neuron.layer_id == layer.id)).all()
     )
+    session.execute(delete(NeuronIndex).where(NeuronIndex.neuron_id.in_(neuron_ids.values())))
     rows: list[dict[str, Any]] = []
     for channel, neuron_id in sorted(neuron_ids.items()):
         found = indexes.get(channel)

@@ -42,20 +42,7 @@ def run_layers(args: argparse.Namespace) -> int:
 
     loaded = load_model_from_args(args.model, args)
     layers = list_layers(loaded.module, loaded.input.size)
-    records = [
-        {
-            "name": layer.name,
-            "type": layer.type,
-            "channels": layer.channels,
-            "map_size": [layer.height, layer.width],
-            "rf_size": list(layer.receptive_field.size),
-            "rf_stride": list(layer.receptive_field.stride),
-            "rf_offset": list(layer.receptive_field.offset),
-            "activation": layer.activation,
-            "calls": layer.calls,
-        }
-        for layer in layers
-    ]
+    records = [layer.as_json() for layer in layers]
     if args.json:
         print_json(records)
         return 0
