@@ -98,8 +98,9 @@ def parse_safetensors(
             raise SafetensorsError(f"{path}: malformed entry for tensor {name!r}") from None
         if not 0 <= start <= end <= len(body):
             raise SafetensorsError(f"{path}: tensor {name!r} lies outside the file")
+        if end == start:  # torch.frombuffer refuses an empty buffer
+            tensors[name] = torch.empty(shape, dtype=dtype)
+            continue
         flat = torch.frombuffer(bytearray(body[start:end]), dtype=torch.uint8)
-        tensors[name] = (
-            flat.view(dtype).reshape(shape) if end > start else torch.empty(shape, dtype=dtype)
-        )
+        tensors[name] = flat.view(dtype).reshape(shape)
     return tensors, metadata

@@ -19,6 +19,7 @@ class Settings:
     data_dir: Path
     database_url: str
     device: str
+    heartbeat_timeout: float = 60.0
 
     @property
     def artifact_dir(self) -> Path:
@@ -35,5 +36,8 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     data_dir = Path(env.get("NEURONSCOPE_DATA_DIR") or default_dir).expanduser().resolve()
     database_url = env.get("NEURONSCOPE_DATABASE_URL") or f"sqlite:///{data_dir / 'neuronscope.db'}"
     return Settings(
-        data_dir=data_dir, database_url=database_url, device=env.get("NEURONSCOPE_DEVICE", "cpu")
+        data_dir=data_dir,
+        database_url=database_url,
+        device=env.get("NEURONSCOPE_DEVICE", "cpu"),
+        heartbeat_timeout=float(env.get("NEURONSCOPE_HEARTBEAT_TIMEOUT") or 60),
     )

@@ -11,7 +11,16 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from server.artifacts import ArtifactStore
-from server.models import DatasetImage, Layer, Neuron, NeuronIndex, Run, TopActivation
+from server.models import (
+    JOB_ACTIVE,
+    DatasetImage,
+    Job,
+    Layer,
+    Neuron,
+    NeuronIndex,
+    Run,
+    TopActivation,
+)
 
 
 class NotFoundError(LookupError):
@@ -178,3 +187,66 @@ def rank_neurons(
         key=lambda e: (e.get(by) is None, -(e.get(by) or 0) if descending else (e.get(by) or 0)),
     )
     return ordered
+
+
+def job_record(job: Job) -> dict[str, Any]:
+    """A job as the CLI, the JSON API and the jobs page show it."""
+    return {
+        "id": job.id,
+        "kind": job.kind,
+        "status": job.status,
+        "progress": round(job.progress, 4),
+        "run": job.run_id,
+        "params": job.params,
+        "message": job.message,
+        "error": job.error,
+        "result": job.result,
+        "worker": job.worker,
+        "attempts": job.attempts,
+        "max_attempts": job.max_attempts,
+        "depends_on": job.depends_on,
+        "heartbeat": job.heartbeat.isoformat() if job.heartbeat else None,
+        "created": job.created.isoformat(),
+        "started": job.started.isoformat() if job.started else None,
+        "finished": job.finished.isoformat() if job.finished else None,
+    }
+
+
+def list_jobs(
+    session: Session, run_id: int | None = None, active: bool = False, limit: int = 200
+) -> list[dict[str, Any]]:
+    """Newest first; ``active`` keeps only jobs that have not finished."""
+    query = select(Job).order_by(Job.id.desc()).limit(limit)
+    if run_id is not None:
+        query = query.where(Job.run_id == run_id)
+    if active:
+        query = query.where(Job.status.in_(JOB_ACTIVE))
+    return [job_record(job) for job in session.scalars(query)]
+
+
+def get_job(session: Session, job_id: int) -> Job:
+    job = session.get(Job, job_id)
+    if job is None:
+        raise NotFoundError(f"no job {job_id}")
+    return job
+
+
+def run_stages(session: Session, run_id: int) -> list[dict[str, Any]]:
+    """Progress of a run's jobs per stage (sweep shards, merge, indexes), in pipeline order."""
+    stages: dict[str, dict[str, Any]] = {}
+    for job in session.scalars(select(Job).where(Job.run_id == run_id).order_by(Job.id)):
+        stage = stages.setdefault(
+            job.kind, {"kind": job.kind, "jobs": 0, "done": 0, "progress": 0.0, "statuses": {}}
+        )
+        stage["jobs"] += 1
+        stage["done"] += job.status == "done"
+        stage["progress"] += job.progress
+        stage["statuses"][job.status] = stage["statuses"].get(job.status, 0) + 1
+        if job.status in ("running", "cancelling") and job.message:
+            stage["message"] = job.message
+        if job.error and "error" not in stage:
+            stage["error"] = job.error.split("\n", 1)[0]
+    for stage in stages.values():
+        stage["progress"] = round(stage["progress"] / stage["jobs"], 4)
+    order = {"sweep": 0, "merge": 1, "indexes": 2}
+    return sorted(stages.values(), key=lambda stage: order.get(stage["kind"], 9))

@@ -7,13 +7,13 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from analysis.data import ImageFolder
 from analysis.layers import LayerInfo, default_layers
 from analysis.models import LoadedModel
-from server.models import Dataset, DatasetImage, Layer, Model, Run
+from server.models import JOB_ACTIVE, Dataset, DatasetImage, Job, Layer, Model, Run
 
 
 @dataclass(frozen=True)
@@ -88,6 +88,15 @@ def register_dataset(session: Session, folder: ImageFolder) -> Dataset:
     return dataset
 
 
+class RunBusyError(RuntimeError):
+    """The run is already being computed by workers."""
+
+
+def _has_active_jobs(session: Session, run: Run) -> bool:
+    active = select(func.count()).select_from(Job)
+    return bool(session.scalar(active.where(Job.run_id == run.id, Job.status.in_(JOB_ACTIVE))))
+
+
 def run_key(model: Model, dataset: Dataset, params: RunParams) -> str:
     """What pins a run: the model's identity, the dataset's fingerprint and the parameters."""
     return _digest([model.identity, dataset.fingerprint, params.as_json()])
@@ -105,6 +114,11 @@ def find_or_create_run(
     run = session.scalar(select(Run).where(Run.key == key))
     if run is not None and run.status == "done":
         return run, True
+    if run is not None and clear and _has_active_jobs(session, run):
+        raise RunBusyError(
+            f"run {run.id} is being computed by queued jobs; follow them with "
+            f"`neuronscope jobs --run {run.id}`, or cancel them first"
+        )
     if run is None:
         run = Run(key=key, model_id=model.id, dataset_id=dataset.id, params=params.as_json())
         session.add(run)

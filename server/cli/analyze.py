@@ -34,6 +34,15 @@ def add_commands(commands: Any) -> None:
         "--no-indexes", action="store_true", help="skip selectivity indexes and physiology"
     )
     analyze.add_argument("--json", action="store_true", help="print the result as JSON")
+    analyze.add_argument(
+        "--queue", action="store_true", help="enqueue jobs for workers instead of computing here"
+    )
+    analyze.add_argument(
+        "--shards", type=int, default=1, help="with --queue: sweep jobs to split the images into"
+    )
+    analyze.add_argument(
+        "--wait", action="store_true", help="with --queue: show progress until the run ends"
+    )
     analyze.set_defaults(handler=run_analyze)
 
 
@@ -75,12 +84,16 @@ def run_analyze(args: argparse.Namespace) -> int:
     folder = scan_image_folder(args.data)
     if args.batch_size < 1:
         raise DatasetError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.shards < 1:
+        raise DatasetError(f"--shards must be at least 1, got {args.shards}")
     settings, database, store = open_database()
     device = args.device or settings.device
     loaded = load_model_from_args(args.model, args)
     requested = (
         [name.strip() for name in args.layers.split(",") if name.strip()] if args.layers else None
     )
+    if args.queue:
+        return enqueue_analysis(args, settings, database, loaded, folder, requested)
     started = time.perf_counter()
     analysis_settings = AnalysisSettings(
         device=device,
@@ -133,3 +146,70 @@ def print_run_report(summary: dict[str, Any], artifact_dir: Any) -> None:
     )
     print(f"Neuron Features (PNG) are stored under {artifact_dir}; read any neuron with")
     print(f"  neuronscope neuron {summary['id']} {summary['layers'][-1]} 0 --json")
+
+
+def enqueue_analysis(
+    args: argparse.Namespace,
+    settings: Any,
+    database: Any,
+    loaded: Any,
+    folder: Any,
+    requested: list[str] | None,
+) -> int:
+    """Register the model, dataset and run here (so mistakes show at once), then queue its jobs."""
+    from analysis.layers import list_layers
+    from server.cli.jobs import watch_run
+    from server.jobs.planning import PlanOptions, plan_analysis
+    from server.jobs.queue import JobQueue, create_huey
+    from server.jobs.service import submit_work
+    from server.pipeline import select_layers
+    from server.queries import job_record
+    from server.registry import RunParams, find_or_create_run, register_dataset, register_model
+
+    available = list_layers(loaded.module, loaded.input.size)
+    layers = select_layers(available, requested)
+    params = RunParams(tuple(layer.name for layer in layers), args.top_k, args.resize)
+    options = PlanOptions(
+        shards=args.shards, batch_size=args.batch_size, indexes=not args.no_indexes
+    )
+
+    def plan(session: Any) -> tuple[dict[str, Any], list[int]]:
+        model = register_model(session, loaded, available)
+        dataset = register_dataset(session, folder)
+        run, _finished = find_or_create_run(session, model, dataset, params, clear=False)
+        jobs, to_send = plan_analysis(session, run, options)
+        session.flush()
+        return {"run": run.id, "jobs": [job_record(job) for job in jobs]}, to_send
+
+    queued = submit_work(database, JobQueue(create_huey(settings)), plan)
+    if args.json and not args.wait:
+        print_json(queued)
+        return 0
+    if not args.json:
+        print_table(
+            ["job", "kind", "status", "images / layer"],
+            [
+                [
+                    job["id"],
+                    job["kind"],
+                    job["status"],
+                    job["params"].get("layer")
+                    or (
+                        f"{job['params']['start']}–{job['params']['end']}"
+                        if "start" in job["params"]
+                        else ""
+                    ),
+                ]
+                for job in queued["jobs"]
+            ],
+        )
+        print(f"\nrun {queued['run']}: {len(queued['jobs'])} job(s) queued; a worker runs them:")
+        print("  neuronscope worker          # one per GPU, on any machine sharing the database")
+    if not args.wait:
+        return 0
+    status = watch_run(database, queued["run"], enabled=not args.json)
+    if args.json:
+        print_json({"run": queued["run"], "status": status})
+    else:
+        print(f"run {queued['run']}: {status}")
+    return 0 if status == "done" else 1

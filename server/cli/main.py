@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from server.cli import analyze, browse, demo, serve
+from server.cli import analyze, browse, demo, jobs, serve
 
 EXIT_FAILURE = 1
 
@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_commands(commands)
     browse.add_commands(commands)
     demo.add_commands(commands)
+    jobs.add_commands(commands)
     serve.add_commands(commands)
     return parser
 
@@ -48,8 +49,16 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from analysis.models import ModelError
     from server.pipeline import LayerSelectionError
     from server.queries import NotFoundError
+    from server.registry import RunBusyError
 
-    return (DatasetError, ModelError, LayerSelectionError, NotFoundError, FileNotFoundError)
+    return (
+        DatasetError,
+        ModelError,
+        LayerSelectionError,
+        NotFoundError,
+        RunBusyError,
+        FileNotFoundError,
+    )
 
 
 if __name__ == "__main__":

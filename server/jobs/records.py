@@ -161,10 +161,13 @@ def close(
     return closed.rowcount == 1
 
 
-def release_ready(session: Session, run_id: int) -> list[int]:
-    """Move the run's waiting jobs whose dependencies are all done to the queue."""
+def release_ready(session: Session, run_id: int | None = None) -> list[int]:
+    """Move waiting jobs (of one run, or of all) whose dependencies are all done to the queue."""
     released = []
-    for job in session.scalars(select(Job).where(Job.run_id == run_id, Job.status == "waiting")):
+    waiting = select(Job).where(Job.status == "waiting")
+    if run_id is not None:
+        waiting = waiting.where(Job.run_id == run_id)
+    for job in session.scalars(waiting).all():
         if not dependencies_done(session, job.depends_on):
             continue
         moved = session.execute(
@@ -175,6 +178,30 @@ def release_ready(session: Session, run_id: int) -> list[int]:
         if moved.rowcount == 1:
             released.append(job.id)
     return released
+
+
+def finish_run_if_complete(session: Session, run_id: int) -> None:
+    """Mark the run done once every one of its jobs is; index jobs mean it now has indexes."""
+    kinds = session.execute(select(Job.kind, Job.status).where(Job.run_id == run_id)).all()
+    if not kinds or any(status != "done" for _, status in kinds):
+        return
+    run = session.get(Run, run_id)
+    if run is None:
+        return
+    has_indexes = any(kind == "indexes" for kind, _ in kinds) or run.stats.get("indexes")
+    run.stats = {**run.stats, "indexes": bool(has_indexes)}
+    if run.status != "done":
+        run.status = "done"
+        run.finished = utcnow()
+
+
+def finish_complete_runs(session: Session) -> None:
+    """Finish runs whose last job's worker died between closing the job and finishing the run."""
+    open_runs = session.scalars(
+        select(Run.id).where(Run.status.in_(("queued", "running")), Run.id.in_(select(Job.run_id)))
+    ).all()
+    for run_id in open_runs:
+        finish_run_if_complete(session, run_id)
 
 
 def stop_run(session: Session, run_id: int, status: str, reason: str) -> None:

@@ -1,0 +1,208 @@
+"""What each kind of job computes. Each handler is idempotent: a retried attempt overwrites what
+an interrupted one stored (artifacts are content-addressed, rows are replaced in one commit).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from analysis.data import ImageFolder, scan_image_folder
+from analysis.layers import LayerInfo, list_layers
+from analysis.models import LoadedModel, load_model
+from analysis.physiology import electrodes
+from analysis.safetensors_io import parse_safetensors, safetensors_bytes
+from analysis.sweep import SweepResult, merge_sweeps
+from server.artifacts import ArtifactStore
+from server.db import Database
+from server.models import Job, Run
+from server.pipeline import (
+    AnalysisSettings,
+    Progress,
+    compute_indexes,
+    select_layers,
+    store_features,
+    sweep_images,
+    sweep_stats,
+)
+from server.registry import register_dataset, register_model
+
+
+class JobInputError(ValueError):
+    """The job's inputs are not what was registered (files changed or disappeared)."""
+
+
+@dataclass
+class JobContext:
+    """What a handler gets: its job (a detached copy), storage, and where to report progress."""
+
+    job: Job
+    database: Database
+    store: ArtifactStore
+    settings: AnalysisSettings
+    progress: Progress
+
+
+@dataclass
+class RunInputs:
+    loaded: LoadedModel
+    folder: ImageFolder
+    available: list[LayerInfo]
+    layers: list[LayerInfo]
+
+
+def open_run_inputs(run: Run) -> RunInputs:
+    """Load a run's model and dataset as registered, refusing files that changed since."""
+    model = run.model
+    loaded = load_model(
+        model.spec,
+        weights=model.weights_path,
+        input_size=model.input_size,
+        mean=tuple(model.mean),
+        std=tuple(model.std),
+    )
+    if loaded.weights_sha256 != model.weights_sha256:
+        raise JobInputError(
+            f"the weights of model {model.id} ({model.weights_path or model.spec}) changed since "
+            "they were registered; register the model again to analyse the new weights"
+        )
+    folder = scan_image_folder(run.dataset.root)
+    if folder.fingerprint() != run.dataset.fingerprint:
+        raise JobInputError(
+            f"the image folder {run.dataset.root} changed since it was registered (files added, "
+            "removed or modified); register it again to analyse it as it is now"
+        )
+    available = list_layers(loaded.module, loaded.input.size)
+    return RunInputs(loaded, folder, available, select_layers(available, run.params["layers"]))
+
+
+def run_sweep_shard(context: JobContext) -> dict[str, Any]:
+    params = context.job.params
+    settings = AnalysisSettings(
+        device=context.settings.device,
+        batch_size=params["batch_size"],
+        workers=context.settings.workers,
+    )
+    with context.database.session() as session:
+        run = _run_of(session, context.job)
+        inputs = open_run_inputs(run)
+        started = time.perf_counter()
+        result = sweep_images(
+            inputs.loaded,
+            inputs.folder,
+            inputs.layers,
+            run,
+            settings,
+            context.progress,
+            indices=range(params["start"], params["end"]),
+        )
+    tensors, metadata = result.to_tensors()
+    key = context.store.put_bytes(safetensors_bytes(tensors, metadata), "safetensors")
+    return {
+        "shard": key,
+        "seconds": round(time.perf_counter() - started, 3),
+        "device": settings.device,
+    }
+
+
+def run_merge(context: JobContext) -> dict[str, Any]:
+    """Merge the shards exactly, compute NFs, and store the layers (they appear in the UI)."""
+    with context.database.session() as session:
+        run = _run_of(session, context.job)
+        shard_jobs = session.scalars(select(Job).where(Job.id.in_(context.job.depends_on))).all()
+        shard_jobs = sorted(shard_jobs, key=lambda job: job.params["start"])
+        shards = [_load_shard(context.store, job.result["shard"]) for job in shard_jobs]
+        merged = merge_sweeps(shards)
+        inputs = open_run_inputs(run)
+        started = time.perf_counter()
+        store_features(
+            session,
+            run,
+            inputs.loaded,
+            inputs.folder,
+            inputs.layers,
+            merged,
+            context.store,
+            context.progress,
+        )
+        run.stats = {
+            **sweep_stats(merged, inputs.folder, context.settings),
+            "indexes": False,
+            "shards": len(shard_jobs),
+            "sweep_seconds": round(sum(job.result.get("seconds", 0) for job in shard_jobs), 3),
+            "sweep_devices": sorted({job.result.get("device", "?") for job in shard_jobs}),
+            "features_seconds": round(time.perf_counter() - started, 3),
+        }
+    return {"layers": len(inputs.layers), "images": merged.image_count}
+
+
+def run_indexes(context: JobContext) -> dict[str, Any]:
+    """Selectivity indexes and physiology of one stored layer."""
+    name = context.job.params["layer"]
+    with context.database.session() as session:
+        run = _run_of(session, context.job)
+        inputs = open_run_inputs(run)
+        layer = next(layer for layer in inputs.layers if layer.name == name)
+        by_name = {info.name: info for info in inputs.available}
+        started = time.perf_counter()
+        compute_indexes(
+            session,
+            run,
+            inputs.loaded,
+            inputs.folder,
+            [layer],
+            {name: electrodes(layer, by_name)},
+            context.settings,
+            context.progress,
+        )
+    return {"layer": name, "seconds": round(time.perf_counter() - started, 3)}
+
+
+def run_register_model(context: JobContext) -> dict[str, Any]:
+    params = context.job.params
+    context.progress.start("loading the model", 1)
+    loaded = load_model(
+        params["spec"],
+        weights=params.get("weights"),
+        input_size=params.get("input_size"),
+        mean=tuple(params["mean"]) if params.get("mean") else None,
+        std=tuple(params["std"]) if params.get("std") else None,
+    )
+    layers = list_layers(loaded.module, loaded.input.size)
+    with context.database.session() as session:
+        model = register_model(session, loaded, layers)
+        return {"model": model.id, "layers": len(layers)}
+
+
+def run_register_dataset(context: JobContext) -> dict[str, Any]:
+    context.progress.start("scanning the folder", 1)
+    folder = scan_image_folder(context.job.params["root"])
+    with context.database.session() as session:
+        dataset = register_dataset(session, folder)
+        return {"dataset": dataset.id, "images": dataset.image_count}
+
+
+HANDLERS: dict[str, Callable[[JobContext], dict[str, Any]]] = {
+    "sweep": run_sweep_shard,
+    "merge": run_merge,
+    "indexes": run_indexes,
+    "register_model": run_register_model,
+    "register_dataset": run_register_dataset,
+}
+
+
+def _run_of(session: Session, job: Job) -> Run:
+    run = session.get(Run, job.run_id)
+    if run is None:
+        raise JobInputError(f"job {job.id} belongs to run {job.run_id}, which no longer exists")
+    return run
+
+
+def _load_shard(store: ArtifactStore, key: str) -> SweepResult:
+    tensors, metadata = parse_safetensors(store.path(key).read_bytes(), key)
+    return SweepResult.from_tensors(tensors, metadata)

@@ -1,0 +1,94 @@
+"""Turn "analyse this model over this dataset" into jobs.
+
+A run becomes sweep shard jobs (independent, any worker) → one merge job (exact top-K merge, NFs,
+then the layers appear in the UI) → one index job per layer (selectivity indexes and physiology).
+A run's shard plan is fixed by its first submission; submitting the run again returns the same
+jobs, reviving those that failed or were cancelled, and keeps what finished jobs stored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from analysis.sweep import plan_shards
+from server.jobs.records import JobSpec, submit
+from server.models import Job, Run
+
+SHARD_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    """How to split the work; none of these change the run's numbers."""
+
+    shards: int = 1
+    batch_size: int = 64
+    indexes: bool = True
+
+
+def plan_analysis(session: Session, run: Run, options: PlanOptions) -> tuple[list[Job], list[int]]:
+    """The run's jobs, created or found, and the ids that need a queue message (caller sends
+    them after committing)."""
+    jobs: list[Job] = []
+    to_send: list[int] = []
+
+    def add(spec: JobSpec) -> Job:
+        job, ready = submit(session, spec)
+        jobs.append(job)
+        if ready:
+            to_send.append(job.id)
+        return job
+
+    merge_id: tuple[int, ...] = ()
+    if run.status != "done":
+        shard_ids = []
+        shards, batch_size = _shard_plan(session, run, options)
+        for shard in shards:
+            job = add(
+                JobSpec(
+                    kind="sweep",
+                    identity=[run.key, shard.start, shard.stop, batch_size],
+                    params={"start": shard.start, "end": shard.stop, "batch_size": batch_size},
+                    run_id=run.id,
+                    max_attempts=SHARD_ATTEMPTS,
+                )
+            )
+            shard_ids.append(job.id)
+        merge = add(
+            JobSpec(
+                kind="merge",
+                identity=[run.key],
+                run_id=run.id,
+                depends_on=tuple(shard_ids),
+            )
+        )
+        merge_id = (merge.id,)
+    if options.indexes and not (run.status == "done" and run.stats.get("indexes")):
+        for layer in run.params["layers"]:
+            add(
+                JobSpec(
+                    kind="indexes",
+                    identity=[run.key, layer],
+                    params={"layer": layer},
+                    run_id=run.id,
+                    depends_on=merge_id,
+                )
+            )
+    if run.status not in ("done", "running"):
+        run.status = "queued"
+        run.error = None
+    return jobs, to_send
+
+
+def _shard_plan(session: Session, run: Run, options: PlanOptions) -> tuple[list[range], int]:
+    """The shards (and batch size) already planned for ``run``, or a new plan."""
+    planned = session.scalars(select(Job.params).where(Job.run_id == run.id, Job.kind == "sweep"))
+    ranges = sorted(planned, key=lambda params: params["start"])
+    if ranges:
+        shards = [range(params["start"], params["end"]) for params in ranges]
+        return shards, ranges[0]["batch_size"]
+    shards = plan_shards(run.dataset.image_count, options.shards, options.batch_size)
+    return shards, options.batch_size

@@ -1,0 +1,174 @@
+"""Run one job in a worker: claim it, keep its heartbeat, report progress, record the outcome.
+
+The heartbeat runs on its own thread, so a long step without progress calls (loading a model,
+storing a layer) never looks like a dead worker. It also carries progress to the database (at
+most once per beat, whatever the compute loop's pace) and brings back a cancel request, which the
+compute loop notices at its next progress call.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from sqlalchemy import update
+
+from server.artifacts import ArtifactStore
+from server.db import Database
+from server.jobs import records
+from server.jobs.handlers import HANDLERS, JobContext
+from server.models import Job, Run
+from server.pipeline import AnalysisSettings
+
+log = logging.getLogger("neuronscope.worker")
+
+
+class JobCancelledError(Exception):
+    """Raised in the compute loop when someone asked to cancel the job."""
+
+
+class LeaseLostError(Exception):
+    """Raised in the compute loop when the job was taken from this worker (it was presumed dead)."""
+
+
+class LeaseMonitor:
+    """The heartbeat thread of one attempt."""
+
+    def __init__(self, database: Database, job_id: int, lease: str, interval: float) -> None:
+        self.database = database
+        self.job_id = job_id
+        self.lease = lease
+        self.interval = interval
+        self.cancelled = threading.Event()
+        self.lost = threading.Event()
+        self.progress: float | None = None
+        self.message: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{job_id}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                with self.database.session() as session:
+                    status = records.heartbeat(
+                        session, self.job_id, self.lease, self.progress, self.message
+                    )
+            except Exception:  # a database hiccup: try again next beat
+                log.warning("job %s: heartbeat failed", self.job_id, exc_info=True)
+                continue
+            if status is None:
+                self.lost.set()
+            elif status == "cancelling":
+                self.cancelled.set()
+
+
+class JobProgress:
+    """The pipeline's Progress for a job: stages map to a message, counts to a fraction."""
+
+    def __init__(self, monitor: LeaseMonitor) -> None:
+        self.monitor = monitor
+        self._stage = ""
+        self._total = 1
+
+    def start(self, stage: str, total: int) -> None:
+        self._stage, self._total = stage, max(total, 1)
+        self.update(0)
+
+    def update(self, done: int) -> None:
+        if self.monitor.lost.is_set():
+            raise LeaseLostError()
+        if self.monitor.cancelled.is_set():
+            raise JobCancelledError()
+        self.monitor.progress = min(done / self._total, 1.0)
+        self.monitor.message = f"{self._stage}: {done:,} of {self._total:,}"
+
+    def finish(self) -> None:
+        self.update(self._total)
+
+
+@dataclass
+class JobRunner:
+    """Runs the jobs a worker receives; ``send`` queues messages for jobs this one released."""
+
+    database: Database
+    store: ArtifactStore
+    settings: AnalysisSettings
+    worker: str
+    heartbeat_interval: float
+    send: Callable[[Iterable[int]], None]
+
+    def __call__(self, job_id: int) -> None:
+        with self.database.session() as session:
+            lease = records.claim(session, job_id, self.worker)
+            job = session.get(Job, job_id)
+            if lease is None or job is None:
+                log.info("job %s is not queued (%s); skipped", job_id, job and job.status)
+                return
+            if job.run_id is not None:
+                session.execute(
+                    update(Run)
+                    .where(Run.id == job.run_id, Run.status.in_(("pending", "queued")))
+                    .values(status="running")
+                )
+            session.expunge(job)
+        log.info("job %s %s %s: started (attempt %s)", job.id, job.kind, job.params, job.attempts)
+        started = time.perf_counter()
+        monitor = LeaseMonitor(self.database, job.id, lease, self.heartbeat_interval)
+        monitor.start()
+        try:
+            context = JobContext(
+                job, self.database, self.store, self.settings, JobProgress(monitor)
+            )
+            result = HANDLERS[job.kind](context)
+        except JobCancelledError:
+            self._close(job, lease, "cancelled", message="cancelled")
+            log.info("job %s: cancelled", job.id)
+        except LeaseLostError:
+            log.warning("job %s: taken over by another worker; stopped", job.id)
+        except Exception as error:
+            self._fail(job, lease, error)
+        else:
+            seconds = time.perf_counter() - started
+            self._succeed(job, lease, result, f"done in {seconds:.1f} s")
+            log.info("job %s: done in %.1f s", job.id, seconds)
+        finally:
+            monitor.stop()
+
+    def _close(self, job: Job, lease: str, status: str, **fields: str | None) -> None:
+        with self.database.session() as session:
+            records.close(session, job.id, lease, status, **fields)
+
+    def _fail(self, job: Job, lease: str, error: Exception) -> None:
+        summary = f"{type(error).__name__}: {error}"
+        log.error("job %s failed: %s", job.id, summary, exc_info=error)
+        detail = "".join(traceback.format_exception(error)[-6:])
+        with self.database.session() as session:
+            closed = records.close(session, job.id, lease, "failed", error=f"{summary}\n\n{detail}")
+            if closed and job.run_id is not None:
+                records.stop_run(
+                    session, job.run_id, "failed", f"{job.kind} job {job.id}: {summary}"
+                )
+
+    def _succeed(self, job: Job, lease: str, result: dict, message: str) -> None:
+        with self.database.session() as session:
+            if not records.close(session, job.id, lease, "done", result=result, message=message):
+                return
+        if job.run_id is None:
+            return
+        # A second transaction, after the first committed: of two jobs finishing at once, each
+        # would otherwise see the other still running, and neither would move the run on.
+        with self.database.session() as session:
+            released = records.release_ready(session, job.run_id)
+            records.finish_run_if_complete(session, job.run_id)
+        self.send(released)

@@ -1,0 +1,132 @@
+"""The worker process: a Huey consumer with one job thread, a heartbeat per job, and a reaper.
+
+One worker per GPU. The consumer runs jobs on a thread, never in forked children, so the process
+that initialises CUDA never forks (the sweep's image loaders come from a forkserver on a GPU).
+The reaper, which every worker runs, gives back the jobs of workers that stopped heart-beating
+and re-sends messages the queue lost; its updates are conditional, so many reapers agree.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import update
+
+from server.artifacts import ArtifactStore
+from server.config import Settings
+from server.db import Database
+from server.jobs import records
+from server.jobs.queue import JobQueue, create_huey
+from server.jobs.runner import JobRunner
+from server.models import Job, utcnow
+from server.pipeline import AnalysisSettings
+
+log = logging.getLogger("neuronscope.worker")
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    device: str = "cpu"
+    loader_workers: int = 2
+    name: str | None = None
+
+    def worker_name(self) -> str:
+        return self.name or f"{socket.gethostname()}:{os.getpid()}:{self.device}"
+
+
+class Reaper:
+    """Every few seconds: re-queue jobs of dead workers, re-send lost messages, release jobs
+    whose dependencies finished (if the worker that finished them died before doing so)."""
+
+    def __init__(self, database: Database, queue: JobQueue, timeout: float) -> None:
+        self.database = database
+        self.queue = queue
+        self.timeout = timedelta(seconds=timeout)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="reaper", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _loop(self) -> None:
+        interval = max(self.timeout.total_seconds() / 3, 0.5)
+        while not self._stop.wait(interval):
+            try:
+                self.sweep_once()
+            except Exception:
+                log.warning("reaper pass failed; trying again", exc_info=True)
+
+    def sweep_once(self) -> list[int]:
+        with self.database.session() as session:
+            requeued = records.requeue_stale(session, self.timeout)
+        with self.database.session() as session:
+            released = records.release_ready(session)
+            records.finish_complete_runs(session)
+            lost = records.queued_without_message(
+                session, self.queue.pending_job_ids(), utcnow() - self.timeout
+            )
+        for job_id in requeued:
+            log.warning("job %s: its worker stopped heart-beating; re-queued", job_id)
+        resend = requeued + released + lost
+        self.queue.send(resend)
+        return resend
+
+
+def run_worker(settings: Settings, options: WorkerOptions) -> None:
+    """Serve jobs until SIGINT (finish the current job first) or SIGTERM (put it back)."""
+    name = options.worker_name()
+    database = Database(settings.database_url)
+    huey = create_huey(settings)
+    runner = JobRunner(
+        database=database,
+        store=ArtifactStore(settings.artifact_dir),
+        settings=AnalysisSettings(device=options.device, workers=options.loader_workers),
+        worker=name,
+        heartbeat_interval=max(settings.heartbeat_timeout / 6, 0.2),
+        send=lambda ids: None,
+    )
+    queue = JobQueue(huey, runner)
+    runner.send = queue.send
+    reaper = Reaper(database, queue, settings.heartbeat_timeout)
+    reaper.sweep_once()
+    reaper.start()
+    consumer = huey.create_consumer(
+        workers=1, worker_type="thread", periodic=False, max_delay=1.0, check_worker_health=True
+    )
+    log.info("worker %s ready (device %s, queue %s)", name, options.device, type(huey).__name__)
+    try:
+        consumer.run()
+    finally:
+        reaper.stop()
+        give_back_jobs(database, queue, name)
+
+
+def give_back_jobs(database: Database, queue: JobQueue, worker: str) -> None:
+    """Put this worker's unfinished jobs back on the queue at once, rather than after the
+    heartbeat timeout: a stopping worker should not delay anyone."""
+    with database.session() as session:
+        ids = list(
+            session.scalars(
+                update(Job)
+                .where(Job.worker == worker, Job.status == "running")
+                .values(
+                    status="queued",
+                    lease=None,
+                    worker=None,
+                    queued=utcnow(),
+                    message=f"worker {worker} stopped; re-queued",
+                )
+                .returning(Job.id)
+            )
+        )
+    if ids:
+        log.info("gave back job(s) %s", ", ".join(map(str, ids)))
+        queue.send(ids)
