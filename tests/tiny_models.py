@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import torch
 from torch import nn
 
@@ -104,3 +106,20 @@ def colour_kernel(red: float, green: float, blue: float, size: int = 1) -> torch
     """The same colour weighting at every tap of a (3, size, size) kernel."""
     weights = torch.tensor([red, green, blue])[:, None, None]
     return (weights / size**2).expand(3, size, size).clone()
+
+
+class Pause(nn.Module):
+    """Sleeps on every forward pass, so that a sweep lasts long enough to be killed mid-way."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        time.sleep(self.seconds)
+        return x
+
+
+def slow_red_detector() -> nn.Sequential:
+    """red_detector behind a 0.3 s pause per forward pass; its ReLUs are layers "2" and "5"."""
+    return nn.Sequential(Pause(0.3), *red_detector())

@@ -1,0 +1,172 @@
+"""Jobs in one process: queueing, de-duplication, sharded runs, failures, cancels, stale leases."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from datetime import timedelta
+
+import pytest
+from huey.registry import Message
+from sqlalchemy import update
+
+from analysis.sweep import plan_shards
+from server.cli.main import main
+from server.db import Database
+from server.jobs import records
+from server.jobs.queue import JsonMessageSerializer
+from server.models import Job, Run, utcnow
+from tests.job_helpers import (
+    assert_same_results,
+    drain,
+    jobs,
+    run_results,
+    run_status,
+    settings_for,
+)
+from tests.tiny_models import RED_DETECTOR_ARGS
+
+ANALYSIS = (*RED_DETECTOR_ARGS, "--layers", "1,4", "--top-k", "5", "--workers", "0", "--json")
+
+
+def queue_run(capsys, folder, *extra: str) -> dict:
+    code = main(["analyze", *ANALYSIS, "--data", str(folder), "--queue", *extra])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    return json.loads(captured.out)
+
+
+def test_queue_messages_are_json_never_pickle():
+    serializer = JsonMessageSerializer()
+    message = Message("id-1", "server.jobs.queue.run_job", None, 0, 0, None, (7,), {})
+    raw = serializer.serialize(message)
+    assert json.loads(raw)["message"]["args"] == [7]
+    assert serializer.deserialize(raw) == message
+    with pytest.raises(ValueError):  # a pickle is not JSON, and is never unpickled
+        serializer.deserialize(pickle.dumps(message))
+
+
+@pytest.mark.parametrize(("images", "shards", "batch"), [(100, 3, 8), (24, 3, 8), (10, 4, 64)])
+def test_shard_boundaries_fall_on_batch_boundaries(images, shards, batch):
+    planned = plan_shards(images, shards, batch)
+    assert [i for shard in planned for i in shard] == list(range(images))
+    assert all(shard.start % batch == 0 for shard in planned) and len(planned) <= shards
+
+
+def test_queueing_the_same_work_twice_returns_the_same_jobs(capsys, data_dir, square_folder):
+    first = queue_run(capsys, square_folder, "--shards", "2", "--batch-size", "8")
+    second = queue_run(capsys, square_folder, "--shards", "2", "--batch-size", "8")
+    assert first["run"] == second["run"]
+    assert [job["id"] for job in first["jobs"]] == [job["id"] for job in second["jobs"]]
+    kinds = [job["kind"] for job in first["jobs"]]
+    assert kinds == ["sweep", "sweep", "merge", "indexes", "indexes"]
+    assert len(jobs(settings_for(data_dir))) == 5
+    sweeps, merge = first["jobs"][:2], first["jobs"][2]
+    assert merge["status"] == "waiting" and merge["depends_on"] == [job["id"] for job in sweeps]
+    assert [job["params"]["start"] for job in sweeps] == [0, 16]  # 24 images, batches of 8
+
+
+def test_a_sharded_queued_run_equals_the_in_process_run(
+    capsys, tmp_path, monkeypatch, square_folder
+):
+    monkeypatch.setenv("NEURONSCOPE_DATA_DIR", str(tmp_path / "in-process"))
+    assert main(["analyze", *ANALYSIS, "--data", str(square_folder)]) == 0
+    expected = json.loads(capsys.readouterr().out)
+
+    monkeypatch.setenv("NEURONSCOPE_DATA_DIR", str(tmp_path / "queued"))
+    queued = queue_run(capsys, square_folder, "--shards", "3", "--batch-size", "8")
+    settings = settings_for(tmp_path / "queued")
+    assert run_status(settings, queued["run"]) == "queued"
+    assert drain(settings) == 6
+    assert [job.status for job in jobs(settings)] == ["done"] * 6
+    assert run_status(settings, queued["run"]) == "done"
+
+    reference = run_results(settings_for(tmp_path / "in-process"), expected["run"])
+    actual = run_results(settings, queued["run"])
+    assert_same_results(actual, reference)
+    assert actual[("4", 0)]["indexes"]["color"] > 0.5  # the red detector, through the index jobs
+
+
+def test_a_failed_job_shows_its_error_and_stops_its_run(capsys, data_dir, square_folder, tmp_path):
+    queued = queue_run(capsys, square_folder)
+    (square_folder / "red" / "extra.png").write_bytes(
+        (square_folder / "red" / "000.png").read_bytes()
+    )
+    settings = settings_for(data_dir)
+    drain(settings)
+    sweep, merge, *indexes = jobs(settings)
+    assert sweep.status == "failed" and "changed since it was registered" in sweep.error
+    assert merge.status == "cancelled" and all(job.status == "cancelled" for job in indexes)
+    assert run_status(settings, queued["run"]) == "failed"
+
+    # The worker went on: other work still runs, and the failed run can be submitted again.
+    (square_folder / "red" / "extra.png").unlink()
+    again = queue_run(capsys, square_folder)
+    assert again["run"] == queued["run"] and again["jobs"][0]["id"] == sweep.id
+    drain(settings)
+    assert run_status(settings, queued["run"]) == "done"
+    assert jobs(settings)[0].attempts == 1  # revived: attempts start again
+
+
+def test_cancelling_a_job_cancels_its_run(capsys, data_dir, square_folder):
+    queued = queue_run(capsys, square_folder, "--shards", "2", "--batch-size", "8")
+    merge = next(job for job in queued["jobs"] if job["kind"] == "merge")
+    assert main(["cancel", str(merge["id"])]) == 0
+    assert "cancelled" in capsys.readouterr().out
+    settings = settings_for(data_dir)
+    assert {job.status for job in jobs(settings)} == {"cancelled"}
+    assert run_status(settings, queued["run"]) == "cancelled"
+    drain(settings)  # the sweep messages are still queued: nobody may run a cancelled job
+    assert all(job.attempts == 0 for job in jobs(settings))
+
+
+def test_jobs_command_lists_id_kind_status_progress_and_run(capsys, data_dir, square_folder):
+    queued = queue_run(capsys, square_folder)
+    assert main(["jobs", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert {job["id"] for job in listed} == {job["id"] for job in queued["jobs"]}
+    for job in listed:
+        assert {"id", "kind", "status", "progress", "run"} <= set(job)
+        assert 0.0 <= job["progress"] <= 1.0 and job["run"] == queued["run"]
+    assert main(["jobs"]) == 0
+    assert "sweep" in capsys.readouterr().out
+
+
+def test_a_job_whose_worker_stops_heartbeating_is_requeued_until_attempts_run_out(
+    capsys, data_dir, square_folder
+):
+    queued = queue_run(capsys, square_folder)
+    settings = settings_for(data_dir)
+    database = Database(settings.database_url)
+    sweep_id = queued["jobs"][0]["id"]
+    for attempt in range(1, 4):
+        with database.session() as session:
+            assert records.claim(session, sweep_id, f"doomed-{attempt}")
+            assert records.claim(session, sweep_id, "other") is None  # one holder at a time
+        with database.session() as session:  # the worker dies: its heartbeat gets old
+            session.execute(
+                update(Job)
+                .where(Job.id == sweep_id)
+                .values(heartbeat=utcnow() - timedelta(minutes=5))
+            )
+        with database.session() as session:
+            requeued = records.requeue_stale(session, timedelta(seconds=30))
+        job = jobs(settings)[0]
+        if attempt < 3:
+            assert requeued == [sweep_id] and job.status == "queued" and job.attempts == attempt
+            assert "stopped heart-beating" in job.message
+    assert job.status == "failed" and "gave up after 3 attempts" in job.error
+    with database.session() as session:
+        assert session.get(Run, queued["run"]).status == "failed"
+
+
+def test_a_lost_lease_cannot_write(capsys, data_dir, square_folder):
+    queued = queue_run(capsys, square_folder)
+    database = Database(settings_for(data_dir).database_url)
+    sweep_id = queued["jobs"][0]["id"]
+    with database.session() as session:
+        lease = records.claim(session, sweep_id, "slow")
+        session.execute(update(Job).where(Job.id == sweep_id).values(lease="someone-else"))
+    with database.session() as session:
+        assert records.heartbeat(session, sweep_id, lease, 0.5) is None
+        assert records.close(session, sweep_id, lease, "done", result={}) is False
