@@ -3,12 +3,14 @@ processes, and read results back in a form that compares across data directories
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from contextlib import redirect_stdout
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ import pytest
 from sqlalchemy import select
 
 from server.artifacts import ArtifactStore
+from server.cli.main import main
 from server.config import Settings, load_settings
 from server.db import Database
 from server.jobs.queue import JobQueue, create_huey
@@ -43,34 +46,28 @@ SLOW_MODEL_ARGS = (
 
 
 def environment(data_dir: Path, database_url: str | None = None, timeout: float = 2.0) -> dict:
-    env = {
-        **os.environ,
-        "NEURONSCOPE_DATA_DIR": str(data_dir),
-        "NEURONSCOPE_HEARTBEAT_TIMEOUT": str(timeout),
-        "PYTHONPATH": str(REPO),
-    }
-    env.pop("NEURONSCOPE_DATABASE_URL", None)
+    """The neuronscope settings of one test installation, as environment variables."""
+    env = {"NEURONSCOPE_DATA_DIR": str(data_dir), "NEURONSCOPE_HEARTBEAT_TIMEOUT": str(timeout)}
     if database_url:
         env["NEURONSCOPE_DATABASE_URL"] = database_url
     return env
 
 
-def cli(env: dict, *argv: str, check: bool = True) -> subprocess.CompletedProcess:
-    """``neuronscope ARGV`` in a fresh process (the way a user or a worker host runs it)."""
-    done = subprocess.run(
-        [sys.executable, "-m", "server.cli.main", *argv],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    if check:
-        assert done.returncode == 0, done.stderr
-    return done
+def cli(env: dict, *argv: str) -> str:
+    """``neuronscope ARGV`` with the settings ``env``, in this process (torch is loaded already);
+    returns what it printed."""
+    with pytest.MonkeyPatch.context() as patch, redirect_stdout(io.StringIO()) as printed:
+        for name in ("NEURONSCOPE_DATABASE_URL", "NEURONSCOPE_HEARTBEAT_TIMEOUT"):
+            patch.delenv(name, raising=False)
+        for name, value in env.items():
+            patch.setenv(name, value)
+        code = main(list(argv))
+    assert code == 0, f"neuronscope {' '.join(argv)} exited with {code}"
+    return printed.getvalue()
 
 
 def start_worker(env: dict, name: str, log: Path) -> subprocess.Popen:
+    """``neuronscope worker`` in its own process, as a lab machine runs it."""
     handle = log.open("w")
     return subprocess.Popen(
         [
@@ -84,7 +81,7 @@ def start_worker(env: dict, name: str, log: Path) -> subprocess.Popen:
             name,
         ],
         cwd=REPO,
-        env=env,
+        env={**os.environ, **env, "PYTHONPATH": str(REPO)},
         stdout=handle,
         stderr=subprocess.STDOUT,
     )
