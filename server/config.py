@@ -20,6 +20,8 @@ class Settings:
     database_url: str
     device: str
     heartbeat_timeout: float = 60.0
+    token: str | None = None
+    allowed_roots: tuple[Path, ...] = ()
 
     @property
     def artifact_dir(self) -> Path:
@@ -40,4 +42,10 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         database_url=database_url,
         device=env.get("NEURONSCOPE_DEVICE", "cpu"),
         heartbeat_timeout=float(env.get("NEURONSCOPE_HEARTBEAT_TIMEOUT") or 60),
+        token=env.get("NEURONSCOPE_TOKEN") or None,
+        allowed_roots=tuple(
+            Path(root).expanduser().resolve()
+            for root in (env.get("NEURONSCOPE_ALLOWED_ROOTS") or str(data_dir)).split(os.pathsep)
+            if root
+        ),
     )

@@ -5,15 +5,17 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 
-from analysis.data import ImageFolder
-from analysis.layers import LayerInfo, default_layers
-from analysis.models import LoadedModel
 from server.models import JOB_ACTIVE, Dataset, DatasetImage, Job, Layer, Model, Run
+
+if TYPE_CHECKING:  # the web process uses this module and must not import torch
+    from analysis.data import ImageFolder
+    from analysis.layers import LayerInfo
+    from analysis.models import LoadedModel
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,8 @@ def register_model(
         )
         session.add(model)
     if layers is not None and model.layers is None:
+        from analysis.layers import default_layers
+
         defaults = set(default_layers(layers))
         model.layers = [
             {**layer.as_json(), "hookable": layer.hookable, "default": layer.name in defaults}

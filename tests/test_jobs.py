@@ -10,7 +10,7 @@ import pytest
 from huey.registry import Message
 from sqlalchemy import update
 
-from analysis.sweep import plan_shards
+from analysis.shards import plan_shards
 from server.cli.main import main
 from server.db import Database
 from server.jobs import records

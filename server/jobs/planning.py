@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from analysis.sweep import plan_shards
+from analysis.shards import plan_shards
 from server.jobs.records import JobSpec, submit
 from server.models import Job, Run
 

@@ -14,8 +14,10 @@ from fastapi.templating import Jinja2Templates
 from server.artifacts import ArtifactStore
 from server.config import Settings, load_settings
 from server.db import Database
+from server.jobs.queue import JobQueue, create_huey
 from server.queries import NotFoundError
 from server.web import plots
+from server.web.actions import ActionError
 from server.web.data import LayerTableCache
 from server.web.table_query import QueryError
 
@@ -24,6 +26,11 @@ HTMX_FILE = "vendor/htmx-2.0.4.min.js"
 # Pinned: a test checks the vendored file against it, so a changed file cannot slip in.
 HTMX_SHA384 = "sha384-HGfztofotfshcF7+8n44JQL2oJmowVChPTg48S+jvZoztPfvwD79OC/LTtG6dMp+"
 IMMUTABLE = "public, max-age=31536000, immutable"
+STAGE_LABELS = {
+    "sweep": "sweep shards",
+    "merge": "merge and Neuron Features",
+    "indexes": "selectivity indexes",
+}
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -38,6 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.database = Database(settings.database_url)
     app.state.store = ArtifactStore(settings.artifact_dir)
     app.state.tables = LayerTableCache()
+    app.state.queue = JobQueue(create_huey(settings))
     templates = Jinja2Templates(directory=WEB_DIR / "templates")
     templates.env.globals.update(
         htmx_file=HTMX_FILE,
@@ -47,6 +55,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         bar_plot=plots.bar_plot,
         histogram=plots.histogram,
         query_string=query_string,
+        token_required=bool(settings.token),
+        allowed_roots=[str(root) for root in settings.allowed_roots],
+        stage_labels=STAGE_LABELS,
     )
     app.state.templates = templates
 
@@ -87,9 +98,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def bad_query(request: Request, error: QueryError) -> Response:
         return error_response(request, 400, str(error))
 
-    from server.web import api, pages
+    @app.exception_handler(ActionError)
+    def refused(request: Request, error: ActionError) -> Response:
+        return error_response(request, error.status, str(error))
+
+    from server.web import api, pages, work
 
     app.include_router(api.router)
+    app.include_router(work.api)
+    app.include_router(work.pages)  # before pages: /runs/new is not a run id
     app.include_router(pages.router)
     return app
 

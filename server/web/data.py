@@ -10,8 +10,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from server.artifacts import ArtifactStore
-from server.models import INDEX_NAMES, Layer, Neuron, NeuronIndex, Run
-from server.queries import get_layer, get_run, layer_summary, neuron_detail, run_summary
+from server.models import INDEX_NAMES, JOB_ACTIVE, Layer, Neuron, NeuronIndex, Run
+from server.queries import (
+    get_layer,
+    get_run,
+    layer_summary,
+    neuron_detail,
+    run_stages,
+    run_summary,
+)
 from server.web.table_query import TableQuery, apply_query
 
 NEURON_COLUMNS: dict[str, type] = {
@@ -47,7 +54,9 @@ def run_data(session: Session, run_id: int) -> dict[str, Any]:
         entry = layer_summary(layer)
         entry["summary"] = layer.summary or {}
         layers.append(entry)
-    return {"run": run_summary(run), "layers": layers}
+    stages = run_stages(session, run_id)
+    active = any(status in JOB_ACTIVE for stage in stages for status in stage["statuses"])
+    return {"run": run_summary(run), "layers": layers, "stages": stages, "active": active}
 
 
 class LayerTableCache:
@@ -55,18 +64,20 @@ class LayerTableCache:
 
     def __init__(self, capacity: int = 64) -> None:
         self.capacity = capacity
-        self._tables: OrderedDict[int, list[dict[str, Any]]] = OrderedDict()
+        self._tables: OrderedDict[tuple[int, bool], list[dict[str, Any]]] = OrderedDict()
         self._lock = Lock()
 
     def rows(self, session: Session, layer: Layer) -> list[dict[str, Any]]:
+        # A finished layer changes once more: when index jobs add its indexes (and summary).
+        key = (layer.id, layer.summary is not None)
         with self._lock:
-            if layer.id in self._tables:
-                self._tables.move_to_end(layer.id)
-                return self._tables[layer.id]
+            if key in self._tables:
+                self._tables.move_to_end(key)
+                return self._tables[key]
         rows = neuron_rows(session, layer)
         if layer.run.status == "done":
             with self._lock:
-                self._tables[layer.id] = rows
+                self._tables[key] = rows
                 while len(self._tables) > self.capacity:
                     self._tables.popitem(last=False)
         return rows

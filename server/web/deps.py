@@ -42,3 +42,4 @@ TablesDep = Annotated[LayerTableCache, Depends(get_tables)]
 MAX_ID = 2**31 - 1
 RunId = Annotated[int, Path(ge=0, le=MAX_ID, description="run id")]
 Channel = Annotated[int, Path(ge=0, le=MAX_ID, description="channel of the layer")]
+JobRef = Annotated[int, Path(ge=0, le=MAX_ID, description="job id")]

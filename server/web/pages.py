@@ -37,7 +37,9 @@ async def run_page(request: Request, session: SessionDep, run_ref: str) -> Respo
     stem, fmt = split_format(run_ref)
     data = run_data(session, parse_int(stem, "a run id"))
     columns = ["name", "type", "channels", "dead", "map_size", "rf_size", "rf_stride", "rf_offset"]
-    return render(request, "run.html", data, fmt, data["layers"], columns)
+    if fmt == "json":
+        data = {k: v for k, v in data.items() if k != "active"}
+    return render(request, "run.html", data, fmt, data["layers"], columns, partial="_run_body.html")
 
 
 @router.get("/runs/{run_id}/layers/{layer_ref}")

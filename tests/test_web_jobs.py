@@ -1,0 +1,201 @@
+"""Background work from the browser: register, start, watch, cancel; tokens and allowed roots."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from server.cli.main import main
+from server.config import load_settings
+from server.web.app import create_app
+from tests.conftest import write_square_folder
+from tests.job_helpers import drain, jobs, run_status, settings_for
+from tests.tiny_models import RED_DETECTOR_ARGS
+
+
+@pytest.fixture
+def lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A data directory with the red detector registered by an operator, and a folder to analyse
+    under the allowed root."""
+    data_dir = tmp_path / "data"
+    monkeypatch.setenv("NEURONSCOPE_DATA_DIR", str(data_dir))
+    monkeypatch.delenv("NEURONSCOPE_DATABASE_URL", raising=False)
+    write_square_folder(tmp_path / "images" / "squares", per_class=4)
+    code = main(
+        [
+            "analyze",
+            *RED_DETECTOR_ARGS,
+            "--data",
+            str(tmp_path / "images" / "squares"),
+            "--layers",
+            "1",
+            "--top-k",
+            "2",
+            "--workers",
+            "0",
+            "--no-indexes",
+            "--json",
+        ]
+    )
+    assert code == 0
+    return tmp_path
+
+
+def client_for(lab: Path, **env: str) -> TestClient:
+    settings = load_settings(
+        {
+            "NEURONSCOPE_DATA_DIR": str(lab / "data"),
+            "NEURONSCOPE_ALLOWED_ROOTS": str(lab / "images"),
+            **env,
+        }
+    )
+    return TestClient(create_app(settings))
+
+
+def polls(html: str) -> bool:
+    return 'hx-trigger="every' in html
+
+
+def test_register_a_folder_and_start_a_sharded_run_from_the_browser(lab):
+    settings = settings_for(lab / "data")
+    web = client_for(lab)
+    folder = write_square_folder(lab / "images" / "more", per_class=6)
+    registered = web.post("/datasets", data={"path": str(folder)}, follow_redirects=False)
+    assert registered.status_code == 303
+    job_url = registered.headers["location"]
+    assert polls(web.get(job_url).text)  # queued: the page keeps itself up to date
+    drain(settings)
+    page = web.get(job_url).text
+    assert "done" in page and not polls(page) and "18 images" in page
+    dataset_id = web.get(job_url + ".json").json()["result"]["dataset"]
+
+    form = web.get(f"/runs/new?dataset={dataset_id}").text
+    assert 'value="1" checked' in form and 'value="4" checked' in form  # the conv activations
+    assert 'value="0" checked' not in form
+    started = web.post(
+        "/runs",
+        data={
+            "model": "1",
+            "dataset": str(dataset_id),
+            "layers": ["1", "4"],
+            "top_k": "3",
+            "shards": "2",
+            "batch_size": "8",
+            "indexes": "1",
+        },
+        follow_redirects=False,
+    )
+    assert started.status_code == 303
+    run_url = started.headers["location"]
+    partial = web.get(run_url, headers={"HX-Request": "true"}).text
+    assert polls(partial) and "sweep shards" in partial and "0/2 jobs done" in partial
+    assert polls(web.get("/jobs", headers={"HX-Request": "true"}).text)
+
+    again = web.post(  # the same work again: the same run, no new jobs
+        "/runs",
+        data={"model": "1", "dataset": str(dataset_id), "layers": ["1", "4"], "top_k": "3"},
+        follow_redirects=False,
+    )
+    assert again.headers["location"] == run_url
+    before = len(jobs(settings))
+
+    drain(settings)
+    run_id = int(run_url.rsplit("/", 1)[1])
+    assert run_status(settings, run_id) == "done" and len(jobs(settings)) == before
+    finished = web.get(run_url, headers={"HX-Request": "true"}).text
+    assert not polls(finished) and f'href="/runs/{run_id}/layers/4"' in finished
+    assert "2/2 jobs done" in finished and "selectivity indexes" in finished
+    assert not polls(web.get("/jobs", headers={"HX-Request": "true"}).text)
+    neuron = web.get(f"/api/runs/{run_id}/layers/4/neurons/0").json()
+    assert neuron["indexes"]["color"] > 0.5 and neuron["top"][0]["image"].startswith("red/")
+
+
+def test_register_a_model_from_the_browser(lab):
+    web = client_for(lab)
+    code_spec = web.post("/models", data={"spec": "evil.module:run"}, follow_redirects=False)
+    assert code_spec.status_code == 403 and "command line" in code_spec.text
+    assert web.post("/models", data={"spec": "torchvision:../x"}).status_code == 400
+    known = web.post(
+        "/api/models",
+        json={"spec": "tests.tiny_models:red_detector", "input_size": 16, "mean": [0, 0, 0]},
+    )
+    assert known.status_code == 200 and known.json()["kind"] == "register_model"
+    drain(settings_for(lab / "data"))
+    job = web.get(f"/api/jobs/{known.json()['id']}").json()
+    assert job["status"] == "done", job["error"]
+    models = web.get("/api/models").json()
+    registered = next(m for m in models if m["id"] == job["result"]["model"])
+    assert registered["input_size"] == 16
+    assert [layer["name"] for layer in registered["layers"]] == ["0", "1", "2", "3", "4"]
+    assert [layer["name"] for layer in registered["layers"] if layer["default"]] == ["1", "4"]
+
+
+def test_a_failed_job_shows_its_error_in_the_page(lab):
+    web = client_for(lab)
+    job = web.post("/api/models", json={"spec": "torchvision:no_such_net"}).json()
+    drain(settings_for(lab / "data"))
+    page = web.get(f"/jobs/{job['id']}").text
+    assert "failed" in page and "no_such_net" in page and 'class="error"' in page
+
+
+def test_paths_outside_the_allowed_roots_are_refused(lab, tmp_path):
+    web = client_for(lab)
+    outside = write_square_folder(tmp_path / "elsewhere", per_class=1)
+    refused = web.post("/api/datasets", json={"path": str(outside)})
+    assert refused.status_code == 403 and "outside the folders" in refused.json()["detail"]
+    sneaky = web.post("/api/datasets", json={"path": str(lab / "images" / ".." / "elsewhere")})
+    assert sneaky.status_code == 403
+    assert web.post("/api/datasets", json={"path": "images/squares"}).status_code == 400
+    missing = web.post("/api/datasets", json={"path": str(lab / "images" / "none")})
+    assert missing.status_code == 400 and "no folder" in missing.json()["detail"]
+    weights = web.post(
+        "/api/models", json={"spec": "torchvision:resnet18", "weights": "/etc/passwd"}
+    )
+    assert weights.status_code == 403
+    assert jobs(settings_for(lab / "data")) == []  # nothing was queued
+
+
+def test_changes_need_the_lab_token_when_one_is_set(lab):
+    web = client_for(lab, NEURONSCOPE_TOKEN="s3cret")
+    folder = {"path": str(lab / "images" / "squares")}
+    refused = web.post("/datasets", data=folder)
+    assert refused.status_code == 403 and "lab token" in refused.text
+    assert web.post("/api/datasets", json=folder).status_code == 403
+    wrong = web.post("/api/datasets", json=folder, headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 403
+    bearer = web.post("/api/datasets", json=folder, headers={"Authorization": "Bearer s3cret"})
+    assert bearer.status_code == 200
+    typed = web.post("/datasets", data={**folder, "token": "s3cret"}, follow_redirects=False)
+    assert typed.status_code == 303 and "neuronscope_token" in typed.headers["set-cookie"]
+    remembered = web.post("/datasets", data=folder, follow_redirects=False)  # the cookie
+    assert remembered.status_code == 303
+    assert web.get("/jobs").status_code == 200  # reading stays open
+
+
+def test_a_cross_site_form_post_is_refused(lab):
+    web = client_for(lab)
+    posted = web.post(
+        "/datasets",
+        data={"path": str(lab / "images" / "squares")},
+        headers={"Origin": "https://attacker.example"},
+    )
+    assert posted.status_code == 403 and "another site" in posted.text
+
+
+def test_cancel_a_run_from_the_browser(lab):
+    settings = settings_for(lab / "data")
+    web = client_for(lab)
+    started = web.post("/api/runs", json={"model": 1, "dataset": 1, "top_k": 4}).json()
+    page = web.get(f"/runs/{started['run']}").text
+    assert re.search(rf'action="/runs/{started["run"]}/cancel"', page)
+    cancelled = web.post(f"/runs/{started['run']}/cancel", follow_redirects=False)
+    assert cancelled.status_code == 303
+    assert run_status(settings, started["run"]) == "cancelled"
+    assert {job.status for job in jobs(settings)} == {"cancelled"}
+    assert drain(settings) >= 1 and all(job.attempts == 0 for job in jobs(settings))
+    listed = web.get("/jobs.json").json()["jobs"]
+    assert json.dumps(listed).count('"cancelled"') >= len(started["jobs"])
