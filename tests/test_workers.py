@@ -138,3 +138,18 @@ def test_two_workers_on_postgresql_share_a_sharded_run_exactly(
     ]
     assert sorted(started, key=int) == [str(job.id) for job in finished]  # each ran once
     assert_same_results(run_results(settings, queued["run"]), reference)
+
+
+def test_a_stopped_worker_puts_its_job_back_at_once(slow_folder, tmp_path):
+    env = environment(tmp_path / "data", timeout=600.0)  # no help from the heartbeat timeout
+    settings = settings_for(tmp_path / "data")
+    cli(env, "analyze", *SLOW_MODEL_ARGS, "--data", str(slow_folder), *QUEUE)
+    worker = start_worker(env, "leaving", tmp_path / "worker.log")
+    try:
+        job = wait_for(lambda: running_sweep(settings, "leaving"), "a sweep in progress")
+        worker.terminate()  # SIGTERM, as docker stop and the demo send
+        assert worker.wait(timeout=30) == 0
+    finally:
+        stop_workers(worker)
+    requeued = jobs(settings)[job.id - 1]
+    assert requeued.status == "queued" and "stopped; re-queued" in requeued.message

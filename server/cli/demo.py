@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -150,6 +152,23 @@ def run_demo(args: argparse.Namespace) -> int:
     if not args.no_serve:
         from server.cli.serve import serve_dashboard
 
-        print(f"\nopen http://127.0.0.1:{args.port}/runs/{outcome.run_id}")
-        serve_dashboard("127.0.0.1", args.port)
+        log = settings.data_dir / "worker.log"
+        worker = start_background_worker(args.device or settings.device, log)
+        print(f"\na worker runs what you start from the browser (/runs/new); its log: {log}")
+        print(f"open http://127.0.0.1:{args.port}/runs/{outcome.run_id}")
+        try:
+            serve_dashboard("127.0.0.1", args.port)
+        finally:
+            worker.terminate()  # it puts an unfinished job back on the queue
+            worker.wait(timeout=30)
     return 0
+
+
+def start_background_worker(device: str, log: Path) -> subprocess.Popen:
+    """``neuronscope worker`` as a child process (a fresh interpreter, not a fork)."""
+    with log.open("a") as handle:
+        return subprocess.Popen(
+            [sys.executable, "-m", "server.cli.main", "worker", "--device", device],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+        )

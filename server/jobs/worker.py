@@ -90,7 +90,8 @@ def run_worker(settings: Settings, options: WorkerOptions) -> None:
         store=ArtifactStore(settings.artifact_dir),
         settings=AnalysisSettings(device=options.device, workers=options.loader_workers),
         worker=name,
-        heartbeat_interval=max(settings.heartbeat_timeout / 6, 0.2),
+        # Often enough for live progress bars, and well inside the timeout.
+        heartbeat_interval=min(max(settings.heartbeat_timeout / 6, 0.2), 1.0),
         send=lambda ids: None,
     )
     queue = JobQueue(huey, runner)
