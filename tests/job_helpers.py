@@ -26,6 +26,8 @@ from server.jobs.runner import JobRunner
 from server.models import Job, Layer, Run
 from server.pipeline import AnalysisSettings
 from server.queries import neuron_detail
+from tests.conftest import write_square_folder
+from tests.tiny_models import RED_DETECTOR_ARGS
 
 REPO = Path(__file__).resolve().parent.parent
 SLOW_MODEL_ARGS = (
@@ -174,3 +176,25 @@ def assert_same_results(actual: dict, expected: dict) -> None:
         assert other.pop("mean_activation") == pytest.approx(neuron["mean_activation"], rel=1e-12)
         expected_rest = {k: v for k, v in neuron.items() if k != "mean_activation"}
         assert json.dumps(other, sort_keys=True) == json.dumps(expected_rest, sort_keys=True), key
+
+
+def operator_lab(root: Path) -> Path:
+    """``root/data`` with the red detector registered (and analysed) by an operator from the
+    command line, and ``root/images/squares`` to analyse, under the root a browser may use."""
+    folder = write_square_folder(root / "images" / "squares", per_class=4)
+    cli(
+        environment(root / "data"),
+        "analyze",
+        *RED_DETECTOR_ARGS,
+        "--data",
+        str(folder),
+        "--layers",
+        "1",
+        "--top-k",
+        "2",
+        "--workers",
+        "0",
+        "--no-indexes",
+        "--json",
+    )
+    return root

@@ -8,6 +8,8 @@ import socket
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -23,8 +25,9 @@ FLAGS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def server_url(web_data_dir):
+@contextmanager
+def serving(environ: dict[str, str]) -> Iterator[str]:
+    """The dashboard for the settings ``environ`` on a free port, in a thread."""
     import uvicorn
 
     from server.config import load_settings
@@ -33,7 +36,7 @@ def server_url(web_data_dir):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    app = create_app(load_settings({"NEURONSCOPE_DATA_DIR": str(web_data_dir)}))
+    app = create_app(load_settings(environ))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -43,6 +46,12 @@ def server_url(web_data_dir):
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server_url(web_data_dir):
+    with serving({"NEURONSCOPE_DATA_DIR": str(web_data_dir)}) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -95,3 +104,31 @@ def test_no_image_on_the_neuron_page_is_broken(page, server_url, tmp_path):
     page.keyboard.press("ArrowRight")  # keyboard navigation to the next neuron
     page.wait_for_url("**/neurons/1")
     page.screenshot(path=str(tmp_path / "neuron.png"), full_page=True)
+
+
+def test_a_run_started_in_the_browser_updates_itself_until_done(page, tmp_path):
+    from tests.job_helpers import drain, operator_lab, settings_for
+
+    lab = operator_lab(tmp_path)
+    environ = {
+        "NEURONSCOPE_DATA_DIR": str(lab / "data"),
+        "NEURONSCOPE_ALLOWED_ROOTS": str(lab / "images"),
+    }
+    with serving(environ) as url:
+        page.goto(f"{url}/runs/new?dataset=1")
+        page.fill('input[name="top_k"]', "3")
+        page.fill('input[name="shards"]', "2")
+        page.fill('input[name="batch_size"]', "4")
+        page.click('button[type="submit"]:has-text("Start")')
+        page.wait_for_url("**/runs/2")
+        assert page.locator("section.stages progress").count() == 3  # sweep, merge, indexes
+        assert "0/2 jobs done" in page.inner_text("section.stages")
+        page.screenshot(path=str(tmp_path / "queued.png"), full_page=True)
+
+        worker = threading.Thread(target=drain, args=(settings_for(lab / "data"),))
+        worker.start()  # a worker runs the jobs; the open page is never reloaded
+        page.wait_for_selector('a[href="/runs/2/layers/4"]', timeout=60_000)
+        page.wait_for_selector("h1 .status.done", timeout=60_000)
+        worker.join()
+        assert "hx-trigger" not in page.inner_html("main")  # polling stopped once done
+        assert page.locator("td.spark svg").count() > 0  # the index histograms arrived

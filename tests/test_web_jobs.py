@@ -9,40 +9,15 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from server.cli.main import main
 from server.config import load_settings
 from server.web.app import create_app
 from tests.conftest import write_square_folder
-from tests.job_helpers import drain, jobs, run_status, settings_for
-from tests.tiny_models import RED_DETECTOR_ARGS
+from tests.job_helpers import drain, jobs, operator_lab, run_status, settings_for
 
 
 @pytest.fixture
-def lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A data directory with the red detector registered by an operator, and a folder to analyse
-    under the allowed root."""
-    data_dir = tmp_path / "data"
-    monkeypatch.setenv("NEURONSCOPE_DATA_DIR", str(data_dir))
-    monkeypatch.delenv("NEURONSCOPE_DATABASE_URL", raising=False)
-    write_square_folder(tmp_path / "images" / "squares", per_class=4)
-    code = main(
-        [
-            "analyze",
-            *RED_DETECTOR_ARGS,
-            "--data",
-            str(tmp_path / "images" / "squares"),
-            "--layers",
-            "1",
-            "--top-k",
-            "2",
-            "--workers",
-            "0",
-            "--no-indexes",
-            "--json",
-        ]
-    )
-    assert code == 0
-    return tmp_path
+def lab(tmp_path: Path) -> Path:
+    return operator_lab(tmp_path)
 
 
 def client_for(lab: Path, **env: str) -> TestClient:
