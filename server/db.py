@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -9,10 +10,12 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
 ALEMBIC_DIR = Path(__file__).resolve().parent.parent / "alembic"
+# Any fixed 64-bit number, the same in every process that migrates ('nscope' in ASCII).
+MIGRATION_LOCK = 0x6E73636F7065
 
 
 def make_engine(url: str) -> Engine:
@@ -43,8 +46,43 @@ def alembic_config(url: str) -> Config:
 
 
 def upgrade(url: str, revision: str = "head") -> None:
-    """Bring the schema at ``url`` up to ``revision`` (run at every start; cheap when current)."""
-    command.upgrade(alembic_config(url), revision)
+    """Bring the schema at ``url`` up to ``revision`` (run at every start; cheap when current).
+
+    Servers and workers starting together all call this; a lock lets one migrate at a time.
+    """
+    with migration_lock(url):
+        command.upgrade(alembic_config(url), revision)
+
+
+@contextmanager
+def migration_lock(url: str) -> Iterator[None]:
+    """A PostgreSQL advisory lock, or a file lock beside a SQLite database."""
+    if url.startswith("postgresql"):
+        engine = create_engine(url)
+        try:
+            with engine.connect() as connection:
+                connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK})
+                try:
+                    yield
+                finally:
+                    connection.execute(
+                        text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK}
+                    )
+        finally:
+            engine.dispose()
+        return
+    path = url.split("///", 1)[-1] if url.startswith("sqlite") else ""
+    if not path or path == ":memory:":
+        yield
+        return
+    lock_file = Path(path).with_name(Path(path).name + ".migrate-lock")
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with lock_file.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def downgrade(url: str, revision: str) -> None:

@@ -105,7 +105,7 @@ def test_two_workers_on_postgresql_share_a_sharded_run_exactly(
 ):
     env = environment(tmp_path / "shared", database_url=postgres_url)
     settings = settings_for(tmp_path / "shared", postgres_url)
-    cli(env, "jobs")  # creates the schema before two workers race to
+    # No schema yet: the two workers race to create it (a migration lock serialises them).
     logs = {name: tmp_path / f"{name}.log" for name in ("alpha", "beta")}
     workers = [start_worker(env, name, log) for name, log in logs.items()]
     try:
