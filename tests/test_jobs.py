@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import pickle
+import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -170,3 +172,26 @@ def test_a_lost_lease_cannot_write(capsys, data_dir, square_folder):
     with database.session() as session:
         assert records.heartbeat(session, sweep_id, lease, 0.5) is None
         assert records.close(session, sweep_id, lease, "done", result={}) is False
+
+
+def test_analyze_queue_wait_shows_progress_until_workers_finish(capsys, data_dir, square_folder):
+    settings = settings_for(data_dir)
+    finished = threading.Event()
+
+    def worker() -> None:  # a worker that keeps taking jobs until the run is done
+        while not finished.is_set():
+            drain(settings)
+            time.sleep(0.1)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    try:
+        code = main(["analyze", *ANALYSIS[:-1], "--data", str(square_folder), "--queue", "--wait"])
+    finally:
+        finished.set()
+        thread.join()
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "run 1: done" in captured.out
+    assert "sweep (1/1 jobs)" in captured.err and "100%" in captured.err  # the terminal bars
+    assert "indexes (2/2 jobs)" in captured.err
