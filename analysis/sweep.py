@@ -281,6 +281,12 @@ def spatial_argmax(output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, to
     return values, rows, cols
 
 
+def loader_start_method(device: torch.device, workers: int) -> str | None:
+    """How image-loading processes start: forking a process that has initialised CUDA is unsafe,
+    so on a GPU they come from a fresh forkserver (the dataset is pickled to them)."""
+    return "forkserver" if device.type == "cuda" and workers > 0 else None
+
+
 def sweep(
     model: nn.Module,
     folder: ImageFolder,
@@ -309,9 +315,7 @@ def sweep(
         num_workers=workers,
         pin_memory=cuda,
         persistent_workers=False,
-        # Forking a process that has initialised CUDA is unsafe: loader processes on a GPU
-        # come from a fresh forkserver instead.
-        multiprocessing_context="forkserver" if cuda and workers > 0 else None,
+        multiprocessing_context=loader_start_method(device, workers),
     )
     model = model.to(device).eval()
     if cuda:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 import torch
 
 from analysis.data import ImageTensors, scan_image_folder
 from analysis.models import InputSpec
-from analysis.sweep import merge_sweeps, sweep
+from analysis.sweep import loader_start_method, merge_sweeps, sweep
 from tests.tiny_models import random_net
 
 SPEC = InputSpec(size=32, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
@@ -124,3 +126,27 @@ def test_data_loader_workers_give_the_same_result(square_folder, workers):
     inline = sweep(model, folder, ["4"], SPEC, k=4, batch_size=6, workers=0)
     parallel = sweep(model, folder, ["4"], SPEC, k=4, batch_size=6, workers=workers)
     assert torch.equal(inline.layers["4"].images, parallel.layers["4"].images)
+
+
+def test_image_loaders_never_fork_a_cuda_process(square_folder):
+    assert loader_start_method(torch.device("cuda:1"), 2) == "forkserver"
+    assert loader_start_method(torch.device("cuda"), 0) is None  # no loader processes at all
+    assert loader_start_method(torch.device("cpu"), 2) is None  # forking is fine without CUDA
+    # A forkserver child receives the dataset pickled: it must survive the trip intact.
+    dataset = ImageTensors(scan_image_folder(square_folder), 32)
+    copy = pickle.loads(pickle.dumps(dataset))
+    assert torch.equal(copy[5][0], dataset[5][0]) and copy[5][1:] == dataset[5][1:]
+
+
+def test_a_sweep_result_survives_its_shard_file(square_folder):
+    from analysis.safetensors_io import parse_safetensors, safetensors_bytes
+    from analysis.sweep import SweepResult
+
+    result = sweep(random_net(), scan_image_folder(square_folder), LAYERS, SPEC, k=4, workers=0)
+    restored = SweepResult.from_tensors(*parse_safetensors(safetensors_bytes(*result.to_tensors())))
+    assert restored.image_count == result.image_count and restored.unreadable == result.unreadable
+    for name, topk in result.layers.items():
+        again = restored.layers[name]
+        assert again.count == topk.count
+        for part in ("values", "images", "rows", "cols", "maxima_sum"):
+            assert torch.equal(getattr(again, part), getattr(topk, part)), (name, part)
