@@ -11,7 +11,9 @@ import signal
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 
+from server.web.app import create_app
 from tests.conftest import write_square_folder
 from tests.job_helpers import (
     SLOW_MODEL_ARGS,
@@ -68,6 +70,10 @@ def test_a_killed_worker_s_job_is_finished_by_another_with_identical_results(
         first.wait(timeout=10)
         assert jobs(settings)[victim.id - 1].status == "running"  # orphaned, not done
         assert run_status(settings, queued["run"]) == "running"
+        with TestClient(create_app(settings)) as web:  # the dashboard serves on regardless
+            listed = web.get(f"/jobs.json?run={queued['run']}").json()["jobs"]
+            assert {job["status"] for job in listed} >= {"running"}
+            assert web.get(f"/runs/{queued['run']}").status_code == 200
 
         second = start_worker(env, "second", tmp_path / "second.log")
         wait_for(lambda: run_status(settings, queued["run"]) == "done", "the run to finish")

@@ -203,8 +203,13 @@ def enqueue_analysis(
                 for job in queued["jobs"]
             ],
         )
-        print(f"\nrun {queued['run']}: {len(queued['jobs'])} job(s) queued; a worker runs them:")
-        print("  neuronscope worker          # one per GPU, on any machine sharing the database")
+        if queued["jobs"]:
+            print(f"\nrun {queued['run']}: {len(queued['jobs'])} job(s); a worker runs them:")
+            print(
+                "  neuronscope worker          # one per GPU, on any machine sharing the database"
+            )
+        else:
+            print(f"run {queued['run']} is already done; nothing to queue")
     if not args.wait:
         return 0
     status = watch_run(database, queued["run"], enabled=not args.json)
