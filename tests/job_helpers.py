@@ -31,19 +31,8 @@ from tests.tiny_models import RED_DETECTOR_ARGS
 
 REPO = Path(__file__).resolve().parent.parent
 SLOW_MODEL_ARGS = (
-    "--model",
-    "tests.tiny_models:slow_red_detector",
-    "--mean",
-    "0,0,0",
-    "--std",
-    "1,1,1",
-    "--input-size",
-    "32",
-    "--layers",
-    "2,5",
-    "--top-k",
-    "5",
-    "--no-indexes",
+    *("--model", "tests.tiny_models:slow_red_detector", *RED_DETECTOR_ARGS[2:]),
+    *("--layers", "2,5", "--top-k", "5", "--no-indexes"),
 )
 
 

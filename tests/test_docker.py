@@ -14,7 +14,8 @@ COMPOSE = yaml.safe_load((REPO / "docker" / "compose.yaml").read_text())
 
 def test_every_compose_build_target_is_a_dockerfile_stage():
     stages = set(re.findall(r"^FROM \S+ AS (\w+)$", DOCKERFILE, flags=re.MULTILINE))
-    assert stages == {"app", "worker"}
+    assert stages == {"source", "app", "worker"}
+    stages.discard("source")  # only copied from
     targets = {s["build"]["target"] for s in COMPOSE["services"].values() if "build" in s}
     assert targets == stages
 
@@ -37,7 +38,9 @@ def test_web_and_worker_share_the_database_and_the_data_directory():
 
 
 def test_the_images_copy_what_exists_and_pin_torch():
-    for source in re.findall(r"^COPY (\S+)", DOCKERFILE, flags=re.MULTILINE):
-        assert (REPO / source).exists(), source
+    for sources in re.findall(r"^COPY (?!--from)(.+) /app/", DOCKERFILE, flags=re.MULTILINE):
+        for source in sources.split():
+            assert (REPO / source).exists(), source
+    assert DOCKERFILE.count("COPY --from=source /app /app") == 2
     assert DOCKERFILE.count("torch==2.14.1 torchvision==0.29.1") == 2
     assert DOCKERFILE.count("pip install -e .") == 2  # web/ and alembic/ stay beside the code

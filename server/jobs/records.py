@@ -243,6 +243,23 @@ def request_cancel(session: Session, job: Job) -> None:
     )
 
 
+def give_back(session: Session, worker: str) -> list[int]:
+    """Re-queue the jobs ``worker`` is running (it is stopping); returns their ids to send."""
+    returned = session.scalars(
+        update(Job)
+        .where(Job.worker == worker, Job.status == "running")
+        .values(
+            status="queued",
+            lease=None,
+            worker=None,
+            queued=utcnow(),
+            message=f"worker {worker} stopped; re-queued",
+        )
+        .returning(Job.id)
+    )
+    return list(returned)
+
+
 def requeue_stale(session: Session, timeout: timedelta) -> list[int]:
     """Take back jobs whose worker stopped heart-beating (it died): re-queue them, or fail them
     once their attempts are spent. Returns the re-queued ids, which need queue messages."""

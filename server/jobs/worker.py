@@ -15,15 +15,13 @@ import threading
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import update
-
 from server.artifacts import ArtifactStore
 from server.config import Settings
 from server.db import Database
 from server.jobs import records
 from server.jobs.queue import JobQueue, create_huey
 from server.jobs.runner import JobRunner
-from server.models import Job, utcnow
+from server.models import utcnow
 from server.pipeline import AnalysisSettings
 
 log = logging.getLogger("neuronscope.worker")
@@ -114,20 +112,7 @@ def give_back_jobs(database: Database, queue: JobQueue, worker: str) -> None:
     """Put this worker's unfinished jobs back on the queue at once, rather than after the
     heartbeat timeout: a stopping worker should not delay anyone."""
     with database.session() as session:
-        ids = list(
-            session.scalars(
-                update(Job)
-                .where(Job.worker == worker, Job.status == "running")
-                .values(
-                    status="queued",
-                    lease=None,
-                    worker=None,
-                    queued=utcnow(),
-                    message=f"worker {worker} stopped; re-queued",
-                )
-                .returning(Job.id)
-            )
-        )
+        ids = records.give_back(session, worker)
     if ids:
         log.info("gave back job(s) %s", ", ".join(map(str, ids)))
         queue.send(ids)
