@@ -36,4 +36,5 @@ def serve_dashboard(host: str, port: int, workers: int = 1) -> None:
         port=port,
         workers=workers,
         log_level="warning",
+        lifespan="off",  # the app has no start-up or shut-down hooks
     )
