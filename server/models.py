@@ -240,3 +240,16 @@ class Job(Base):
 
 Index("ix_job_status", Job.status)
 Index("ix_job_run_id", Job.run_id)
+
+
+class Worker(Base):
+    """A worker process as it last reported itself: who is there to take jobs, and on what."""
+
+    __tablename__ = "worker"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    device: Mapped[str] = mapped_column(String(50))
+    started: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    heartbeat: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    job_id: Mapped[int | None] = mapped_column(Integer)
+    stopped: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -5,6 +5,7 @@ Nothing here imports torch: the web process uses these too.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -20,6 +21,7 @@ from server.models import (
     NeuronIndex,
     Run,
     TopActivation,
+    Worker,
 )
 
 
@@ -250,3 +252,30 @@ def run_stages(session: Session, run_id: int) -> list[dict[str, Any]]:
         stage["progress"] = round(stage["progress"] / stage["jobs"], 4)
     order = {"sweep": 0, "merge": 1, "indexes": 2}
     return sorted(stages.values(), key=lambda stage: order.get(stage["kind"], 9))
+
+
+def list_workers(session: Session, timeout: float) -> list[dict[str, Any]]:
+    """Workers seen recently, newest first: ``alive`` unless stopped or silent for ``timeout``."""
+    now = datetime.now(UTC)
+    found = []
+    for worker in session.scalars(select(Worker).order_by(Worker.heartbeat.desc()).limit(100)):
+        seen = _aware(worker.heartbeat)
+        silent = (now - seen).total_seconds()
+        state = "stopped" if worker.stopped else ("alive" if silent <= timeout else "silent")
+        found.append(
+            {
+                "name": worker.name,
+                "device": worker.device,
+                "state": state,
+                "job": worker.job_id if state == "alive" else None,
+                "started": _aware(worker.started).isoformat(),
+                "last_seen": seen.isoformat(),
+                "seconds_since_seen": round(silent, 1),
+            }
+        )
+    return found
+
+
+def _aware(moment: datetime) -> datetime:
+    """SQLite gives back naive datetimes; everything we store is UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from unittest.mock import ANY
 
 import pytest
 from fastapi.testclient import TestClient
 
 from server.config import load_settings
+from server.db import Database
+from server.jobs.records import report_worker
 from server.web.app import create_app
 from tests.conftest import write_square_folder
 from tests.job_helpers import drain, jobs, operator_lab, run_status, settings_for
@@ -68,7 +71,21 @@ def test_register_a_folder_and_start_a_sharded_run_from_the_browser(lab):
     run_url = started.headers["location"]
     partial = web.get(run_url, headers={"HX-Request": "true"}).text
     assert polls(partial) and "sweep shards" in partial and "0/2 jobs done" in partial
-    assert polls(web.get("/jobs", headers={"HX-Request": "true"}).text)
+    assert "No worker is running" in partial
+    jobs_partial = web.get("/jobs", headers={"HX-Request": "true"}).text
+    assert polls(jobs_partial) and "no worker is running" in jobs_partial
+    with Database(settings.database_url).session() as session:
+        report_worker(session, "gpu-7", "cuda:0", None)
+    assert "no worker is running" not in web.get("/jobs").text
+    assert web.get("/api/workers").json()[0] | {"seconds_since_seen": 0} == {
+        "name": "gpu-7",
+        "device": "cuda:0",
+        "state": "alive",
+        "job": None,
+        "started": ANY,
+        "last_seen": ANY,
+        "seconds_since_seen": 0,
+    }
 
     again = web.post(  # the same work again: the same run, no new jobs
         "/runs",

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from server.db import Database
+from server.queries import list_workers
 from server.web.app import create_app
 from tests.conftest import write_square_folder
 from tests.job_helpers import (
@@ -77,6 +79,9 @@ def test_a_killed_worker_s_job_is_finished_by_another_with_identical_results(
 
         second = start_worker(env, "second", tmp_path / "second.log")
         wait_for(lambda: run_status(settings, queued["run"]) == "done", "the run to finish")
+        with Database(settings.database_url).session() as session:
+            states = {w["name"]: w["state"] for w in list_workers(session, timeout=2.0)}
+        assert states == {"first": "silent", "second": "alive"}
     finally:
         stop_workers(first, *([second] if second else []))
     retried = jobs(settings)[victim.id - 1]

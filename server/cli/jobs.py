@@ -54,11 +54,12 @@ def run_worker_command(args: argparse.Namespace) -> int:
 
 
 def run_jobs(args: argparse.Namespace) -> int:
-    from server.queries import list_jobs
+    from server.queries import list_jobs, list_workers
 
-    _settings, database, _store = open_database()
+    settings, database, _store = open_database()
     with database.session() as session:
         jobs = list_jobs(session, run_id=args.run, active=args.active, limit=args.limit)
+        workers = list_workers(session, settings.heartbeat_timeout)
     if args.json:
         print_json(jobs)
         return 0
@@ -78,6 +79,14 @@ def run_jobs(args: argparse.Namespace) -> int:
             for job in jobs
         ],
     )
+    alive = [w for w in workers if w["state"] == "alive"]
+    if alive:
+        names = ", ".join(
+            f"{w['name']}" + (f" (job {w['job']})" if w["job"] else " (idle)") for w in alive
+        )
+        print(f"\nworkers: {names}")
+    elif any(job["status"] == "queued" for job in jobs):
+        print("\nno worker is running; start one with: neuronscope worker")
     return 0
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from server.models import JOB_ACTIVE, Job, Run, utcnow
+from server.models import JOB_ACTIVE, Job, Run, Worker, utcnow
 
 REVIVABLE = ("failed", "cancelled")
 
@@ -300,3 +300,18 @@ def queued_without_message(session: Session, pending: set[int], older_than: date
         select(Job.id).where(Job.status == "queued", Job.queued < older_than)
     ).all()
     return [job_id for job_id in queued if job_id not in pending]
+
+
+def report_worker(session: Session, name: str, device: str, job_id: int | None) -> None:
+    """Record that worker ``name`` is alive (and what it is running)."""
+    worker = session.get(Worker, name)
+    if worker is None:
+        session.add(Worker(name=name, device=device, job_id=job_id))
+        return
+    if worker.stopped is not None:  # the same name started again
+        worker.started, worker.stopped = utcnow(), None
+    worker.heartbeat, worker.job_id, worker.device = utcnow(), job_id, device
+
+
+def report_worker_stopped(session: Session, name: str) -> None:
+    session.execute(update(Worker).where(Worker.name == name).values(stopped=utcnow(), job_id=None))

@@ -107,6 +107,7 @@ class JobRunner:
     worker: str
     heartbeat_interval: float
     send: Callable[[Iterable[int]], None]
+    current_job: int | None = None
 
     def __call__(self, job_id: int) -> None:
         with self.database.session() as session:
@@ -126,6 +127,7 @@ class JobRunner:
         started = time.perf_counter()
         monitor = LeaseMonitor(self.database, job.id, lease, self.heartbeat_interval)
         monitor.start()
+        self.current_job = job.id
         try:
             context = JobContext(
                 job, self.database, self.store, self.settings, JobProgress(monitor)
@@ -143,6 +145,7 @@ class JobRunner:
             self._succeed(job, lease, result, f"done in {seconds:.1f} s")
             log.info("job %s: done in %.1f s", job.id, seconds)
         finally:
+            self.current_job = None
             monitor.stop()
 
     def _close(self, job: Job, lease: str, status: str, **fields: str | None) -> None:

@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -38,13 +39,23 @@ class WorkerOptions:
 
 
 class Reaper:
-    """Every few seconds: re-queue jobs of dead workers, re-send lost messages, release jobs
-    whose dependencies finished (if the worker that finished them died before doing so)."""
+    """Every few seconds: report this worker alive, re-queue jobs of dead workers, re-send lost
+    messages, release jobs whose dependencies finished (if the worker that finished them died
+    before doing so)."""
 
-    def __init__(self, database: Database, queue: JobQueue, timeout: float) -> None:
+    def __init__(
+        self,
+        database: Database,
+        queue: JobQueue,
+        timeout: float,
+        worker: tuple[str, str],
+        current_job: Callable[[], int | None],
+    ) -> None:
         self.database = database
         self.queue = queue
         self.timeout = timedelta(seconds=timeout)
+        self.name, self.device = worker
+        self.current_job = current_job
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="reaper", daemon=True)
 
@@ -55,7 +66,7 @@ class Reaper:
         self._stop.set()
 
     def _loop(self) -> None:
-        interval = max(self.timeout.total_seconds() / 3, 0.5)
+        interval = min(max(self.timeout.total_seconds() / 3, 0.5), 5.0)
         while not self._stop.wait(interval):
             try:
                 self.sweep_once()
@@ -63,6 +74,8 @@ class Reaper:
                 log.warning("reaper pass failed; trying again", exc_info=True)
 
     def sweep_once(self) -> list[int]:
+        with self.database.session() as session:
+            records.report_worker(session, self.name, self.device, self.current_job())
         with self.database.session() as session:
             requeued = records.requeue_stale(session, self.timeout)
         with self.database.session() as session:
@@ -94,7 +107,13 @@ def run_worker(settings: Settings, options: WorkerOptions) -> None:
     )
     queue = JobQueue(huey, runner)
     runner.send = queue.send
-    reaper = Reaper(database, queue, settings.heartbeat_timeout)
+    reaper = Reaper(
+        database,
+        queue,
+        settings.heartbeat_timeout,
+        (name, options.device),
+        lambda: runner.current_job,
+    )
     reaper.sweep_once()
     reaper.start()
     consumer = huey.create_consumer(
@@ -106,6 +125,8 @@ def run_worker(settings: Settings, options: WorkerOptions) -> None:
     finally:
         reaper.stop()
         give_back_jobs(database, queue, name)
+        with database.session() as session:
+            records.report_worker_stopped(session, name)
 
 
 def give_back_jobs(database: Database, queue: JobQueue, worker: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from server.queries import list_workers
 from server.web.data import (
     INDEX_LABELS,
     NEURON_COLUMNS,
@@ -39,6 +40,9 @@ async def run_page(request: Request, session: SessionDep, run_ref: str) -> Respo
     columns = ["name", "type", "channels", "dead", "map_size", "rf_size", "rf_stride", "rf_offset"]
     if fmt == "json":
         data = {k: v for k, v in data.items() if k != "active"}
+    elif data["active"]:
+        workers = list_workers(session, request.app.state.settings.heartbeat_timeout)
+        data["no_worker"] = not any(worker["state"] == "alive" for worker in workers)
     return render(request, "run.html", data, fmt, data["layers"], columns, partial="_run_body.html")
 
 

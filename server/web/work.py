@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from server.jobs.records import stop_run
 from server.jobs.service import submit_work
 from server.models import JOB_ACTIVE, Dataset, Model
-from server.queries import get_job, get_run, job_record, list_jobs
+from server.queries import get_job, get_run, job_record, list_jobs, list_workers
 from server.web import actions
 from server.web.actions import ActionError, ModelRequest, RunRequest, check_write_access
 from server.web.deps import MAX_ID, JobRef, RunId, SessionDep
@@ -35,11 +35,15 @@ OptionalFormText = Annotated[str | None, Form()]
 # ---- reading ---------------------------------------------------------------------------------
 
 
-def jobs_data(session: Session, active: bool, run: int | None) -> dict[str, Any]:
+def jobs_data(session: Session, timeout: float, active: bool, run: int | None) -> dict[str, Any]:
     jobs = list_jobs(session, run_id=run, active=active)
     query = "&".join(p for p in ("active=1" if active else "", f"run={run}" if run else "") if p)
+    workers = list_workers(session, timeout)
+    waiting = any(job["status"] == "queued" for job in jobs)
     return {
         "jobs": jobs,
+        "workers": workers,
+        "no_worker": waiting and not any(w["state"] == "alive" for w in workers),
         "active": active,
         "polling": any(job["status"] in JOB_ACTIVE for job in jobs),
         "poll_url": "/jobs" + (f"?{query}" if query else ""),
@@ -87,21 +91,20 @@ def datasets_data(session: Session) -> dict[str, Any]:
 async def jobs_page(
     request: Request, session: SessionDep, active: int = 0, run: QueryId | None = None
 ) -> Response:
-    return render(
-        request,
-        "jobs.html",
-        jobs_data(session, bool(active), run),
-        None,
-        partial="_jobs_table.html",
-    )
+    data = jobs_data(session, _timeout(request), bool(active), run)
+    return render(request, "jobs.html", data, None, partial="_jobs_table.html")
 
 
 @pages.get("/jobs.json")
 async def jobs_json(
     request: Request, session: SessionDep, active: int = 0, run: QueryId | None = None
 ) -> Response:
-    data = jobs_data(session, bool(active), run)
-    return render(request, "jobs.html", {"jobs": data["jobs"]}, "json")
+    data = jobs_data(session, _timeout(request), bool(active), run)
+    return render(request, "jobs.html", {"jobs": data["jobs"], "workers": data["workers"]}, "json")
+
+
+def _timeout(request: Request) -> float:
+    return request.app.state.settings.heartbeat_timeout
 
 
 @pages.get("/jobs/{job_ref}")
@@ -332,6 +335,11 @@ async def api_cancel_job(request: Request, job_id: JobRef) -> dict[str, Any]:
     check_write_access(request)
     with request.app.state.database.session() as session:
         return actions.cancel_job(session, job_id)
+
+
+@api.get("/workers", summary="Workers seen recently: alive, silent or stopped, and their job")
+async def api_workers(request: Request, session: SessionDep) -> list[dict[str, Any]]:
+    return list_workers(session, _timeout(request))
 
 
 @api.get("/models", summary="Registered models with their layers")
