@@ -5,7 +5,7 @@ Nothing here imports torch: the web process uses these too.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -255,10 +255,12 @@ def run_stages(session: Session, run_id: int) -> list[dict[str, Any]]:
 
 
 def list_workers(session: Session, timeout: float) -> list[dict[str, Any]]:
-    """Workers seen recently, newest first: ``alive`` unless stopped or silent for ``timeout``."""
+    """Workers seen in the last day, newest first: ``alive`` unless stopped or silent for longer
+    than ``timeout``."""
     now = datetime.now(UTC)
+    recent = select(Worker).where(Worker.heartbeat > now - timedelta(days=1))
     found = []
-    for worker in session.scalars(select(Worker).order_by(Worker.heartbeat.desc()).limit(100)):
+    for worker in session.scalars(recent.order_by(Worker.heartbeat.desc()).limit(100)):
         seen = _aware(worker.heartbeat)
         silent = (now - seen).total_seconds()
         state = "stopped" if worker.stopped else ("alive" if silent <= timeout else "silent")

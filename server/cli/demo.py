@@ -11,6 +11,8 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +115,27 @@ def write_nf_mosaics(database: Any, store: Any, run_id: int, out_dir: Path) -> l
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    settings, database, store = open_database()
+    device = args.device or settings.device
+    if args.no_serve:
+        analyse_demo(args, settings, database, store, device)
+        return 0
+    from server.cli.serve import serve_dashboard
+
+    log = settings.data_dir / "worker.log"
+    # The worker starts before this process can initialise CUDA: such a process must not fork.
+    with background_worker(device, log):
+        run_id = analyse_demo(args, settings, database, store, device)
+        print(f"\na worker runs what you start from the browser (/runs/new); its log: {log}")
+        print(f"open http://127.0.0.1:{args.port}/runs/{run_id}")
+        serve_dashboard("127.0.0.1", args.port)
+    return 0
+
+
+def analyse_demo(
+    args: argparse.Namespace, settings: Any, database: Any, store: Any, device: str
+) -> int:
+    """Stimuli, the trained CNN, its analysis (each cached), the report; returns the run id."""
     from analysis.data import scan_image_folder
     from analysis.demo.model import DEMO_SPEC
     from analysis.models import load_model
@@ -120,7 +143,6 @@ def run_demo(args: argparse.Namespace) -> int:
     from server.pipeline import AnalysisSettings, analyze_folder
     from server.queries import get_run, run_summary
 
-    settings, database, store = open_database()
     started = time.perf_counter()
     settings.demo_dir.mkdir(parents=True, exist_ok=True)
     dataset_root = ensure_demo_dataset(settings.demo_dir, args.per_class)
@@ -135,7 +157,7 @@ def run_demo(args: argparse.Namespace) -> int:
             folder,
             None,
             top_k=args.top_k,
-            settings=AnalysisSettings(device=args.device or settings.device),
+            settings=AnalysisSettings(device=device),
             progress=TerminalProgress(),
         )
         summary = run_summary(get_run(session, outcome.run_id))
@@ -149,26 +171,21 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"Per-layer NF mosaics: {mosaics[0].parent}/")
     for path in mosaics:
         print(f"  {path.name}")
-    if not args.no_serve:
-        from server.cli.serve import serve_dashboard
-
-        log = settings.data_dir / "worker.log"
-        worker = start_background_worker(args.device or settings.device, log)
-        print(f"\na worker runs what you start from the browser (/runs/new); its log: {log}")
-        print(f"open http://127.0.0.1:{args.port}/runs/{outcome.run_id}")
-        try:
-            serve_dashboard("127.0.0.1", args.port)
-        finally:
-            worker.terminate()  # it puts an unfinished job back on the queue
-            worker.wait(timeout=30)
-    return 0
+    return outcome.run_id
 
 
-def start_background_worker(device: str, log: Path) -> subprocess.Popen:
-    """``neuronscope worker`` as a child process (a fresh interpreter, not a fork)."""
+@contextmanager
+def background_worker(device: str, log: Path) -> Iterator[None]:
+    """``neuronscope worker`` in a child process (a fresh interpreter) for as long as the block
+    runs; stopping it puts an unfinished job back on the queue."""
     with log.open("a") as handle:
-        return subprocess.Popen(
+        worker = subprocess.Popen(
             [sys.executable, "-m", "server.cli.main", "worker", "--device", device],
             stdout=handle,
             stderr=subprocess.STDOUT,
         )
+    try:
+        yield
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
