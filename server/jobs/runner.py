@@ -9,6 +9,7 @@ compute loop notices at its next progress call.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 import traceback
@@ -147,6 +148,7 @@ class JobRunner:
         finally:
             self.current_job = None
             monitor.stop()
+            _release_device_memory()
 
     def _close(self, job: Job, lease: str, status: str, **fields: str | None) -> None:
         with self.database.session() as session:
@@ -175,3 +177,11 @@ class JobRunner:
             released = records.release_ready(session, job.run_id)
             records.finish_run_if_complete(session, job.run_id)
         self.send(released)
+
+
+def _release_device_memory() -> None:
+    """Hand cached GPU memory back after each job, so that one job's peak (or an out-of-memory
+    failure) does not squeeze the next. Only when torch is loaded and CUDA is in use."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
