@@ -87,24 +87,24 @@ def datasets_data(session: Session) -> dict[str, Any]:
     }
 
 
-@pages.get("/jobs")
-async def jobs_page(
-    request: Request, session: SessionDep, active: int = 0, run: QueryId | None = None
-) -> Response:
-    data = jobs_data(session, _timeout(request), bool(active), run)
-    return render(request, "jobs.html", data, None, partial="_jobs_table.html")
-
-
-@pages.get("/jobs.json")
-async def jobs_json(
-    request: Request, session: SessionDep, active: int = 0, run: QueryId | None = None
-) -> Response:
-    data = jobs_data(session, _timeout(request), bool(active), run)
-    return render(request, "jobs.html", {"jobs": data["jobs"], "workers": data["workers"]}, "json")
+def _format(request: Request) -> str | None:
+    """A listing and its ``.json`` twin share one handler (both paths are registered)."""
+    return "json" if request.url.path.endswith(".json") else None
 
 
 def _timeout(request: Request) -> float:
     return request.app.state.settings.heartbeat_timeout
+
+
+@pages.get("/jobs")
+@pages.get("/jobs.json")
+async def jobs_page(
+    request: Request, session: SessionDep, active: int = 0, run: QueryId | None = None
+) -> Response:
+    data = jobs_data(session, _timeout(request), bool(active), run)
+    if _format(request) == "json":
+        data = {"jobs": data["jobs"], "workers": data["workers"]}
+    return render(request, "jobs.html", data, _format(request), partial="_jobs_table.html")
 
 
 @pages.get("/jobs/{job_ref}")
@@ -118,23 +118,15 @@ async def job_page(request: Request, session: SessionDep, job_ref: str) -> Respo
 
 
 @pages.get("/models")
-async def models_page(request: Request, session: SessionDep) -> Response:
-    return render(request, "models.html", models_data(session), None)
-
-
 @pages.get("/models.json")
-async def models_json(request: Request, session: SessionDep) -> Response:
-    return render(request, "models.html", models_data(session), "json")
+async def models_page(request: Request, session: SessionDep) -> Response:
+    return render(request, "models.html", models_data(session), _format(request))
 
 
 @pages.get("/datasets")
-async def datasets_page(request: Request, session: SessionDep) -> Response:
-    return render(request, "datasets.html", datasets_data(session), None)
-
-
 @pages.get("/datasets.json")
-async def datasets_json(request: Request, session: SessionDep) -> Response:
-    return render(request, "datasets.html", datasets_data(session), "json")
+async def datasets_page(request: Request, session: SessionDep) -> Response:
+    return render(request, "datasets.html", datasets_data(session), _format(request))
 
 
 @pages.get("/runs/new")
