@@ -1,6 +1,6 @@
 """Real worker processes: killed mid-sweep, cancelled mid-job, and two at once on PostgreSQL.
 
-The model sleeps 0.3 s per forward pass (``tests.tiny_models:slow_red_detector``) so that a sweep
+The model sleeps 0.5 s per batch (``tests.tiny_models:slow_red_detector``) so that a sweep
 is still running when the test kills or cancels it.
 """
 

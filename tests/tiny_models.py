@@ -123,5 +123,5 @@ class Pause(nn.Module):
 
 
 def slow_red_detector() -> nn.Sequential:
-    """red_detector behind a 0.3 s pause per batch; its ReLUs are layers "2" and "5"."""
-    return nn.Sequential(Pause(0.3), *red_detector())
+    """red_detector behind a 0.5 s pause per batch; its ReLUs are layers "2" and "5"."""
+    return nn.Sequential(Pause(0.5), *red_detector())
