@@ -191,3 +191,21 @@ def test_cancel_a_run_from_the_browser(lab):
     assert drain(settings) >= 1 and all(job.attempts == 0 for job in jobs(settings))
     listed = web.get("/jobs.json").json()["jobs"]
     assert json.dumps(listed).count('"cancelled"') >= len(started["jobs"])
+
+
+def test_registering_a_changed_folder_again_registers_it_anew(lab):
+    settings = settings_for(lab / "data")
+    web = client_for(lab)
+    folder = {"path": str(lab / "images" / "squares")}
+    first = web.post("/api/datasets", json=folder).json()
+    assert web.post("/api/datasets", json=folder).json()["id"] == first["id"]  # while queued
+    drain(settings)
+    before = web.get(f"/api/jobs/{first['id']}").json()["result"]["dataset"]
+    (lab / "images" / "squares" / "red" / "new.png").write_bytes(
+        (lab / "images" / "squares" / "red" / "000.png").read_bytes()
+    )
+    again = web.post("/api/datasets", json=folder).json()
+    assert again["id"] == first["id"] and again["status"] == "queued"  # the same job, re-run
+    drain(settings)
+    after = web.get(f"/api/jobs/{first['id']}").json()["result"]
+    assert after["dataset"] != before and after["images"] == 13

@@ -32,6 +32,9 @@ class JobSpec:
     run_id: int | None = None
     depends_on: tuple[int, ...] = ()
     max_attempts: int = 3
+    # Work that looks at files which may have changed (registering a model or a folder) runs
+    # again when asked again after it finished; a finished analysis job never does.
+    repeatable: bool = False
 
     @property
     def key(self) -> str:
@@ -42,8 +45,9 @@ class JobSpec:
 def submit(session: Session, spec: JobSpec) -> tuple[Job, bool]:
     """The job for ``spec``, created or found; and whether it now needs a queue message.
 
-    A job found failed or cancelled is revived (the user asked for the work again); a job found
-    waiting, queued, running or done is returned as it is. A concurrent insert of the same key
+    A job found failed or cancelled is revived (the user asked for the work again), and so is a
+    finished ``repeatable`` one; otherwise a job found waiting, queued, running or done is
+    returned as it is. A concurrent insert of the same key
     raises ``IntegrityError`` on flush: the caller retries, and then finds the row.
     """
     job = session.scalar(select(Job).where(Job.key == spec.key))
@@ -65,7 +69,7 @@ def submit(session: Session, spec: JobSpec) -> tuple[Job, bool]:
         session.add(job)
         session.flush()
         return job, ready
-    if job.status in REVIVABLE:
+    if job.status in REVIVABLE or (spec.repeatable and job.status == "done"):
         job.status = "queued" if ready else "waiting"
         job.queued = utcnow() if ready else None
         job.depends_on = list(spec.depends_on)
@@ -75,6 +79,7 @@ def submit(session: Session, spec: JobSpec) -> tuple[Job, bool]:
         job.worker = None
         job.lease = None
         job.finished = None
+        job.result = {}
         job.message = "submitted again"
         session.flush()
         return job, ready

@@ -133,14 +133,17 @@ def register_model(session: Session, settings: Settings, request: ModelRequest) 
         "mean": request.mean,
         "std": request.std,
     }
-    return submit(session, JobSpec(kind="register_model", identity=params, params=params))
+    spec = JobSpec(kind="register_model", identity=params, params=params, repeatable=True)
+    return submit(session, spec)
 
 
 def register_dataset(session: Session, settings: Settings, raw_path: str) -> tuple[Job, bool]:
     """Queue a job that scans and fingerprints an image folder."""
     root = str(allowed_path(settings, raw_path, "image folder", directory=True))
+    params = {"root": root}
     return submit(
-        session, JobSpec(kind="register_dataset", identity={"root": root}, params={"root": root})
+        session,
+        JobSpec(kind="register_dataset", identity=params, params=params, repeatable=True),
     )
 
 
