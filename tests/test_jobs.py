@@ -195,3 +195,11 @@ def test_analyze_queue_wait_shows_progress_until_workers_finish(capsys, data_dir
     assert "run 1: done" in captured.out
     assert "sweep (1/1 jobs)" in captured.err and "100%" in captured.err  # the terminal bars
     assert "indexes (2/2 jobs)" in captured.err
+
+
+def test_computing_in_process_a_run_that_workers_hold_is_refused(capsys, data_dir, square_folder):
+    queued = queue_run(capsys, square_folder)
+    assert main(["analyze", *ANALYSIS, "--data", str(square_folder)]) == 1
+    error = capsys.readouterr().err
+    assert f"run {queued['run']} is being computed by queued jobs" in error
+    assert run_status(settings_for(data_dir), queued["run"]) == "queued"  # untouched
