@@ -203,3 +203,32 @@ def test_computing_in_process_a_run_that_workers_hold_is_refused(capsys, data_di
     error = capsys.readouterr().err
     assert f"run {queued['run']} is being computed by queued jobs" in error
     assert run_status(settings_for(data_dir), queued["run"]) == "queued"  # untouched
+
+
+def test_a_worker_reuses_its_loaded_model_only_while_the_weights_file_is_unchanged(tmp_path):
+    from analysis.models import load_model
+    from analysis.safetensors_io import save_safetensors
+    from server.jobs.handlers import JobInputError, ModelCache
+    from server.models import Model
+    from tests.tiny_models import red_detector
+
+    weights = tmp_path / "red.safetensors"
+    save_safetensors(red_detector().state_dict(), weights)
+    loaded = load_model("tests.tiny_models:red_detector", weights=weights, input_size=32)
+    model = Model(
+        id=1,
+        spec=loaded.spec,
+        weights_path=str(weights),
+        weights_sha256=loaded.weights_sha256,
+        input_size=32,
+        mean=list(loaded.input.mean),
+        std=list(loaded.input.std),
+    )
+    cache = ModelCache()
+    first, layers = cache.load(model)
+    assert cache.load(model)[0] is first and [layer.name for layer in layers][:2] == ["0", "1"]
+    changed = red_detector().state_dict()
+    changed["0.bias"] = changed["0.bias"] + 1.0
+    save_safetensors(changed, weights)
+    with pytest.raises(JobInputError, match="changed since they were registered"):
+        cache.load(model)

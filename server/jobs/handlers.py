@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -20,7 +21,7 @@ from analysis.safetensors_io import parse_safetensors, safetensors_bytes
 from analysis.sweep import SweepResult, merge_sweeps
 from server.artifacts import ArtifactStore
 from server.db import Database
-from server.models import Job, Run
+from server.models import Job, Model, Run
 from server.pipeline import (
     AnalysisSettings,
     Progress,
@@ -37,6 +38,51 @@ class JobInputError(ValueError):
     """The job's inputs are not what was registered (files changed or disappeared)."""
 
 
+class ModelCache:
+    """The last model a worker loaded, with its layer list, kept for the next job of the same run.
+
+    Loading and hashing the weights and tracing the receptive fields can take longer than a
+    shard's sweep on a GPU. The cached copy is used only while the files it came from are
+    unchanged (same size and modification time), so a changed file is still refused.
+    """
+
+    def __init__(self) -> None:
+        self._key: tuple[Any, ...] | None = None
+        self._value: tuple[LoadedModel, list[LayerInfo]] | None = None
+
+    def load(self, model: Model) -> tuple[LoadedModel, list[LayerInfo]]:
+        key = (model.id, model.weights_sha256, _stamp(model.weights_path), _stamp(model.spec))
+        if key != self._key or self._value is None:
+            self._key, self._value = None, None  # free the old model before loading the next
+            loaded = load_model(
+                model.spec,
+                weights=model.weights_path,
+                input_size=model.input_size,
+                mean=tuple(model.mean),
+                std=tuple(model.std),
+            )
+            if loaded.weights_sha256 != model.weights_sha256:
+                raise JobInputError(
+                    f"the weights of model {model.id} ({model.weights_path or model.spec}) "
+                    "changed since they were registered; register the model again to analyse "
+                    "the new weights"
+                )
+            self._key = key
+            self._value = (loaded, list_layers(loaded.module, loaded.input.size))
+        return self._value
+
+
+def _stamp(path: str | None) -> tuple[int, int] | None:
+    """Size and modification time of a file, if ``path`` names one."""
+    if not path:
+        return None
+    try:
+        stat = Path(path).stat()
+    except (OSError, ValueError):
+        return None
+    return stat.st_size, stat.st_mtime_ns
+
+
 @dataclass
 class JobContext:
     """What a handler gets: its job (a detached copy), storage, and where to report progress."""
@@ -46,6 +92,7 @@ class JobContext:
     store: ArtifactStore
     settings: AnalysisSettings
     progress: Progress
+    models: ModelCache = field(default_factory=ModelCache)
 
 
 @dataclass
@@ -56,28 +103,15 @@ class RunInputs:
     layers: list[LayerInfo]
 
 
-def open_run_inputs(run: Run) -> RunInputs:
+def open_run_inputs(run: Run, models: ModelCache) -> RunInputs:
     """Load a run's model and dataset as registered, refusing files that changed since."""
-    model = run.model
-    loaded = load_model(
-        model.spec,
-        weights=model.weights_path,
-        input_size=model.input_size,
-        mean=tuple(model.mean),
-        std=tuple(model.std),
-    )
-    if loaded.weights_sha256 != model.weights_sha256:
-        raise JobInputError(
-            f"the weights of model {model.id} ({model.weights_path or model.spec}) changed since "
-            "they were registered; register the model again to analyse the new weights"
-        )
+    loaded, available = models.load(run.model)
     folder = scan_image_folder(run.dataset.root)
     if folder.fingerprint() != run.dataset.fingerprint:
         raise JobInputError(
             f"the image folder {run.dataset.root} changed since it was registered (files added, "
             "removed or modified); register it again to analyse it as it is now"
         )
-    available = list_layers(loaded.module, loaded.input.size)
     return RunInputs(loaded, folder, available, select_layers(available, run.params["layers"]))
 
 
@@ -90,7 +124,7 @@ def run_sweep_shard(context: JobContext) -> dict[str, Any]:
     )
     with context.database.session() as session:
         run = _run_of(session, context.job)
-        inputs = open_run_inputs(run)
+        inputs = open_run_inputs(run, context.models)
         started = time.perf_counter()
         result = sweep_images(
             inputs.loaded,
@@ -118,7 +152,7 @@ def run_merge(context: JobContext) -> dict[str, Any]:
         shard_jobs = sorted(shard_jobs, key=lambda job: job.params["start"])
         shards = [_load_shard(context.store, job.result["shard"]) for job in shard_jobs]
         merged = merge_sweeps(shards)
-        inputs = open_run_inputs(run)
+        inputs = open_run_inputs(run, context.models)
         started = time.perf_counter()
         store_features(
             session,
@@ -146,7 +180,7 @@ def run_indexes(context: JobContext) -> dict[str, Any]:
     name = context.job.params["layer"]
     with context.database.session() as session:
         run = _run_of(session, context.job)
-        inputs = open_run_inputs(run)
+        inputs = open_run_inputs(run, context.models)
         layer = next(layer for layer in inputs.layers if layer.name == name)
         by_name = {info.name: info for info in inputs.available}
         started = time.perf_counter()

@@ -14,14 +14,14 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import update
 
 from server.artifacts import ArtifactStore
 from server.db import Database
 from server.jobs import records
-from server.jobs.handlers import HANDLERS, JobContext
+from server.jobs.handlers import HANDLERS, JobContext, ModelCache
 from server.models import Job, Run
 from server.pipeline import AnalysisSettings
 
@@ -109,6 +109,7 @@ class JobRunner:
     heartbeat_interval: float
     send: Callable[[Iterable[int]], None]
     current_job: int | None = None
+    models: ModelCache = field(default_factory=ModelCache)
 
     def __call__(self, job_id: int) -> None:
         with self.database.session() as session:
@@ -131,7 +132,7 @@ class JobRunner:
         self.current_job = job.id
         try:
             context = JobContext(
-                job, self.database, self.store, self.settings, JobProgress(monitor)
+                job, self.database, self.store, self.settings, JobProgress(monitor), self.models
             )
             result = HANDLERS[job.kind](context)
         except JobCancelledError:
