@@ -125,16 +125,17 @@ def run_sweep_shard(context: JobContext) -> dict[str, Any]:
     with context.database.session() as session:
         run = _run_of(session, context.job)
         inputs = open_run_inputs(run, context.models)
-        started = time.perf_counter()
-        result = sweep_images(
-            inputs.loaded,
-            inputs.folder,
-            inputs.layers,
-            run,
-            settings,
-            context.progress,
-            indices=range(params["start"], params["end"]),
-        )
+    # No transaction stays open through the sweep, which only reads images.
+    started = time.perf_counter()
+    result = sweep_images(
+        inputs.loaded,
+        inputs.folder,
+        inputs.layers,
+        run,
+        settings,
+        context.progress,
+        indices=range(params["start"], params["end"]),
+    )
     tensors, metadata = result.to_tensors()
     key = context.store.put_bytes(safetensors_bytes(tensors, metadata), "safetensors")
     return {
