@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 ALEMBIC_DIR = Path(__file__).resolve().parent.parent / "alembic"
 # Any fixed 64-bit number, the same in every process that migrates ('nscope' in ASCII).
-MIGRATION_LOCK = 0x6E73636F7065
+SCHEMA_LOCK = 0x6E73636F7065
 
 
 def make_engine(url: str) -> Engine:
@@ -50,23 +50,24 @@ def upgrade(url: str, revision: str = "head") -> None:
 
     Servers and workers starting together all call this; a lock lets one migrate at a time.
     """
-    with migration_lock(url):
+    with schema_lock(url):
         command.upgrade(alembic_config(url), revision)
 
 
 @contextmanager
-def migration_lock(url: str) -> Iterator[None]:
-    """A PostgreSQL advisory lock, or a file lock beside a SQLite database."""
+def schema_lock(url: str) -> Iterator[None]:
+    """One process at a time changes the schema (our migrations, the queue's tables): a
+    PostgreSQL advisory lock, or a file lock beside a SQLite database."""
     if url.startswith("postgresql"):
         engine = create_engine(url)
         try:
             with engine.connect() as connection:
-                connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK})
+                connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": SCHEMA_LOCK})
                 try:
                     yield
                 finally:
                     connection.execute(
-                        text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK}
+                        text("SELECT pg_advisory_unlock(:key)"), {"key": SCHEMA_LOCK}
                     )
         finally:
             engine.dispose()

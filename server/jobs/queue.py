@@ -18,6 +18,7 @@ from huey.serializer import Serializer
 from sqlalchemy.engine import make_url
 
 from server.config import Settings
+from server.db import schema_lock
 
 QUEUE_NAME = "neuronscope"
 TASK_NAME = "run_job"
@@ -58,7 +59,8 @@ def create_huey(settings: Settings) -> Huey:
     url = make_url(settings.database_url)
     if url.get_backend_name() == "postgresql":
         dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
-        return PostgresHuey(QUEUE_NAME, dsn=dsn, **options)
+        with schema_lock(settings.database_url):  # it creates its tables if they are missing
+            return PostgresHuey(QUEUE_NAME, dsn=dsn, **options)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     return SqliteHuey(QUEUE_NAME, filename=str(settings.data_dir / "queue.db"), **options)
 
