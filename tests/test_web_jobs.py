@@ -192,6 +192,15 @@ def test_cancel_a_run_from_the_browser(lab):
     listed = web.get("/jobs.json").json()["jobs"]
     assert json.dumps(listed).count('"cancelled"') >= len(started["jobs"])
 
+    page = web.get(f"/runs/{started['run']}").text
+    assert f'action="/runs/{started["run"]}/resume"' in page  # and run it again after all
+    resumed = web.post(f"/runs/{started['run']}/resume", follow_redirects=False)
+    assert resumed.status_code == 303 and run_status(settings, started["run"]) == "queued"
+    drain(settings)
+    assert run_status(settings, started["run"]) == "done"
+    again = web.post(f"/api/runs/{started['run']}/resume")
+    assert again.status_code == 400 and "only a failed or cancelled run" in again.json()["detail"]
+
 
 def test_registering_a_changed_folder_again_registers_it_anew(lab):
     settings = settings_for(lab / "data")

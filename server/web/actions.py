@@ -22,7 +22,7 @@ from server.jobs.planning import PlanOptions, plan_analysis
 from server.jobs.records import JobSpec, request_cancel, submit
 from server.jobs.service import submit_work
 from server.models import Dataset, Job, Model
-from server.queries import get_job, job_record
+from server.queries import get_job, get_run, job_record
 from server.registry import RunParams, find_or_create_run
 
 TOKEN_COOKIE = "neuronscope_token"
@@ -189,6 +189,20 @@ def start_run(session: Session, request: RunRequest) -> tuple[int, list[Job], li
     jobs, to_send = plan_analysis(session, run, options)
     session.flush()
     return run.id, jobs, to_send
+
+
+def resume_run(session: Session, run_id: int) -> tuple[list[Job], list[int]]:
+    """Queue a failed or cancelled run again: its failed and cancelled jobs are revived, its
+    finished ones kept (the same plan: shards, batch size, and indexes if it had them)."""
+    run = get_run(session, run_id)
+    if run.status not in ("failed", "cancelled"):
+        raise ActionError(f"run {run_id} is {run.status}; only a failed or cancelled run resumes")
+    kinds = set(session.scalars(select(Job.kind).where(Job.run_id == run_id)))
+    if not kinds:
+        raise ActionError(f"run {run_id} was computed on the command line; run it there again")
+    jobs, to_send = plan_analysis(session, run, PlanOptions(indexes="indexes" in kinds))
+    session.flush()
+    return jobs, to_send
 
 
 def cancel_job(session: Session, job_id: int) -> dict[str, Any]:

@@ -242,6 +242,23 @@ async def cancel_run_form(
     return _redirect(request, f"/runs/{run_id}", token)
 
 
+@pages.post("/runs/{run_id}/resume")
+async def resume_run_form(
+    request: Request, run_id: RunId, token: OptionalFormText = None
+) -> Response:
+    check_write_access(request, token)
+    _resume_run(request, run_id)
+    return _redirect(request, f"/runs/{run_id}", token)
+
+
+def _resume_run(request: Request, run_id: int) -> dict[str, Any]:
+    def plan(session: Session) -> tuple[dict[str, Any], list[int]]:
+        jobs, to_send = actions.resume_run(session, run_id)
+        return {"run": run_id, "jobs": [job_record(job) for job in jobs]}, to_send
+
+    return submit_work(request.app.state.database, request.app.state.queue, plan)
+
+
 def _start_run(request: Request, run: RunRequest) -> dict[str, Any]:
     def plan(session: Session) -> tuple[dict[str, Any], list[int]]:
         run_id, jobs, to_send = actions.start_run(session, run)
@@ -367,6 +384,12 @@ async def api_register_dataset(request: Request, body: DatasetBody) -> dict[str,
 async def api_start_run(request: Request, body: RunBody) -> dict[str, Any]:
     check_write_access(request)
     return _start_run(request, RunRequest(**body.model_dump()))
+
+
+@api.post("/runs/{run_id}/resume", summary="Queue a failed or cancelled run again")
+async def api_resume_run(request: Request, run_id: RunId) -> dict[str, Any]:
+    check_write_access(request)
+    return _resume_run(request, run_id)
 
 
 @api.post("/runs/{run_id}/cancel", summary="Cancel a run's unfinished jobs")
