@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -298,13 +299,19 @@ def requeue_stale(session: Session, timeout: timedelta) -> list[int]:
     return requeued
 
 
-def queued_without_message(session: Session, pending: set[int], older_than: datetime) -> list[int]:
+def queued_without_message(
+    session: Session, pending: Callable[[], set[int]], older_than: datetime
+) -> list[int]:
     """Queued jobs the queue has no message for (a worker died between taking the message and
-    claiming the job, or a sender died between committing and sending)."""
+    claiming the job, or a sender died between committing and sending). ``pending`` reads the
+    queue's messages, which is only worth doing when some job has waited that long."""
     queued = session.scalars(
         select(Job.id).where(Job.status == "queued", Job.queued < older_than)
     ).all()
-    return [job_id for job_id in queued if job_id not in pending]
+    if not queued:
+        return []
+    waiting = pending()
+    return [job_id for job_id in queued if job_id not in waiting]
 
 
 def report_worker(session: Session, name: str, device: str, job_id: int | None) -> None:

@@ -82,7 +82,7 @@ class Reaper:
             released = records.release_ready(session)
             records.finish_complete_runs(session)
             lost = records.queued_without_message(
-                session, self.queue.pending_job_ids(), utcnow() - self.timeout
+                session, self.queue.pending_job_ids, utcnow() - self.timeout
             )
         for job_id in requeued:
             log.warning("job %s: its worker stopped heart-beating; re-queued", job_id)

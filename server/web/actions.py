@@ -191,7 +191,7 @@ def start_run(session: Session, request: RunRequest) -> tuple[int, list[Job], li
     return run.id, jobs, to_send
 
 
-def resume_run(session: Session, run_id: int) -> tuple[list[Job], list[int]]:
+def resume_run(session: Session, run_id: int) -> tuple[int, list[Job], list[int]]:
     """Queue a failed or cancelled run again: its failed and cancelled jobs are revived, its
     finished ones kept (the same plan: shards, batch size, and indexes if it had them)."""
     run = get_run(session, run_id)
@@ -202,7 +202,7 @@ def resume_run(session: Session, run_id: int) -> tuple[list[Job], list[int]]:
         raise ActionError(f"run {run_id} was computed on the command line; run it there again")
     jobs, to_send = plan_analysis(session, run, PlanOptions(indexes="indexes" in kinds))
     session.flush()
-    return jobs, to_send
+    return run.id, jobs, to_send
 
 
 def cancel_job(session: Session, job_id: int) -> dict[str, Any]:

@@ -7,6 +7,7 @@ themselves through htmx and stop once nothing is left to wait for.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Query, Request
@@ -219,7 +220,7 @@ async def start_run_form(
         batch_size=_required_int(batch_size, "the batch size"),
         indexes=bool(indexes),
     )
-    run_id = _start_run(request, run)["run"]
+    run_id = _submit_run(request, lambda session: actions.start_run(session, run))["run"]
     return _redirect(request, f"/runs/{run_id}", token)
 
 
@@ -247,21 +248,15 @@ async def resume_run_form(
     request: Request, run_id: RunId, token: OptionalFormText = None
 ) -> Response:
     check_write_access(request, token)
-    _resume_run(request, run_id)
+    _submit_run(request, lambda session: actions.resume_run(session, run_id))
     return _redirect(request, f"/runs/{run_id}", token)
 
 
-def _resume_run(request: Request, run_id: int) -> dict[str, Any]:
+def _submit_run(request: Request, action: Callable[[Session], Any]) -> dict[str, Any]:
+    """Plan a run's jobs with ``action`` (start or resume), commit, send; the run and its jobs."""
+
     def plan(session: Session) -> tuple[dict[str, Any], list[int]]:
-        jobs, to_send = actions.resume_run(session, run_id)
-        return {"run": run_id, "jobs": [job_record(job) for job in jobs]}, to_send
-
-    return submit_work(request.app.state.database, request.app.state.queue, plan)
-
-
-def _start_run(request: Request, run: RunRequest) -> dict[str, Any]:
-    def plan(session: Session) -> tuple[dict[str, Any], list[int]]:
-        run_id, jobs, to_send = actions.start_run(session, run)
+        run_id, jobs, to_send = action(session)
         return {"run": run_id, "jobs": [job_record(job) for job in jobs]}, to_send
 
     return submit_work(request.app.state.database, request.app.state.queue, plan)
@@ -383,13 +378,14 @@ async def api_register_dataset(request: Request, body: DatasetBody) -> dict[str,
 @api.post("/runs", summary="Start (or find) a run: returns it and its jobs")
 async def api_start_run(request: Request, body: RunBody) -> dict[str, Any]:
     check_write_access(request)
-    return _start_run(request, RunRequest(**body.model_dump()))
+    run = RunRequest(**body.model_dump())
+    return _submit_run(request, lambda session: actions.start_run(session, run))
 
 
 @api.post("/runs/{run_id}/resume", summary="Queue a failed or cancelled run again")
 async def api_resume_run(request: Request, run_id: RunId) -> dict[str, Any]:
     check_write_access(request)
-    return _resume_run(request, run_id)
+    return _submit_run(request, lambda session: actions.resume_run(session, run_id))
 
 
 @api.post("/runs/{run_id}/cancel", summary="Cancel a run's unfinished jobs")
