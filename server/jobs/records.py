@@ -48,8 +48,8 @@ def submit(session: Session, spec: JobSpec) -> tuple[Job, bool]:
 
     A job found failed or cancelled is revived (the user asked for the work again), and so is a
     finished ``repeatable`` one; otherwise a job found waiting, queued, running or done is
-    returned as it is. A concurrent insert of the same key
-    raises ``IntegrityError`` on flush: the caller retries, and then finds the row.
+    returned as it is. A concurrent insert of the same key raises ``IntegrityError`` on flush:
+    the caller retries, and then finds the row.
     """
     job = session.scalar(select(Job).where(Job.key == spec.key))
     ready = dependencies_done(session, spec.depends_on)
