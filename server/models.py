@@ -200,6 +200,39 @@ class NeuronIndex(Base):
 Index("ix_neuron_index_name_value", NeuronIndex.name, NeuronIndex.value)
 
 
+class FeatureVis(Base):
+    """One feature visualisation: an image optimised to excite a unit (SPEC §7).
+
+    ``target`` is a layer name (``unit`` is a channel) or ``@output`` / ``@output[i]`` (``unit``
+    is a class). ``params_key`` hashes every setting that changes the image, so the same request
+    finds the stored result; ``variant`` numbers the images of a diverse set (0 when single).
+    ``activation`` is the unit's response to the image, ``random_activation`` its mean response
+    to random images of the same parameterisation.
+    """
+
+    __tablename__ = "feature_vis"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("run.id", ondelete="CASCADE"))
+    target: Mapped[str] = mapped_column(String(300))
+    unit: Mapped[int] = mapped_column(Integer)
+    objective: Mapped[str] = mapped_column(String(40))
+    method: Mapped[str] = mapped_column(String(20))
+    params_key: Mapped[str] = mapped_column(String(64))
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    variant: Mapped[int] = mapped_column(Integer, default=0)
+    image_key: Mapped[str] = mapped_column(String(80))
+    activation: Mapped[float] = mapped_column(Float)
+    random_activation: Mapped[float] = mapped_column(Float)
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint(
+            "run_id", "target", "unit", "params_key", "variant", name="uq_feature_vis_image"
+        ),
+    )
+
+
 # A job's life: ``waiting`` for the jobs it depends on, ``queued`` for a worker, ``running``
 # (``cancelling`` once a cancel is asked), then one of the final states.
 JOB_ACTIVE = ("waiting", "queued", "running", "cancelling")

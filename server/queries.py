@@ -15,6 +15,7 @@ from server.artifacts import ArtifactStore
 from server.models import (
     JOB_ACTIVE,
     DatasetImage,
+    FeatureVis,
     Job,
     Layer,
     Neuron,
@@ -105,6 +106,7 @@ def neuron_detail(
             TopActivation.value,
             TopActivation.row,
             TopActivation.col,
+            TopActivation.image_index,
             DatasetImage.path,
             DatasetImage.label,
         )
@@ -132,16 +134,64 @@ def neuron_detail(
             {
                 "rank": rank,
                 "image": path,
+                "image_index": index,
                 "label": label,
                 "value": value,
                 "row": row,
                 "col": col,
                 "window": [oy + row * sy, oy + row * sy + hy, ox + col * sx, ox + col * sx + hx],
             }
-            for rank, value, row, col, path, label in rows
+            for rank, value, row, col, index, path, label in rows
         ],
         "indexes": neuron_indexes(session, neuron.id),
+        "feature_vis": feature_visualisations(session, store, run_id, layer.name, channel),
     }
+
+
+def feature_visualisations(
+    session: Session, store: ArtifactStore, run_id: int, target: str, unit: int
+) -> list[dict[str, Any]]:
+    """Every stored visualisation of one unit, newest settings first, a diverse set in order.
+
+    ``png`` is the image's absolute path (as ``nf`` is), ``key`` its artifact key.
+    """
+    found = session.scalars(
+        select(FeatureVis)
+        .where(FeatureVis.run_id == run_id, FeatureVis.target == target, FeatureVis.unit == unit)
+        .order_by(FeatureVis.id)
+    ).all()
+    newest = {row.params_key: row.id for row in found}  # a set's newest row: its last
+    rows = sorted(found, key=lambda row: (-newest[row.params_key], row.variant))
+    return [
+        {
+            "objective": row.objective,
+            "method": row.method,
+            "png": str(store.path(row.image_key)),
+            "key": row.image_key,
+            "steps": row.params.get("steps"),
+            "size": row.params.get("size"),
+            "diversity": row.params.get("diversity", 0),
+            "variant": row.variant,
+            "activation": row.activation,
+            "random_activation": row.random_activation,
+            "params": row.params,
+        }
+        for row in rows
+    ]
+
+
+def latest_visualisations(session: Session, run_id: int, target: str) -> dict[int, str]:
+    """Per unit of ``target``, the image key of its newest single (non-diverse) visualisation."""
+    rows = session.execute(
+        select(FeatureVis.unit, FeatureVis.image_key, FeatureVis.params)
+        .where(FeatureVis.run_id == run_id, FeatureVis.target == target, FeatureVis.variant == 0)
+        .order_by(FeatureVis.created, FeatureVis.id)
+    ).all()
+    latest: dict[int, str] = {}
+    for unit, key, params in rows:
+        if not params.get("diversity"):
+            latest[unit] = key
+    return latest
 
 
 def neuron_indexes(session: Session, neuron_id: int) -> dict[str, Any]:
@@ -250,7 +300,7 @@ def run_stages(session: Session, run_id: int) -> list[dict[str, Any]]:
             stage["error"] = job.error.split("\n", 1)[0]
     for stage in stages.values():
         stage["progress"] = round(stage["progress"] / stage["jobs"], 4)
-    order = {"sweep": 0, "merge": 1, "indexes": 2}
+    order = {"sweep": 0, "merge": 1, "indexes": 2, "featureviz": 3, "dream": 4}
     return sorted(stages.values(), key=lambda stage: order.get(stage["kind"], 9))
 
 

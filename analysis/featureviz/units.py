@@ -9,6 +9,8 @@ visualisation that truly drives its neuron from one that merely exists.
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from enum import StrEnum
@@ -70,6 +72,13 @@ class RenderSettings:
     method: Method = Method.GRADIENT
     seed: int = 0
     random_samples: int = 4
+    # The size at which the network sees the images. None: channels are seen at the image's own
+    # size (as Lucid does: one image pixel is one input pixel, the scale of the NFs), classes at
+    # the model's input size (a classifier head may need it). Lucent upsamples to 224 instead.
+    view_size: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "method", Method(self.method))  # accept "gradient" as well
 
     def as_params(self) -> dict[str, Any]:
         return {**asdict(self), "method": self.method.value}
@@ -77,6 +86,17 @@ class RenderSettings:
     @property
     def images_per_unit(self) -> int:
         return max(1, self.diversity)
+
+    @property
+    def population_factor(self) -> float:
+        """Cost of a step relative to a gradient step: the genetic search forwards a population
+        of images per unit but takes no gradients (a backward costs about one forward)."""
+        return GeneticSettings().population / 2 if self.method is Method.XDREAM else 1.0
+
+    def view(self, target: Target, input_spec: InputSpec) -> tuple[int, int]:
+        """The (height, width) at which the network sees the images of ``target``."""
+        size = self.view_size or (self.size if target.layer is not None else input_spec.size)
+        return size, size
 
 
 @dataclass
@@ -124,6 +144,33 @@ def visualize_units(
         yield _visualize_batch(model, target, batch, input_spec, settings, step)
 
 
+def estimate_seconds(
+    model: nn.Module,
+    target: Target,
+    count: int,
+    input_spec: InputSpec,
+    settings: RenderSettings = RenderSettings(),
+    batch_size: int | None = None,
+) -> float:
+    """Seconds ``visualize_units`` will take for ``count`` units, from two timed trial steps of a
+    full batch (the first step, which warms caches up, is not counted)."""
+    device = model_device(model)
+    per_unit = settings.images_per_unit
+    chunk = max(1, (batch_size or default_batch_size(device)) // per_unit)
+    trial = min(count, chunk)
+    objective = unit_objective(target, [0] * trial * per_unit)
+    images = fourier_image(trial * per_unit, settings.size, device=device)
+    view = settings.view(target, input_spec)
+    render(model, objective, images, input_spec, steps=1, view_size=view)
+    started = time.perf_counter()
+    render(model, objective, images, input_spec, steps=2, redirect_steps=0, view_size=view)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    per_step = (time.perf_counter() - started) / 2
+    factor = settings.population_factor
+    return per_step * factor * settings.steps * math.ceil(count / chunk)
+
+
 def default_batch_size(device: torch.device) -> int:
     """Images per batch: bounded on a CPU (larger batches gain nothing there), and on a GPU as
     many as fit in three quarters of its free memory at a conservative 24 MiB per image."""
@@ -145,7 +192,10 @@ def _visualize_batch(
     per_image = [unit for unit in units for _ in range(per_unit)]
     objective = unit_objective(target, per_image)
     device = model_device(model)
-    random_scores = _random_scores(model, objective, len(per_image), input_spec, settings, device)
+    view = settings.view(target, input_spec)
+    random_scores = _random_scores(
+        model, objective, len(per_image), input_spec, settings, device, view
+    )
     if settings.method is Method.XDREAM:
         images, scores = _evolve(model, target, units, input_spec, settings, device, progress)
     else:
@@ -165,6 +215,7 @@ def _visualize_batch(
             lr=settings.lr,
             seed=settings.seed,
             progress=progress,
+            view_size=view,
         )
         images = result.images
         # Scores without the diversity term: the unit's own activation.
@@ -193,6 +244,7 @@ def _random_scores(
     input_spec: InputSpec,
     settings: RenderSettings,
     device: torch.device,
+    view: tuple[int, int],
 ) -> torch.Tensor:
     """Each image's objective averaged over random Fourier images (the optimiser's start)."""
     generator = torch.Generator().manual_seed(settings.seed + 1)
@@ -203,7 +255,7 @@ def _random_scores(
         )
         with torch.no_grad():
             images = param.images()
-        total += evaluate(model, objective, images, input_spec, autocast=device.type == "cuda")
+        total += evaluate(model, objective, images, input_spec, device.type == "cuda", view)
     return total / max(1, settings.random_samples)
 
 
@@ -223,9 +275,10 @@ def _evolve(
     population = [unit for unit in searches for _ in range(genetic.population)]
     objective = unit_objective(target, population)
     autocast = device.type == "cuda"
+    view = settings.view(target, input_spec)
 
     def scorer(images: torch.Tensor) -> torch.Tensor:
-        return evaluate(model, objective, images, input_spec, autocast).to(device)
+        return evaluate(model, objective, images, input_spec, autocast, view).to(device)
 
     template = fourier_image(1, settings.size, decay=settings.decay, device=device)
     with frozen(model):
@@ -238,7 +291,6 @@ def _evolve(
             seed=settings.seed,
             progress=progress,
         )
-    scores = evaluate(
-        model, unit_objective(target, searches), found.images.to(device), input_spec, autocast
-    )
+    own = unit_objective(target, searches)
+    scores = evaluate(model, own, found.images.to(device), input_spec, autocast, view)
     return found.images, scores

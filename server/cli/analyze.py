@@ -33,6 +33,13 @@ def add_commands(commands: Any) -> None:
     analyze.add_argument(
         "--no-indexes", action="store_true", help="skip selectivity indexes and physiology"
     )
+    analyze.add_argument(
+        "--featureviz",
+        action="store_true",
+        help="also render a feature visualisation of every analysed neuron (slow on a CPU)",
+    )
+    analyze.add_argument("--fv-steps", type=int, help="with --featureviz: steps (default 512)")
+    analyze.add_argument("--fv-size", type=int, help="with --featureviz: image size (default 128)")
     analyze.add_argument("--json", action="store_true", help="print the result as JSON")
     analyze.add_argument(
         "--queue", action="store_true", help="enqueue jobs for workers instead of computing here"
@@ -115,6 +122,10 @@ def run_analyze(args: argparse.Namespace) -> int:
         )
         from server.queries import get_run, run_summary
 
+        if args.featureviz:
+            render_run_visualisations(
+                session, store, outcome.run_id, loaded, featureviz_options(args), device, args.json
+            )
         summary = run_summary(get_run(session, outcome.run_id))
     summary["reused"] = outcome.reused
     summary["seconds"] = round(time.perf_counter() - started, 2)
@@ -123,6 +134,57 @@ def run_analyze(args: argparse.Namespace) -> int:
         return 0
     print_run_report(summary, settings.artifact_dir)
     return 0
+
+
+def featureviz_options(args: argparse.Namespace) -> dict[str, Any]:
+    options = {"steps": args.fv_steps, "size": args.fv_size}
+    return {name: value for name, value in options.items() if value is not None}
+
+
+def render_run_visualisations(
+    session: Any,
+    store: Any,
+    run_id: int,
+    loaded: Any,
+    options: dict[str, Any],
+    device: str,
+    quiet: bool = False,
+) -> None:
+    """A feature visualisation of every neuron of a run's layers, in this process; the time it
+    will take is estimated and printed first."""
+    from analysis.featureviz.units import Target, estimate_seconds
+    from analysis.layers import list_layers
+    from server.cli.visualize import _duration
+    from server.queries import get_run
+    from server.visualisations import render_and_store, render_settings
+
+    run = get_run(session, run_id)
+    settings = render_settings(options)
+    model = loaded.module.to(device)
+    layers = {layer.name: layer for layer in list_layers(model, loaded.input.size)}
+    names = list(run.params["layers"])
+    if not quiet:
+        seconds = sum(
+            estimate_seconds(model, Target(name), layers[name].channels, loaded.input, settings)
+            for name in names
+        )
+        neurons = sum(layers[name].channels for name in names)
+        print(
+            f"feature visualisations of {neurons} neurons ({settings.steps} steps at "
+            f"{settings.size} px on {device}): about {_duration(seconds)}"
+        )
+    for name in names:
+        render_and_store(
+            session,
+            run,
+            loaded,
+            Target(name),
+            list(range(layers[name].channels)),
+            settings,
+            store,
+            device,
+            TerminalProgress(enabled=not quiet),
+        )
 
 
 def print_run_report(summary: dict[str, Any], artifact_dir: Any) -> None:
@@ -170,7 +232,10 @@ def enqueue_analysis(
     layers = select_layers(available, requested)
     params = RunParams(tuple(layer.name for layer in layers), args.top_k, args.resize)
     options = PlanOptions(
-        shards=args.shards, batch_size=args.batch_size, indexes=not args.no_indexes
+        shards=args.shards,
+        batch_size=args.batch_size,
+        indexes=not args.no_indexes,
+        featureviz=featureviz_options(args) if args.featureviz else None,
     )
 
     def plan(session: Any) -> tuple[dict[str, Any], list[int]]:

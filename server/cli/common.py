@@ -38,3 +38,19 @@ def open_database(settings: Settings | None = None) -> tuple[Settings, Database,
     settings = settings or load_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     return settings, Database(settings.database_url), ArtifactStore(settings.artifact_dir)
+
+
+def parse_units(text: str) -> list[int]:
+    """``"0-3,7"`` → ``[0, 1, 2, 3, 7]``: channels or classes, in the order given, no repeats."""
+    from server.visualisations import VisualisationError
+
+    units: list[int] = []
+    for part in (p.strip() for p in text.split(",")):
+        low, dash, high = part.partition("-")
+        if not low.isdigit() or (dash and not high.isdigit()):
+            raise VisualisationError(f"expected numbers and ranges like 0-63,70, got {text!r}")
+        first, last = int(low), int(high) if dash else int(low)
+        if last < first:
+            raise VisualisationError(f"the range {part!r} runs backwards")
+        units += [unit for unit in range(first, last + 1) if unit not in units]
+    return units

@@ -131,3 +131,26 @@ def watch_run(database: Any, run_id: int, enabled: bool = True, poll: float = 0.
     finally:
         for bar in bars.values():
             bar.close()
+
+
+def watch_job(database: Any, job_id: int, enabled: bool = True, poll: float = 0.5) -> str:
+    """A terminal bar for one queued job until it ends; returns its final status."""
+    from tqdm import tqdm
+
+    from server.models import JOB_FINAL
+    from server.queries import get_job
+
+    bar = tqdm(total=100, desc=f"job {job_id}", unit="%", file=sys.stderr, disable=not enabled)
+    try:
+        while True:
+            with database.session() as session:
+                job = get_job(session, job_id)
+                status, progress, message = job.status, job.progress, job.message
+            bar.update(round(progress * 100) - bar.n)
+            if message:
+                bar.set_postfix_str(message[:60])
+            if status in JOB_FINAL:
+                return status
+            time.sleep(poll)
+    finally:
+        bar.close()

@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from server.cli import analyze, browse, demo, jobs, serve
+from server.cli import analyze, browse, demo, jobs, serve, visualize
 
 EXIT_FAILURE = 1
 
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_commands(commands)
     jobs.add_commands(commands)
     serve.add_commands(commands)
+    visualize.add_commands(commands)
     return parser
 
 
@@ -50,6 +51,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from server.pipeline import LayerSelectionError
     from server.queries import NotFoundError
     from server.registry import RunBusyError
+    from server.visualisations import VisualisationError
 
     return (
         DatasetError,
@@ -57,6 +59,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         LayerSelectionError,
         NotFoundError,
         RunBusyError,
+        VisualisationError,
         FileNotFoundError,
     )
 

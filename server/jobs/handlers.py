@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from analysis.data import ImageFolder, scan_image_folder
+from analysis.featureviz.units import Target
 from analysis.layers import LayerInfo, list_layers
 from analysis.models import LoadedModel, load_model
 from analysis.physiology import electrodes
@@ -32,6 +33,15 @@ from server.pipeline import (
     sweep_stats,
 )
 from server.registry import register_dataset, register_model
+from server.visualisations import (
+    check_units,
+    dream_image,
+    image_png,
+    read_image,
+    render_and_store,
+    render_settings,
+    unit_count,
+)
 
 
 class JobInputError(ValueError):
@@ -198,6 +208,61 @@ def run_indexes(context: JobContext) -> dict[str, Any]:
     return {"layer": name, "seconds": round(time.perf_counter() - started, 3)}
 
 
+def run_featureviz(context: JobContext) -> dict[str, Any]:
+    """Feature visualisations of one layer's channels (or the output's classes) of a run's model;
+    units already stored with the same settings are kept, not rendered again."""
+    params = context.job.params
+    target = Target(layer=params.get("layer"), output=params.get("output"))
+    settings = render_settings(params.get("settings", {}))
+    with context.database.session() as session:
+        run = _run_of(session, context.job)
+        loaded, available = context.models.load(run.model)
+        count = unit_count(loaded, target, available)
+        units = params.get("units") or list(range(count))
+        check_units(units, count, target)
+        report = render_and_store(
+            session,
+            run,
+            loaded,
+            target,
+            units,
+            settings,
+            context.store,
+            context.settings.device,
+            context.progress,
+        )
+    return report.as_json()
+
+
+def run_dream(context: JobContext) -> dict[str, Any]:
+    """DeepDream of a dataset image (or a stored upload) at one layer of a run's model."""
+    params = context.job.params
+    with context.database.session() as session:
+        run = _run_of(session, context.job)
+        loaded, available = context.models.load(run.model)
+        if "image_index" in params:
+            folder = open_run_inputs(run, context.models).folder
+            source = folder.root / folder.images[params["image_index"]].path
+        else:
+            source = context.store.path(params["artifact"])
+    image = read_image(source)
+    dreamt = dream_image(
+        loaded,
+        image,
+        params["layer"],
+        available,
+        context.settings.device,
+        octaves=params.get("octaves", 4),
+        steps=params.get("steps", 32),
+        progress=context.progress,
+    )
+    return {
+        "layer": params["layer"],
+        "source": context.store.put_png(image_png(image)),
+        "image": context.store.put_png(image_png(dreamt)),
+    }
+
+
 def run_register_model(context: JobContext) -> dict[str, Any]:
     params = context.job.params
     context.progress.start("loading the model", 1)
@@ -226,6 +291,8 @@ HANDLERS: dict[str, Callable[[JobContext], dict[str, Any]]] = {
     "sweep": run_sweep_shard,
     "merge": run_merge,
     "indexes": run_indexes,
+    "featureviz": run_featureviz,
+    "dream": run_dream,
     "register_model": run_register_model,
     "register_dataset": run_register_dataset,
 }

@@ -9,6 +9,7 @@ jobs, reviving those that failed or were cancelled, and keeps what finished jobs
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -27,6 +28,8 @@ class PlanOptions:
     shards: int = 1
     batch_size: int = 64
     indexes: bool = True
+    # Render settings of the feature visualisations of every analysed layer (None: none).
+    featureviz: dict[str, Any] | None = None
 
 
 def plan_analysis(session: Session, run: Run, options: PlanOptions) -> tuple[list[Job], list[int]]:
@@ -66,9 +69,10 @@ def plan_analysis(session: Session, run: Run, options: PlanOptions) -> tuple[lis
             )
         )
         merge_id = (merge.id,)
+    after_layer: dict[str, tuple[int, ...]] = dict.fromkeys(run.params["layers"], merge_id)
     if options.indexes and not (run.status == "done" and run.stats.get("indexes")):
         for layer in run.params["layers"]:
-            add(
+            job = add(
                 JobSpec(
                     kind="indexes",
                     identity=[run.key, layer],
@@ -77,10 +81,34 @@ def plan_analysis(session: Session, run: Run, options: PlanOptions) -> tuple[lis
                     depends_on=merge_id,
                 )
             )
+            after_layer[layer] = (job.id,)
+    if options.featureviz is not None:
+        for layer in run.params["layers"]:
+            add(featureviz_job(run, {"layer": layer}, options.featureviz, after_layer[layer]))
     if run.status not in ("done", "running"):
         run.status = "queued"
         run.error = None
     return jobs, to_send
+
+
+def featureviz_job(
+    run: Run, target: dict[str, Any], settings: dict[str, Any], depends_on: tuple[int, ...] = ()
+) -> JobSpec:
+    """Visualisations of one layer's channels (``{"layer": name}``) or of the output's classes
+    (``{"output": index or None}``), optionally only ``target["units"]``."""
+    params = {
+        "layer": target.get("layer"),
+        "output": target.get("output"),
+        "units": target.get("units"),
+        "settings": settings,
+    }
+    return JobSpec(
+        kind="featureviz",
+        identity=[run.key, params],
+        params=params,
+        run_id=run.id,
+        depends_on=depends_on,
+    )
 
 
 def _shard_plan(session: Session, run: Run, options: PlanOptions) -> tuple[list[range], int]:

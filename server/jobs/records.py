@@ -211,7 +211,13 @@ def finish_complete_runs(session: Session) -> None:
 
 
 def stop_run(session: Session, run_id: int, status: str, reason: str) -> None:
-    """Mark a run failed or cancelled, and stop its other jobs: nothing more can finish it."""
+    """Mark a run failed or cancelled, and stop its other jobs: nothing more can finish it.
+
+    A run that is already done stays done, and so do the jobs asked of it since (feature
+    visualisations, dreams): each of those stands alone.
+    """
+    if session.scalar(select(Run.status).where(Run.id == run_id)) == "done":
+        return
     session.execute(
         update(Job)
         .where(Job.run_id == run_id, Job.status.in_(("waiting", "queued")))
@@ -232,11 +238,13 @@ def stop_run(session: Session, run_id: int, status: str, reason: str) -> None:
 def request_cancel(session: Session, job: Job) -> None:
     """Cancel a job: at once if no worker holds it, else at the worker's next check.
 
-    A job of a run stops the whole run, since the run cannot finish without it.
+    A job of an unfinished run stops the whole run, since the run cannot finish without it; a
+    job asked of a finished run stops alone.
     """
     if job.status not in JOB_ACTIVE:
         return
-    if job.run_id is not None:
+    run_status = session.scalar(select(Run.status).where(Run.id == job.run_id))
+    if job.run_id is not None and run_status != "done":
         stop_run(session, job.run_id, "cancelled", f"cancelled (job {job.id})")
         return
     session.execute(

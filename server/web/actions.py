@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Request
+from fastapi.responses import RedirectResponse, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -38,6 +39,14 @@ class ActionError(ValueError):
     def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message)
         self.status = status
+
+
+def see_other(request: Request, url: str, token: str | None) -> Response:
+    """See the result of a form (POST → 303 → GET); a token typed into the form is remembered."""
+    response = RedirectResponse(url, status_code=303)
+    if token and request.app.state.settings.token:
+        response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
+    return response
 
 
 def check_write_access(request: Request, offered: str | None = None) -> None:
@@ -157,6 +166,7 @@ class RunRequest:
     shards: int = 1
     batch_size: int = 64
     indexes: bool = True
+    featureviz: bool = False  # a visualisation of every neuron, after the indexes
 
 
 def start_run(session: Session, request: RunRequest) -> tuple[int, list[Job], list[int]]:
@@ -185,7 +195,9 @@ def start_run(session: Session, request: RunRequest) -> tuple[int, list[Job], li
     run, _finished = find_or_create_run(
         session, model, dataset, RunParams(layers, request.top_k, request.resize), clear=False
     )
-    options = PlanOptions(request.shards, request.batch_size, request.indexes)
+    options = PlanOptions(
+        request.shards, request.batch_size, request.indexes, {} if request.featureviz else None
+    )
     jobs, to_send = plan_analysis(session, run, options)
     session.flush()
     return run.id, jobs, to_send

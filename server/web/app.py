@@ -30,6 +30,8 @@ STAGE_LABELS = {
     "sweep": "sweep shards",
     "merge": "merge and Neuron Features",
     "indexes": "selectivity indexes",
+    "featureviz": "feature visualisations",
+    "dream": "DeepDream",
 }
 
 
@@ -102,10 +104,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def refused(request: Request, error: ActionError) -> Response:
         return error_response(request, error.status, str(error))
 
-    from server.web import api, pages, work
+    from server.web import api, pages, visualisations, work
 
     app.include_router(api.router)
     app.include_router(work.api)
+    app.include_router(visualisations.api)
+    app.include_router(visualisations.pages)
     app.include_router(work.pages)  # before pages: /runs/new is not a run id
     app.include_router(pages.router)
     return app

@@ -10,10 +10,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from server.artifacts import ArtifactStore
-from server.models import INDEX_NAMES, JOB_ACTIVE, Layer, Neuron, NeuronIndex, Run
+from server.models import INDEX_NAMES, JOB_ACTIVE, Job, Layer, Neuron, NeuronIndex, Run
 from server.queries import (
+    NotFoundError,
+    feature_visualisations,
     get_layer,
     get_run,
+    job_record,
+    latest_visualisations,
     layer_summary,
     neuron_detail,
     run_stages,
@@ -33,6 +37,7 @@ NEURON_COLUMNS: dict[str, type] = {
     "spectral_class": str,
     "spatial_class": str,
 }
+OUTPUT = "@output"
 INDEX_LABELS = {
     "color": "colour",
     "orientation": "orientation",
@@ -140,10 +145,13 @@ def layer_data(
 ) -> dict[str, Any]:
     layer = get_layer(session, run_id, layer_name)
     page = apply_query(cache.rows(session, layer), query)
+    visualisations = latest_visualisations(session, run_id, layer_name)
     return {
         "run": run_summary(layer.run),
         "layer": {**layer_summary(layer), "summary": layer.summary or {}},
         "columns": list(NEURON_COLUMNS),
+        "feature_vis": visualisations,
+        "rendering": bool(active_visualisation_jobs(session, run_id, layer_name)),
         **page,
     }
 
@@ -170,7 +178,74 @@ def neuron_data(
         "layer": layer_summary(layer),
         "nf_key": keys.nf_key,
         "sprite_key": keys.sprite_key,
+        "fv": featureviz_section(session, store, run_id, layer_name, channel),
         "previous": channel - 1 if channel > 0 else None,
         "next": channel + 1 if channel + 1 < layer.channels else None,
         "other_runs": list(elsewhere),
     }
+
+
+def active_visualisation_jobs(
+    session: Session, run_id: int, layer: str | None, unit: int | None = None
+) -> list[dict[str, Any]]:
+    """Unfinished visualisation jobs of a layer (``None``: of the classes), or of one unit."""
+    found = []
+    for job in session.scalars(
+        select(Job).where(
+            Job.run_id == run_id, Job.kind == "featureviz", Job.status.in_(JOB_ACTIVE)
+        )
+    ):
+        units = job.params.get("units")
+        if job.params.get("layer") == layer and (unit is None or not units or unit in units):
+            found.append(job_record(job))
+    return found
+
+
+def featureviz_section(
+    session: Session, store: Any, run_id: int, layer_name: str, channel: int
+) -> dict[str, Any]:
+    """The neuron page's feature visualisation section: newest single image, newest diverse set,
+    and the jobs still rendering this neuron."""
+    layer = get_layer(session, run_id, layer_name)
+    if not 0 <= channel < layer.channels:
+        raise NotFoundError(f"layer {layer_name!r} has channels 0..{layer.channels - 1}")
+    stored = feature_visualisations(session, store, run_id, layer_name, channel)
+    singles = [record for record in stored if not record["diversity"]]
+    diverse = [record for record in stored if record["diversity"]]
+    newest_set = [r for r in diverse if r["params"] == diverse[0]["params"]] if diverse else []
+    jobs = active_visualisation_jobs(session, run_id, layer_name, channel)
+    return {
+        "run_id": run_id,
+        "layer_name": layer_name,
+        "channel": channel,
+        "single": singles[0] if singles else None,
+        "diverse": newest_set,
+        "jobs": jobs,
+        "polling": bool(jobs),
+    }
+
+
+def classes_data(session: Session, store: Any, run_id: int) -> dict[str, Any]:
+    run = get_run(session, run_id)
+    targets = session.scalars(
+        select(Job.params).where(Job.run_id == run_id, Job.kind == "featureviz")
+    ).all()
+    outputs = sorted({OUTPUT + _output_suffix(p.get("output")) for p in targets if not p["layer"]})
+    target = outputs[0] if outputs else OUTPUT
+    latest = latest_visualisations(session, run_id, target)
+    classes = []
+    for unit, key in sorted(latest.items()):
+        stored = feature_visualisations(session, store, run_id, target, unit)
+        classes.append({"class": unit, **next(r for r in stored if r["key"] == key)})
+    jobs = active_visualisation_jobs(session, run_id, None)
+    return {
+        "run": run_summary(run),
+        "target": target,
+        "classes": classes,
+        "jobs": jobs,
+        "polling": bool(jobs),
+    }
+
+
+def _output_suffix(output: int | None) -> str:
+    return "" if output is None else f"[{output}]"

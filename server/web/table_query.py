@@ -49,6 +49,9 @@ class Filter:
         return f"{self.column}__{self.op}", _format(self.value)
 
 
+GRIDS = ("nf", "fv")
+
+
 @dataclass(frozen=True)
 class TableQuery:
     sort: tuple[tuple[str, bool], ...] = ()  # (column, descending)
@@ -57,6 +60,7 @@ class TableQuery:
     size: int = DEFAULT_PAGE_SIZE
     after: int | None = None
     extra: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+    grid: str = "nf"  # what the layer page's grid shows: Neuron Features or visualisations
 
     def params(self, **changes: Any) -> list[tuple[str, str]]:
         """The query string of this view, with ``changes`` (sort=..., after=..., ...) applied."""
@@ -70,6 +74,9 @@ class TableQuery:
             pairs.append(("_size", str(self.size)))
         if after is not None:
             pairs.append(("_next", str(after)))
+        grid = changes.get("grid", self.grid)
+        if grid != "nf":
+            pairs.append(("_grid", grid))
         return pairs
 
     def toggled_sort(self, column: str) -> tuple[tuple[str, bool], ...]:
@@ -84,7 +91,7 @@ def parse_query(items: Sequence[tuple[str, str]], columns: dict[str, type]) -> T
     """Parse query-string pairs against the table's ``columns`` (name → float, int, str or bool)."""
     sort: list[tuple[str, bool]] = []
     filters: list[Filter] = []
-    hide_dead, size, after = False, DEFAULT_PAGE_SIZE, None
+    hide_dead, size, after, grid = False, DEFAULT_PAGE_SIZE, None, "nf"
     items = _with_form_filter(items)
     for key, value in items:
         if key in ("_sort", "_sort_desc"):
@@ -97,6 +104,10 @@ def parse_query(items: Sequence[tuple[str, str]], columns: dict[str, type]) -> T
             size = _bounded_int(key, value, 1, MAX_PAGE_SIZE)
         elif key == "_next":
             after = _bounded_int(key, value, 0, 10**9) if value else None
+        elif key == "_grid":
+            if value not in GRIDS:
+                raise QueryError(f"_grid is one of {', '.join(GRIDS)}, not {value!r}")
+            grid = value
         elif "__" in key:
             column, _, op = key.rpartition("__")
             if column not in columns:
@@ -109,7 +120,7 @@ def parse_query(items: Sequence[tuple[str, str]], columns: dict[str, type]) -> T
             filters.append(Filter(column, op, _convert(key, value, parse)))
         elif key.startswith("_"):
             raise QueryError(f"unknown parameter {key!r}")
-    return TableQuery(tuple(sort), tuple(filters), hide_dead, size, after)
+    return TableQuery(tuple(sort), tuple(filters), hide_dead, size, after, grid=grid)
 
 
 def apply_query(

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Query, Request
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -151,14 +151,6 @@ async def new_run_page(
 # ---- changing (forms) ------------------------------------------------------------------------
 
 
-def _redirect(request: Request, url: str, token: str | None) -> Response:
-    """See the result (POST → 303 → GET); a token typed into a form is remembered."""
-    response = RedirectResponse(url, status_code=303)
-    if token and request.app.state.settings.token:
-        response.set_cookie(actions.TOKEN_COOKIE, token, httponly=True, samesite="strict")
-    return response
-
-
 @pages.post("/models")
 async def register_model_form(
     request: Request,
@@ -181,7 +173,7 @@ async def register_model_form(
     job = actions.submit_single(
         request, lambda session: actions.register_model(session, settings, model)
     )
-    return _redirect(request, f"/jobs/{job['id']}", token)
+    return actions.see_other(request, f"/jobs/{job['id']}", token)
 
 
 @pages.post("/datasets")
@@ -193,7 +185,7 @@ async def register_dataset_form(
     job = actions.submit_single(
         request, lambda session: actions.register_dataset(session, settings, path)
     )
-    return _redirect(request, f"/jobs/{job['id']}", token)
+    return actions.see_other(request, f"/jobs/{job['id']}", token)
 
 
 @pages.post("/runs")
@@ -207,6 +199,7 @@ async def start_run_form(
     shards: FormText = "1",
     batch_size: FormText = "64",
     indexes: OptionalFormText = None,
+    featureviz: OptionalFormText = None,
     token: OptionalFormText = None,
 ) -> Response:
     check_write_access(request, token)
@@ -219,9 +212,10 @@ async def start_run_form(
         shards=_required_int(shards, "the number of shards"),
         batch_size=_required_int(batch_size, "the batch size"),
         indexes=bool(indexes),
+        featureviz=bool(featureviz),
     )
     run_id = _submit_run(request, lambda session: actions.start_run(session, run))["run"]
-    return _redirect(request, f"/runs/{run_id}", token)
+    return actions.see_other(request, f"/runs/{run_id}", token)
 
 
 @pages.post("/jobs/{job_id}/cancel")
@@ -231,7 +225,7 @@ async def cancel_job_form(
     check_write_access(request, token)
     with request.app.state.database.session() as session:
         actions.cancel_job(session, job_id)
-    return _redirect(request, f"/jobs/{job_id}", token)
+    return actions.see_other(request, f"/jobs/{job_id}", token)
 
 
 @pages.post("/runs/{run_id}/cancel")
@@ -240,7 +234,7 @@ async def cancel_run_form(
 ) -> Response:
     check_write_access(request, token)
     _cancel_run(request, run_id)
-    return _redirect(request, f"/runs/{run_id}", token)
+    return actions.see_other(request, f"/runs/{run_id}", token)
 
 
 @pages.post("/runs/{run_id}/resume")
@@ -249,7 +243,7 @@ async def resume_run_form(
 ) -> Response:
     check_write_access(request, token)
     _submit_run(request, lambda session: actions.resume_run(session, run_id))
-    return _redirect(request, f"/runs/{run_id}", token)
+    return actions.see_other(request, f"/runs/{run_id}", token)
 
 
 def _submit_run(request: Request, action: Callable[[Session], Any]) -> dict[str, Any]:
@@ -320,6 +314,7 @@ class RunBody(BaseModel):
     shards: int = Field(1, ge=1, le=actions.MAX_SHARDS)
     batch_size: int = Field(64, ge=1, le=4096)
     indexes: bool = True
+    featureviz: bool = Field(False, description="render a visualisation of every neuron too")
 
 
 @api.get("/jobs", summary="Jobs, newest first")
