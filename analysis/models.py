@@ -34,6 +34,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 META_INPUT_SIZE = "neuronscope.input_size"
 META_MEAN = "neuronscope.mean"
 META_STD = "neuronscope.std"
+# The names of the output classes in logit order, comma-separated (shown on the classes page).
+META_CLASSES = "neuronscope.classes"
 
 
 class ModelError(ValueError):

@@ -9,8 +9,9 @@ trainable (so back-propagation also computes their gradients), Adam at lr 0.05.
 
 Our side is ``analysis.featureviz.units.visualize_units``: every channel of the layer in batches of
 one image per channel, one fused warp per image, frozen weights, the forward stopped after the
-layer, bf16 autocast on CUDA. By default the network sees our images at their own size, as Lucid
-does (``--view-size 224`` makes ours upsample like Lucent, to separate the two effects).
+layer, bf16 autocast where it pays (CUDA; CPUs with native bf16). By default the network sees our
+images at their own size, as Lucid does (``--view-size 224`` makes ours upsample like Lucent, to
+separate the two effects).
 
 Both maximise the mean of one channel of ResNet-18 ``layer3`` (random, seeded weights) for the same
 number of steps. The script prints visualisations per second of each, their ratio, and the mean

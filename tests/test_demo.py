@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
+from sqlalchemy import select
 
 from analysis.demo.model import DEMO_SPEC
 from analysis.demo.stimuli import CLASSES, generate
 from analysis.demo.train import train_demo_cnn
 from analysis.models import load_model
 from server.cli.main import main
+from server.config import load_settings
+from server.db import Database
+from server.models import FeatureVis
 
 
 def test_stimuli_are_deterministic_and_cover_every_class():
@@ -31,12 +37,22 @@ def test_training_records_accuracy_and_input_convention(tmp_path):
     assert float(loaded.metadata["neuronscope.val_accuracy"]) == round(report.val_accuracy, 4)
 
 
+DEMO_ARGS = ("demo", "--per-class", "6", "--top-k", "3", "--fv-steps", "2", "--no-serve")
+
+
 def test_demo_command_end_to_end(data_dir, capsys):
-    assert main(["demo", "--per-class", "6", "--top-k", "3", "--no-serve"]) == 0
+    assert main(list(DEMO_ARGS)) == 0
     out = capsys.readouterr().out
     assert "validation accuracy" in out and "features.17" in out
-    mosaics = sorted((data_dir / "demo" / "mosaics").glob("*.png"))
+    assert "feature visualisations of 360 neurons" in out
+    mosaics = sorted((data_dir / "demo" / "mosaics").glob("nf-run*.png"))
     assert len(mosaics) == 5
-    # A second run reuses the dataset, the model and the run.
-    assert main(["demo", "--per-class", "6", "--top-k", "3", "--no-serve"]) == 0
+    assert (data_dir / "demo" / "mosaics" / "featureviz-run1.png").is_file()
+    assert main(["neuron", "1", "features.17", "0", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["feature_vis"][0]["steps"] == 2
+    # A second run reuses the dataset, the model, the run and the visualisations.
+    assert main(list(DEMO_ARGS)) == 0
     assert "reused finished" in capsys.readouterr().out
+    with Database(load_settings().database_url).session() as session:
+        stored = session.scalars(select(FeatureVis.target)).all()
+    assert len(stored) == 360 + 10 and stored.count("@output") == 10

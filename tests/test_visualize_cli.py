@@ -9,6 +9,7 @@ from PIL import Image
 
 from tests.job_helpers import drain, jobs, settings_for
 from tests.test_cli import analyze, run_cli
+from tests.tiny_models import RED_DETECTOR_ARGS
 
 FAST = ("--steps", "48", "--size", "32")
 RED_ENOUGH = ("--steps", "96", "--size", "32")  # the red detector's image is clearly red by then
@@ -113,3 +114,15 @@ def test_queued_visualisations_and_analyze_featureviz(capsys, data_dir, square_f
     drain(settings)
     finished = next(j for j in jobs(settings) if j.id == job["id"])
     assert finished.status == "done" and finished.result["rendered"] == 2
+
+
+def test_analyze_featureviz_in_process_estimates_then_renders(capsys, data_dir, square_folder):
+    code, out, err = run_cli(
+        capsys, "analyze", *RED_DETECTOR_ARGS, "--data", str(square_folder), "--layers", "1,4",
+        "--top-k", "5", "--workers", "0", "--no-indexes", "--featureviz", "--fv-steps", "4",
+        "--fv-size", "32",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "feature visualisations of 5 neurons (4 steps at 32 px on cpu): about" in out
+    code, out, _ = run_cli(capsys, "neuron", "1", "4", "1", "--json")
+    assert json.loads(out)["feature_vis"][0]["steps"] == 4

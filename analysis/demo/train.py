@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from analysis.demo.model import DemoCNN
-from analysis.models import META_INPUT_SIZE, META_MEAN, META_STD
+from analysis.demo.stimuli import CLASSES
+from analysis.models import META_CLASSES, META_INPUT_SIZE, META_MEAN, META_STD
 from analysis.safetensors_io import save_safetensors
 
 EpochCallback = Callable[[int, int, float], None]
@@ -88,6 +89,7 @@ def train_demo_cnn(
             META_MEAN: ",".join(f"{m:.6f}" for m in mean),
             META_STD: ",".join(f"{s:.6f}" for s in std),
             "neuronscope.val_accuracy": f"{accuracy:.4f}",
+            META_CLASSES: ",".join(CLASSES),
             "neuronscope.epochs": str(epochs),
         },
     )

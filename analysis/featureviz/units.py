@@ -23,7 +23,7 @@ from analysis.featureviz import objectives
 from analysis.featureviz.genetic import GeneticSettings, evolve
 from analysis.featureviz.objectives import Objective
 from analysis.featureviz.param import fourier_image
-from analysis.featureviz.render import evaluate, frozen, render
+from analysis.featureviz.render import bf16_pays, evaluate, frozen, render
 from analysis.hooks import model_device
 from analysis.models import InputSpec
 
@@ -219,13 +219,8 @@ def _visualize_batch(
         )
         images = result.images
         # Scores without the diversity term: the unit's own activation.
-        scores = evaluate(
-            model,
-            unit_objective(target, per_image),
-            result.images.to(device),
-            input_spec,
-            autocast=device.type == "cuda",
-        )
+        own = unit_objective(target, per_image)
+        scores = evaluate(model, own, images.to(device), input_spec, view_size=view)
     return [
         UnitVisualisation(
             unit=unit,
@@ -255,7 +250,7 @@ def _random_scores(
         )
         with torch.no_grad():
             images = param.images()
-        total += evaluate(model, objective, images, input_spec, device.type == "cuda", view)
+        total += evaluate(model, objective, images, input_spec, view_size=view)
     return total / max(1, settings.random_samples)
 
 
@@ -274,7 +269,7 @@ def _evolve(
     searches = [unit for unit in units for _ in range(settings.images_per_unit)]
     population = [unit for unit in searches for _ in range(genetic.population)]
     objective = unit_objective(target, population)
-    autocast = device.type == "cuda"
+    autocast = bf16_pays(device)
     view = settings.view(target, input_spec)
 
     def scorer(images: torch.Tensor) -> torch.Tensor:
@@ -292,5 +287,5 @@ def _evolve(
             progress=progress,
         )
     own = unit_objective(target, searches)
-    scores = evaluate(model, own, found.images.to(device), input_spec, autocast, view)
+    scores = evaluate(model, own, found.images.to(device), input_spec, view_size=view)
     return found.images, scores

@@ -141,6 +141,27 @@ def featureviz_options(args: argparse.Namespace) -> dict[str, Any]:
     return {name: value for name, value in options.items() if value is not None}
 
 
+def print_featureviz_estimate(
+    loaded: Any, layers: list[Any], options: dict[str, Any], device: str
+) -> None:
+    """How long the visualisations of ``layers`` take, measured by trial steps on ``device``."""
+    from analysis.featureviz.units import Target, estimate_seconds
+    from server.cli.visualize import _duration
+    from server.visualisations import render_settings
+
+    settings = render_settings(options)
+    model = loaded.module.to(device)
+    seconds = sum(
+        estimate_seconds(model, Target(layer.name), layer.channels, loaded.input, settings)
+        for layer in layers
+    )
+    neurons = sum(layer.channels for layer in layers)
+    print(
+        f"feature visualisations of {neurons} neurons ({settings.steps} steps at "
+        f"{settings.size} px on {device}): about {_duration(seconds)}"
+    )
+
+
 def render_run_visualisations(
     session: Any,
     store: Any,
@@ -152,27 +173,17 @@ def render_run_visualisations(
 ) -> None:
     """A feature visualisation of every neuron of a run's layers, in this process; the time it
     will take is estimated and printed first."""
-    from analysis.featureviz.units import Target, estimate_seconds
+    from analysis.featureviz.units import Target
     from analysis.layers import list_layers
-    from server.cli.visualize import _duration
     from server.queries import get_run
     from server.visualisations import render_and_store, render_settings
 
     run = get_run(session, run_id)
     settings = render_settings(options)
-    model = loaded.module.to(device)
-    layers = {layer.name: layer for layer in list_layers(model, loaded.input.size)}
+    layers = {layer.name: layer for layer in list_layers(loaded.module, loaded.input.size)}
     names = list(run.params["layers"])
     if not quiet:
-        seconds = sum(
-            estimate_seconds(model, Target(name), layers[name].channels, loaded.input, settings)
-            for name in names
-        )
-        neurons = sum(layers[name].channels for name in names)
-        print(
-            f"feature visualisations of {neurons} neurons ({settings.steps} steps at "
-            f"{settings.size} px on {device}): about {_duration(seconds)}"
-        )
+        print_featureviz_estimate(loaded, [layers[name] for name in names], options, device)
     for name in names:
         render_and_store(
             session,
@@ -247,6 +258,8 @@ def enqueue_analysis(
         return {"run": run.id, "jobs": [job_record(job) for job in jobs]}, to_send
 
     queued = submit_work(database, JobQueue(create_huey(settings)), plan)
+    if options.featureviz is not None and not args.json:
+        print_featureviz_estimate(loaded, layers, options.featureviz, args.device or "cpu")
     if args.json and not args.wait:
         print_json(queued)
         return 0

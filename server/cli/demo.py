@@ -24,6 +24,9 @@ PER_CLASS = 400
 # Half the SPEC's default K: the selectivity indexes re-read every top patch 30 times, and on
 # two CPU cores K = 100 would add some ten minutes to the demo.
 DEMO_TOP_K = 50
+# Feature visualisations of all 360 neurons and 10 classes must take under 3 minutes on two CPU
+# cores: the demo renders its 64 px images in fewer steps than SPEC §7's 512.
+DEMO_FEATUREVIZ = {"steps": 128, "size": 64}
 
 
 def add_commands(commands: Any) -> None:
@@ -31,6 +34,12 @@ def add_commands(commands: Any) -> None:
     demo.add_argument("--device", help="torch device (default $NEURONSCOPE_DEVICE or cpu)")
     demo.add_argument("--per-class", type=int, default=PER_CLASS, help="stimuli per class")
     demo.add_argument("--top-k", type=int, default=DEMO_TOP_K, help="top images per neuron")
+    demo.add_argument(
+        "--fv-steps", type=int, default=DEMO_FEATUREVIZ["steps"], help="feature vis. steps"
+    )
+    demo.add_argument(
+        "--fv-size", type=int, default=DEMO_FEATUREVIZ["size"], help="feature vis. size (px)"
+    )
     demo.add_argument("--no-serve", action="store_true", help="stop after the analysis")
     demo.add_argument("--port", type=int, default=8000, help="dashboard port (127.0.0.1)")
     demo.set_defaults(handler=run_demo)
@@ -114,6 +123,46 @@ def write_nf_mosaics(database: Any, store: Any, run_id: int, out_dir: Path) -> l
     return written
 
 
+def write_featureviz_figure(
+    database: Any, store: Any, run_id: int, out: Path, per_layer: int = 6
+) -> Path:
+    """One row per layer: NF beside feature visualisation for the neurons whose visualisation
+    drives them hardest relative to random images (the README's picture)."""
+    import numpy as np
+    from PIL import Image
+    from sqlalchemy import select
+
+    from analysis.neuron_feature import sprite
+    from server.models import FeatureVis, Layer, Neuron
+
+    tile = 64
+    tiles = []
+    with database.session() as session:
+        for layer in session.scalars(
+            select(Layer).where(Layer.run_id == run_id).order_by(Layer.position)
+        ):
+            found = session.execute(
+                select(Neuron.nf_key, FeatureVis.image_key, FeatureVis.activation)
+                .join(FeatureVis, FeatureVis.unit == Neuron.channel)
+                .where(
+                    Neuron.layer_id == layer.id,
+                    Neuron.nf_key.is_not(None),
+                    FeatureVis.run_id == run_id,
+                    FeatureVis.target == layer.name,
+                    FeatureVis.variant == 0,
+                )
+                .order_by((FeatureVis.activation - FeatureVis.random_activation).desc())
+                .limit(per_layer)
+            ).all()
+            for nf_key, image_key, _activation in found:
+                for key in (nf_key, image_key):
+                    image = Image.open(store.path(key)).convert("RGB").resize((tile, tile))
+                    tiles.append(np.asarray(image, dtype=np.float32) / 255)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(sprite(tiles, columns=2 * per_layer, gap=2)).save(out)
+    return out
+
+
 def run_demo(args: argparse.Namespace) -> int:
     settings, database, store = open_database()
     device = args.device or settings.device
@@ -167,11 +216,43 @@ def analyse_demo(
     if accuracy:
         print(f"\ndemo CNN validation accuracy: {float(accuracy):.1%}")
     print_run_report(summary, settings.artifact_dir)
+    with database.session() as session:
+        options = {"steps": args.fv_steps, "size": args.fv_size}
+        render_demo_visualisations(session, store, outcome.run_id, loaded, options, device)
     mosaics = write_nf_mosaics(database, store, outcome.run_id, settings.demo_dir / "mosaics")
+    figure = write_featureviz_figure(
+        database, store, outcome.run_id, mosaics[0].parent / f"featureviz-run{outcome.run_id}.png"
+    )
+    print(f"NF beside feature visualisation, a row per layer: {figure}")
     print(f"Per-layer NF mosaics: {mosaics[0].parent}/")
     for path in mosaics:
         print(f"  {path.name}")
     return outcome.run_id
+
+
+def render_demo_visualisations(
+    session: Any, store: Any, run_id: int, loaded: Any, options: dict[str, Any], device: str
+) -> None:
+    """A feature visualisation of every neuron and every class (stored once, reused after)."""
+    from analysis.featureviz.units import Target
+    from server.cli.analyze import render_run_visualisations
+    from server.queries import get_run
+    from server.visualisations import render_and_store, render_settings
+
+    started = time.perf_counter()
+    render_run_visualisations(session, store, run_id, loaded, options, device)
+    render_and_store(
+        session,
+        get_run(session, run_id),
+        loaded,
+        Target(layer=None),
+        list(range(loaded.module.classifier.out_features)),
+        render_settings(options),
+        store,
+        device,
+        TerminalProgress(),
+    )
+    print(f"feature visualisations: {time.perf_counter() - started:.0f} s")
 
 
 @contextmanager

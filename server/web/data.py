@@ -38,6 +38,7 @@ NEURON_COLUMNS: dict[str, type] = {
     "spatial_class": str,
 }
 OUTPUT = "@output"
+META_CLASSES = "neuronscope.classes"  # analysis.models.META_CLASSES (the web imports no torch)
 INDEX_LABELS = {
     "color": "colour",
     "orientation": "orientation",
@@ -238,6 +239,9 @@ def classes_data(session: Session, store: Any, run_id: int) -> dict[str, Any]:
         stored = feature_visualisations(session, store, run_id, target, unit)
         classes.append({"class": unit, **next(r for r in stored if r["key"] == key)})
     jobs = active_visualisation_jobs(session, run_id, None)
+    names = (run.model.meta or {}).get(META_CLASSES, "").split(",")
+    for entry in classes:
+        entry["name"] = names[entry["class"]] if len(names) > entry["class"] else None
     return {
         "run": run_summary(run),
         "target": target,
