@@ -132,3 +132,32 @@ def test_a_run_started_in_the_browser_updates_itself_until_done(page, tmp_path):
         worker.join()
         assert "hx-trigger" not in page.inner_html("main")  # polling stopped once done
         assert page.locator("td.spark svg").count() > 0  # the index histograms arrived
+
+
+def test_a_neuron_rendered_from_its_page_appears_beside_its_nf(page, tmp_path):
+    from tests.job_helpers import drain, settings_for
+    from tests.web_fixtures import analysed_data_dir
+
+    data_dir = analysed_data_dir(tmp_path)
+    with serving({"NEURONSCOPE_DATA_DIR": str(data_dir)}) as url:
+        page.goto(f"{url}/runs/1/layers/1/neurons/0")
+        assert "no visualisation yet" in page.inner_text("#featureviz")
+        page.click('#featureviz button[value="0"]')
+        page.wait_for_url("**/runs/1/layers/1/neurons/0")
+        assert "rendering" in page.inner_text("#featureviz")
+
+        worker = threading.Thread(target=drain, args=(settings_for(data_dir),))
+        worker.start()  # the open page polls its section and shows the image once stored
+        page.wait_for_selector("#featureviz figure.nf img", timeout=60_000)
+        worker.join()
+        assert "activation" in page.inner_text("#featureviz")
+        assert "hx-trigger" not in page.inner_html("#featureviz")  # polling stopped
+        page.screenshot(path=str(tmp_path / "featureviz.png"), full_page=True)
+
+        page.goto(f"{url}/runs/1/layers/1")
+        page.click('.grid-switch a:has-text("feature visualisations")')
+        page.wait_for_url("**_grid=fv**")
+        page.wait_for_selector('.grid img[alt="feature visualisation of channel 0"]')
+        page.click('th a[data-column="color"]')  # sorting keeps the grid in the URL
+        page.wait_for_url("**_sort_desc=color**")
+        assert "_grid=fv" in page.url
