@@ -233,6 +233,69 @@ class FeatureVis(Base):
     )
 
 
+class Upload(Base):
+    """An image a user uploaded, stored once under the hash of its bytes."""
+
+    __tablename__ = "upload"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    filename: Mapped[str] = mapped_column(String(300))
+    image_key: Mapped[str] = mapped_column(String(80))
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    mode: Mapped[str] = mapped_column(String(20))
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Decomposition(Base):
+    """An image (an upload, or an image of the run's dataset) decomposed at a run's layers.
+
+    ``source`` names the image (``upload:<sha256>`` or ``image:<index>``), so the same image is
+    decomposed once per run and settings; ``result`` holds, per layer, the accepted neurons and
+    the keys of the rendered images, once the job is done.
+    """
+
+    __tablename__ = "decomposition"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("run.id", ondelete="CASCADE"))
+    source: Mapped[str] = mapped_column(String(100))
+    upload_id: Mapped[int | None] = mapped_column(ForeignKey("upload.id", ondelete="CASCADE"))
+    image_index: Mapped[int | None] = mapped_column(BigInteger)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    params_key: Mapped[str] = mapped_column(String(64))
+    job_id: Mapped[int | None] = mapped_column(Integer)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("run_id", "source", "params_key", name="uq_decomposition_image"),
+    )
+
+
+class Composition(Base):
+    """A neuron described by a shallower layer's neurons (SPEC §6), in one mode."""
+
+    __tablename__ = "composition"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("run.id", ondelete="CASCADE"))
+    layer: Mapped[str] = mapped_column(String(300))
+    channel: Mapped[int] = mapped_column(Integer)
+    source: Mapped[str] = mapped_column(String(300))
+    mode: Mapped[str] = mapped_column(String(20))
+    depth: Mapped[int] = mapped_column(Integer)
+    result: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint(
+            "run_id", "layer", "channel", "source", "mode", "depth", name="uq_composition_request"
+        ),
+    )
+
+
 # A job's life: ``waiting`` for the jobs it depends on, ``queued`` for a worker, ``running``
 # (``cancelling`` once a cancel is asked), then one of the final states.
 JOB_ACTIVE = ("waiting", "queued", "running", "cancelling")
