@@ -22,6 +22,8 @@ class Settings:
     heartbeat_timeout: float = 60.0
     token: str | None = None
     allowed_roots: tuple[Path, ...] = ()
+    max_upload_bytes: int = 20 * 1024 * 1024
+    max_upload_pixels: int = 40_000_000
 
     @property
     def artifact_dir(self) -> Path:
@@ -43,6 +45,8 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         device=env.get("NEURONSCOPE_DEVICE", "cpu"),
         heartbeat_timeout=float(env.get("NEURONSCOPE_HEARTBEAT_TIMEOUT") or 60),
         token=env.get("NEURONSCOPE_TOKEN") or None,
+        max_upload_bytes=int(env.get("NEURONSCOPE_MAX_UPLOAD_BYTES") or 20 * 1024 * 1024),
+        max_upload_pixels=int(env.get("NEURONSCOPE_MAX_UPLOAD_PIXELS") or 40_000_000),
         allowed_roots=tuple(
             Path(root).expanduser().resolve()
             for root in (env.get("NEURONSCOPE_ALLOWED_ROOTS") or str(data_dir)).split(os.pathsep)

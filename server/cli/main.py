@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from server.cli import analyze, browse, demo, jobs, serve, visualize
+from server.cli import analyze, browse, decompose, demo, jobs, serve, visualize
 
 EXIT_FAILURE = 1
 
@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     analyze.add_commands(commands)
     browse.add_commands(commands)
+    decompose.add_commands(commands)
     demo.add_commands(commands)
     jobs.add_commands(commands)
     serve.add_commands(commands)
@@ -48,9 +49,11 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors whose message is meant for the user, not a traceback."""
     from analysis.data import DatasetError
     from analysis.models import ModelError
+    from server.decompositions import DecompositionError
     from server.pipeline import LayerSelectionError
     from server.queries import NotFoundError
     from server.registry import RunBusyError
+    from server.uploads import UploadError
     from server.visualisations import VisualisationError
 
     return (
@@ -60,6 +63,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         NotFoundError,
         RunBusyError,
         VisualisationError,
+        DecompositionError,
+        UploadError,
         FileNotFoundError,
     )
 

@@ -22,7 +22,8 @@ from analysis.safetensors_io import parse_safetensors, safetensors_bytes
 from analysis.sweep import SweepResult, merge_sweeps
 from server.artifacts import ArtifactStore
 from server.db import Database
-from server.models import Job, Model, Run
+from server.decompositions import compose_neuron, decompose_image, store_composition
+from server.models import Decomposition, Job, Model, Run, Upload
 from server.pipeline import (
     AnalysisSettings,
     Progress,
@@ -263,6 +264,54 @@ def run_dream(context: JobContext) -> dict[str, Any]:
     }
 
 
+def run_decompose(context: JobContext) -> dict[str, Any]:
+    """Decompose an uploaded image, or an image of the run's dataset, at every analysed layer."""
+    with context.database.session() as session:
+        decomposition = session.get(Decomposition, context.job.params["decomposition"])
+        if decomposition is None:
+            raise JobInputError("the decomposition was deleted")
+        run = _run_of(session, context.job)
+        loaded, _available = context.models.load(run.model)
+        if decomposition.upload_id is not None:
+            upload = session.get(Upload, decomposition.upload_id)
+            path = context.store.path(upload.image_key)
+        else:
+            folder = open_run_inputs(run, context.models).folder
+            path = folder.root / folder.images[decomposition.image_index].path
+        context.progress.start("decomposing the image", 1)
+        decomposition.result = decompose_image(
+            session,
+            run,
+            loaded,
+            path,
+            context.store,
+            context.settings.device,
+            decomposition.params.get("max_overlap", 0.0),
+        )
+        context.progress.finish()
+        return {"decomposition": decomposition.id, "layers": len(decomposition.result["layers"])}
+
+
+def run_compose(context: JobContext) -> dict[str, Any]:
+    """A neuron's composition by a shallower layer, in one mode; stored for the neuron page."""
+    params = context.job.params
+    with context.database.session() as session:
+        run = _run_of(session, context.job)
+        inputs = open_run_inputs(run, context.models)
+        result = compose_neuron(
+            session,
+            run,
+            inputs.loaded,
+            inputs.folder,
+            params,
+            context.store,
+            context.settings.device,
+            context.progress,
+        )
+        store_composition(session, run.id, params, result)
+    return {"layer": params["layer"], "channel": params["channel"], "mode": params["mode"]}
+
+
 def run_register_model(context: JobContext) -> dict[str, Any]:
     params = context.job.params
     context.progress.start("loading the model", 1)
@@ -293,6 +342,8 @@ HANDLERS: dict[str, Callable[[JobContext], dict[str, Any]]] = {
     "indexes": run_indexes,
     "featureviz": run_featureviz,
     "dream": run_dream,
+    "decompose": run_decompose,
+    "compose": run_compose,
     "register_model": run_register_model,
     "register_dataset": run_register_dataset,
 }

@@ -15,8 +15,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from analysis.shards import plan_shards
+from server.decomposition_records import params_key
 from server.jobs.records import JobSpec, submit
-from server.models import Job, Run
+from server.models import Decomposition, Job, Run
 
 SHARD_ATTEMPTS = 3
 
@@ -120,3 +121,60 @@ def _shard_plan(session: Session, run: Run, options: PlanOptions) -> tuple[list[
         return shards, ranges[0]["batch_size"]
     shards = plan_shards(run.dataset.image_count, options.shards, options.batch_size)
     return shards, options.batch_size
+
+
+def plan_decomposition(
+    session: Session,
+    run: Run,
+    source: str,
+    upload_id: int | None,
+    image_index: int | None,
+    params: dict[str, Any],
+) -> tuple[Decomposition, Job | None, bool]:
+    """The decomposition of one image for ``run``, found or created, and its job (None once it
+    is done: the same image is decomposed once); whether the job needs a queue message."""
+    key = params_key(params)
+    decomposition = session.scalar(
+        select(Decomposition).where(
+            Decomposition.run_id == run.id,
+            Decomposition.source == source,
+            Decomposition.params_key == key,
+        )
+    )
+    if decomposition is None:
+        decomposition = Decomposition(
+            run_id=run.id,
+            source=source,
+            upload_id=upload_id,
+            image_index=image_index,
+            params=params,
+            params_key=key,
+        )
+        session.add(decomposition)
+        session.flush()
+    if decomposition.result:
+        return decomposition, None, False
+    job, ready = submit(
+        session,
+        JobSpec(
+            kind="decompose",
+            identity=[run.key, source, key],
+            params={"decomposition": decomposition.id},
+            run_id=run.id,
+        ),
+    )
+    decomposition.job_id = job.id
+    return decomposition, job, ready
+
+
+def plan_composition(session: Session, run: Run, request: dict[str, Any]) -> tuple[Job, bool]:
+    """The job that composes one neuron from a shallower layer (SPEC §6)."""
+    return submit(
+        session,
+        JobSpec(
+            kind="compose",
+            identity=[run.key, request],
+            params=request,
+            run_id=run.id,
+        ),
+    )

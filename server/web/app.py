@@ -16,6 +16,7 @@ from server.config import Settings, load_settings
 from server.db import Database
 from server.jobs.queue import JobQueue, create_huey
 from server.queries import NotFoundError
+from server.uploads import UploadError
 from server.web import plots
 from server.web.actions import ActionError
 from server.web.data import LayerTableCache
@@ -100,16 +101,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def bad_query(request: Request, error: QueryError) -> Response:
         return error_response(request, 400, str(error))
 
+    @app.exception_handler(UploadError)
+    def refused_upload(request: Request, error: UploadError) -> Response:
+        return error_response(request, error.status, str(error))
+
     @app.exception_handler(ActionError)
     def refused(request: Request, error: ActionError) -> Response:
         return error_response(request, error.status, str(error))
 
-    from server.web import api, pages, visualisations, work
+    from server.web import api, decompositions, pages, visualisations, work
 
     app.include_router(api.router)
     app.include_router(work.api)
     app.include_router(visualisations.api)
     app.include_router(visualisations.pages)
+    app.include_router(decompositions.api)
+    app.include_router(decompositions.pages)
     app.include_router(work.pages)  # before pages: /runs/new is not a run id
     app.include_router(pages.router)
     return app

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from server.artifacts import ArtifactStore
+from server.decomposition_records import list_decompositions
 from server.models import INDEX_NAMES, JOB_ACTIVE, Job, Layer, Neuron, NeuronIndex, Run
 from server.queries import (
     NotFoundError,
@@ -62,7 +63,13 @@ def run_data(session: Session, run_id: int) -> dict[str, Any]:
         layers.append(entry)
     stages = run_stages(session, run_id)
     active = any(status in JOB_ACTIVE for stage in stages for status in stage["statuses"])
-    return {"run": run_summary(run), "layers": layers, "stages": stages, "active": active}
+    return {
+        "run": run_summary(run),
+        "layers": layers,
+        "stages": stages,
+        "active": active,
+        "decompositions": list_decompositions(session, run_id),
+    }
 
 
 class LayerTableCache:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from server.queries import list_workers
@@ -14,6 +16,7 @@ from server.web.data import (
     neuron_data,
     run_data,
 )
+from server.web.decompositions import composition_data
 from server.web.deps import RunId, SessionDep, StoreDep, TablesDep
 from server.web.render import parse_int, render, split_format
 from server.web.table_query import parse_query
@@ -70,10 +73,18 @@ async def neuron_page(
     run_id: RunId,
     layer_name: str,
     channel_ref: str,
+    source: str | None = None,
+    mode: str = "activation",
+    depth: Annotated[int, Query(ge=1, le=6)] = 3,
 ) -> Response:
     stem, fmt = split_format(channel_ref)
-    data = neuron_data(session, store, run_id, layer_name, parse_int(stem, "a channel"))
+    channel = parse_int(stem, "a channel")
+    data = neuron_data(session, store, run_id, layer_name, channel)
     data["index_labels"] = INDEX_LABELS
     if fmt == "json":
         data = data["neuron"]
+    else:
+        data["comp"] = composition_data(
+            session, run_id, layer_name, channel, source or None, mode, depth
+        )
     return render(request, "neuron.html", data, fmt)
