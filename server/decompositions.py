@@ -242,6 +242,7 @@ def compose_neuron(
         channel,
         reader.inputs,
         progress=progress.update if progress is not None else None,
+        fields={name: stored_field(stored[name]) for name in chain},
     ).as_json()
     _annotate(tree, nfs)
     return {"mode": "relevance", "source": source, "depth": len(chain) - 1, "tree": tree}

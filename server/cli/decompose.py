@@ -42,11 +42,8 @@ def add_commands(commands: Any) -> None:
 
 def run_decompose(args: argparse.Namespace) -> int:
     from server.decomposition_records import decomposition_record
-    from server.decompositions import DecompositionError, decompose_image
-    from server.jobs.handlers import ModelCache
-    from server.jobs.planning import plan_decomposition
+    from server.decompositions import DecompositionError
     from server.queries import get_run
-    from server.uploads import UploadLimits, store_upload
 
     path = Path(args.image).expanduser()
     if not path.is_file():
@@ -54,33 +51,20 @@ def run_decompose(args: argparse.Namespace) -> int:
     if not 0.0 <= args.max_overlap <= 1.0:
         raise DecompositionError("--max-overlap is a fraction from 0 to 1")
     settings, database, store = open_database()
-    limits = UploadLimits(settings.max_upload_bytes, settings.max_upload_pixels)
     with database.session() as session:
         run = get_run(session, args.run)
         if args.layer and args.layer not in [layer.name for layer in run.layers]:
             raise DecompositionError(f"run {run.id} has no layer {args.layer!r}")
-        upload = store_upload(session, store, path.read_bytes(), path.name, limits)
-        params = {"max_overlap": args.max_overlap}
-        decomposition, job, _ready = plan_decomposition(
-            session, run, f"upload:{upload.sha256}", upload.id, None, params
+        decomposition = decompose_here(
+            session,
+            store,
+            run,
+            path,
+            settings,
+            args.device or settings.device,
+            args.max_overlap,
+            TerminalProgress(enabled=not args.json),
         )
-        if decomposition.result is None:
-            loaded, _available = ModelCache().load(run.model)
-            progress = TerminalProgress(enabled=not args.json)
-            progress.start("decomposing", 1)
-            decomposition.result = decompose_image(
-                session,
-                run,
-                loaded,
-                store.path(upload.image_key),
-                store,
-                args.device or settings.device,
-                args.max_overlap,
-            )
-            progress.finish()
-            if job is not None:  # the work is done here; no worker needs to repeat it
-                job.status, job.progress, job.message = "done", 1.0, "computed by the CLI"
-        session.commit()
         record = decomposition_record(session, decomposition, args.layer)
     if args.json:
         print_json(record)
@@ -96,6 +80,43 @@ def run_decompose(args: argparse.Namespace) -> int:
         )
     print(f"\ndecomposition {record['id']}: http://127.0.0.1:8000/decompositions/{record['id']}")
     return 0
+
+
+def decompose_here(
+    session: Any,
+    store: Any,
+    run: Any,
+    path: Path,
+    settings: Any,
+    device: str,
+    max_overlap: float = 0.0,
+    progress: Any = None,
+) -> Any:
+    """Store the image file as an upload and decompose it in this process (once: a stored
+    decomposition of the same bytes is returned as it is). Commits."""
+    from server.decompositions import decompose_image
+    from server.jobs.handlers import ModelCache
+    from server.jobs.planning import plan_decomposition
+    from server.uploads import UploadLimits, store_upload
+
+    limits = UploadLimits(settings.max_upload_bytes, settings.max_upload_pixels)
+    upload = store_upload(session, store, path.read_bytes(), path.name, limits)
+    decomposition, job, _ready = plan_decomposition(
+        session, run, f"upload:{upload.sha256}", upload.id, None, {"max_overlap": max_overlap}
+    )
+    if decomposition.result is None:
+        loaded, _available = ModelCache().load(run.model)
+        if progress is not None:
+            progress.start("decomposing", 1)
+        decomposition.result = decompose_image(
+            session, run, loaded, store.path(upload.image_key), store, device, max_overlap
+        )
+        if progress is not None:
+            progress.finish()
+        if job is not None:  # the work is done here; no worker needs to repeat it
+            job.status, job.progress, job.message = "done", 1.0, "computed in-process"
+    session.commit()
+    return decomposition
 
 
 def run_compose(args: argparse.Namespace) -> int:

@@ -123,6 +123,23 @@ def write_nf_mosaics(database: Any, store: Any, run_id: int, out_dir: Path) -> l
     return written
 
 
+DEMO_STIMULUS = "ring/00005.png"
+
+
+def decompose_demo_stimulus(
+    session: Any, store: Any, settings: Any, run_id: int, device: str
+) -> int:
+    """One stimulus decomposed at every layer (stored once), so the dashboard shows one."""
+    from server.cli.decompose import decompose_here
+    from server.queries import get_run
+
+    run = get_run(session, run_id)
+    path = Path(run.dataset.root) / DEMO_STIMULUS
+    if not path.is_file():  # a dataset generated otherwise: its first image
+        path = sorted(Path(run.dataset.root).glob("*/*.png"))[0]
+    return decompose_here(session, store, run, path, settings, device).id
+
+
 def write_featureviz_figure(
     database: Any, store: Any, run_id: int, out: Path, per_layer: int = 6
 ) -> Path:
@@ -220,6 +237,9 @@ def analyse_demo(
         options = {"steps": args.fv_steps, "size": args.fv_size}
         render_demo_visualisations(session, store, outcome.run_id, loaded, options, device)
     mosaics = write_nf_mosaics(database, store, outcome.run_id, settings.demo_dir / "mosaics")
+    with database.session() as session:
+        decomposition = decompose_demo_stimulus(session, store, settings, outcome.run_id, device)
+    print(f"a stimulus decomposed at every layer: /decompositions/{decomposition}")
     figure = write_featureviz_figure(
         database, store, outcome.run_id, mosaics[0].parent / f"featureviz-run{outcome.run_id}.png"
     )
