@@ -161,3 +161,47 @@ def test_a_neuron_rendered_from_its_page_appears_beside_its_nf(page, tmp_path):
         page.click('th a[data-column="color"]')  # sorting keeps the grid in the URL
         page.wait_for_url("**_sort_desc=color**")
         assert "_grid=fv" in page.url
+
+
+def test_upload_decompose_click_a_pixel_then_follow_a_composition_tree(page, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from tests.job_helpers import drain, settings_for
+    from tests.web_fixtures import analysed_data_dir
+
+    data_dir = analysed_data_dir(tmp_path)
+    pixels = np.full((48, 64, 3), 128, np.uint8)
+    pixels[8:40, 4:36] = (230, 20, 20)
+    image = tmp_path / "red-square.png"
+    Image.fromarray(pixels).save(image)
+    with serving({"NEURONSCOPE_DATA_DIR": str(data_dir)}) as url:
+        page.goto(f"{url}/runs/1")
+        page.set_input_files('input[type="file"]', str(image))
+        page.click('button:has-text("Decompose")')
+        page.wait_for_url("**/decompositions/1")
+        assert "queued" in page.inner_text("h1")  # a worker has not taken it yet
+
+        worker = threading.Thread(target=drain, args=(settings_for(data_dir),))
+        worker.start()  # the open page polls until the decomposition is done
+        page.wait_for_selector("#original", timeout=60_000)
+        worker.join()
+        page.click('.layer-switch a:has-text("1")')
+        page.wait_for_url("**layer=1")
+        box = page.locator("#original").bounding_box()
+        page.mouse.click(box["x"] + box["width"] * 20 / 64, box["y"] + box["height"] * 24 / 48)
+        page.wait_for_selector("#pixel li")
+        assert "channel 0" in page.locator("#pixel li").first.inner_text()  # the red detector
+        page.locator("#pixel li a").first.click()
+        page.wait_for_url("**/runs/1/layers/1/neurons/0")
+
+        page.goto(f"{url}/runs/1/layers/4/neurons/0?source=1&mode=relevance&depth=1")
+        page.click('#composition button:has-text("Compute")')
+        page.wait_for_url("**mode=relevance**")
+        worker = threading.Thread(target=drain, args=(settings_for(data_dir),))
+        worker.start()
+        page.wait_for_selector("#composition ul.tree ul a", timeout=60_000)
+        worker.join()
+        page.locator("#composition ul.tree ul a").first.click()
+        page.wait_for_url("**/runs/1/layers/1/neurons/*")
+        page.screenshot(path=str(tmp_path / "composition.png"), full_page=True)

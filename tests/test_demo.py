@@ -14,7 +14,7 @@ from analysis.models import load_model
 from server.cli.main import main
 from server.config import load_settings
 from server.db import Database
-from server.models import FeatureVis
+from server.models import Decomposition, FeatureVis
 
 
 def test_stimuli_are_deterministic_and_cover_every_class():
@@ -45,6 +45,7 @@ def test_demo_command_end_to_end(data_dir, capsys):
     out = capsys.readouterr().out
     assert "validation accuracy" in out and "features.17" in out
     assert "feature visualisations of 360 neurons" in out
+    assert "a stimulus decomposed at every layer: /decompositions/1" in out
     mosaics = sorted((data_dir / "demo" / "mosaics").glob("nf-run*.png"))
     assert len(mosaics) == 5
     assert (data_dir / "demo" / "mosaics" / "featureviz-run1.png").is_file()
@@ -55,4 +56,8 @@ def test_demo_command_end_to_end(data_dir, capsys):
     assert "reused finished" in capsys.readouterr().out
     with Database(load_settings().database_url).session() as session:
         stored = session.scalars(select(FeatureVis.target)).all()
+        decomposed = session.scalars(select(Decomposition)).all()
     assert len(stored) == 360 + 10 and stored.count("@output") == 10
+    assert len(decomposed) == 1 and set(decomposed[0].result["layers"]) == {
+        "features.2", "features.6", "features.10", "features.13", "features.17"
+    }  # fmt: skip
