@@ -30,6 +30,10 @@ from analysis.hooks import forward_until, layer_hooks, model_device
 _MAX_PROBE_SIZE = 4096
 
 
+class ReceptiveFieldError(ValueError):
+    """A layer whose receptive field cannot be probed; the message names the layer and why."""
+
+
 @dataclass(frozen=True)
 class ReceptiveField:
     """Geometry of one layer's receptive fields, per axis as (rows, cols)."""
@@ -64,6 +68,9 @@ _IDENTITY = {
     "mish",
     "leaky_relu",
     "leaky_relu_",
+    "prelu",
+    "rrelu",
+    "softplus",
     "elu",
     "elu_",
     "selu",
@@ -77,6 +84,7 @@ _IDENTITY = {
     "layer_norm",
     "group_norm",
     "instance_norm",
+    "rms_norm",
     "dropout",
     "dropout_",
     "dropout2d",
@@ -88,9 +96,10 @@ _IDENTITY = {
 class _Linearised(TorchFunctionMode):
     """Rewrite each operation of a forward into its linear, non-negative counterpart."""
 
-    def __init__(self, collapse_channels: bool) -> None:
+    def __init__(self, collapse_channels: bool, dtype: torch.dtype = torch.float64) -> None:
         super().__init__()
         self.collapse_channels = collapse_channels
+        self.dtype = dtype
 
     def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
@@ -105,7 +114,11 @@ class _Linearised(TorchFunctionMode):
             return self._avg_pool(name, *args, **kwargs)
         if name == "adaptive_max_pool2d":
             return F.adaptive_avg_pool2d(args[0], args[1]), None
-        return func(*args, **kwargs)
+        if name == "linear":
+            return _linear(*args, **kwargs)
+        if name in _PRODUCTS and len(args) == 2 and _is_gate(*args):
+            return _gated(*args)
+        return func(*_cast(args, self.dtype), **_cast(kwargs, self.dtype))
 
     def _conv(
         self,
@@ -149,6 +162,46 @@ class _Linearised(TorchFunctionMode):
         return (pooled, None) if name.endswith("indices") or return_indices else pooled
 
 
+_PRODUCTS = {"mul", "__mul__", "__rmul__", "mul_", "__imul__"}
+
+
+def _cast(value: Any, dtype: torch.dtype) -> Any:
+    """Floating tensors (parameters met along the way: PReLU slopes, layer scales, norms'
+    weights) in the probe's dtype, so float32 weights never meet the float64 probe."""
+    if isinstance(value, torch.Tensor):
+        return value.to(dtype) if value.is_floating_point() and value.dtype != dtype else value
+    if isinstance(value, (list, tuple)):
+        return type(value)(_cast(item, dtype) for item in value)
+    if isinstance(value, dict):
+        return {key: _cast(item, dtype) for key, item in value.items()}
+    return value
+
+
+def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> Any:
+    """A linear layer linearised: every output feature is the mean of the input features (on a
+    channels-last map, as in ConvNeXt, that mixes channels and keeps positions apart)."""
+    return x.mean(-1, keepdim=True).expand(*x.shape[:-1], weight.shape[0])
+
+
+def _is_gate(left: Any, right: Any) -> bool:
+    """A squeeze-and-excitation product: a map times a per-channel scale (N, C, 1, 1)."""
+    if not (isinstance(left, torch.Tensor) and isinstance(right, torch.Tensor)):
+        return False
+    if left.dim() != 4 or right.dim() != 4:
+        return False
+    spatial = (left.shape[-2] * left.shape[-1], right.shape[-2] * right.shape[-1])
+    return min(spatial) == 1 and max(spatial) > 1
+
+
+def _gated(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+    """The map alone, its gate held at 1: a gate scales channels, it does not widen the
+    receptive field (the window follows the map, not the gate, SPEC §2). Held at its linearised
+    value instead, each gate would be the map's own mean and square the probe's magnitude,
+    overflowing after a few blocks."""
+    gate, feature = (left, right) if left.shape[-2:] == (1, 1) else (right, left)
+    return feature * torch.ones_like(gate, dtype=feature.dtype)
+
+
 def _probe(
     model: nn.Module, layers: list[str], size: tuple[int, int], collapse: bool
 ) -> dict[str, tuple[tuple[int, int, int, int], tuple[int, int, int, int], tuple[int, int]]]:
@@ -182,6 +235,11 @@ def _probe(
             support = grad[sample].abs().sum(0) > 0
             rows = torch.nonzero(support.any(1)).flatten()
             cols = torch.nonzero(support.any(0)).flatten()
+            if not len(rows):
+                raise ReceptiveFieldError(
+                    f"layer {name!r}: no input pixel reaches it in the probe (an operation "
+                    "the receptive-field probe does not know cuts the gradient)"
+                )
             boxes.append((int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1))
         found[name] = (boxes[0], boxes[1], (height, width))
     return found

@@ -61,3 +61,30 @@ def test_window_is_unclipped_at_the_border_and_matches_the_gradient_support():
     r0, r1, c0, c1 = field.window(5, 6)
     assert rows.min() >= r0 and rows.max() < r1
     assert cols.min() >= c0 and cols.max() < c1
+
+
+def test_squeeze_excitation_gates_and_prelu_keep_the_window_of_the_map():
+    from torchvision.ops import SqueezeExcitation
+
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.PReLU(8),
+        SqueezeExcitation(8, 2),
+        nn.Conv2d(8, 8, 3, padding=1),
+    ).eval()
+    fields = receptive_fields(model, ["1", "2", "3"], 32)
+    # The gate pools the whole map, but it scales channels: windows stay 3 and 5 pixels wide.
+    assert fields["2"].size == (3, 3) and fields["3"].size == (5, 5)
+    assert fields["3"].offset == (-2, -2)
+
+
+def test_efficientnet_and_regnet_y_with_squeeze_excitation_are_probed():
+    from analysis.models import load_model
+
+    for spec, layer in [
+        ("torchvision:efficientnet_b0", "features.2.0.block.1"),
+        ("torchvision:regnet_y_400mf", "trunk_output.block1.block1-0.f.se"),
+    ]:
+        model = load_model(spec, input_size=64).module
+        field = receptive_fields(model, [layer], 64)[layer]
+        assert field.size[0] < 64 and field.stride[0] in (2, 4, 8)
