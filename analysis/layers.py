@@ -15,6 +15,7 @@ from torch import nn
 
 from analysis.hooks import execution_order, model_device
 from analysis.receptive_field import ReceptiveField, receptive_fields
+from analysis.receptive_field_trace import traced_receptive_fields
 
 _ACTIVATIONS = (
     nn.ReLU,
@@ -77,7 +78,7 @@ def list_layers(model: nn.Module, input_size: int) -> list[LayerInfo]:
         if isinstance(output, torch.Tensor) and output.dim() == 4:
             first.setdefault(name, (module, output))
     activation_after = _activations_after_convolutions(order)
-    fields = receptive_fields(model, list(first), input_size)
+    fields = layer_receptive_fields(model, list(first), input_size)
     return [
         LayerInfo(
             name=name,
@@ -90,7 +91,20 @@ def list_layers(model: nn.Module, input_size: int) -> list[LayerInfo]:
             receptive_field=fields[name],
         )
         for name, (module, output) in first.items()
+        if name in fields  # channels-last tensors (inside ConvNeXt blocks) are no channel maps
     ]
+
+
+def layer_receptive_fields(
+    model: nn.Module, layers: list[str], input_size: int
+) -> dict[str, ReceptiveField]:
+    """Fields composed op by op in one forward; the gradient probe for any layer the trace could
+    not follow (an op it does not know)."""
+    fields = traced_receptive_fields(model, layers, input_size)  # without channels-last ones
+    unknown = [name for name, field in fields.items() if field is None]
+    if unknown:
+        fields.update(receptive_fields(model, unknown, input_size))
+    return fields  # type: ignore[return-value]
 
 
 def _activations_after_convolutions(order: list) -> dict[str, str]:

@@ -1,0 +1,85 @@
+"""Receptive fields traced op by op, checked against the gradient probe on every CNN family."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from analysis.layers import list_layers
+from analysis.models import load_model
+from analysis.receptive_field import receptive_fields
+from analysis.receptive_field_trace import traced_receptive_fields
+
+FAMILIES = [
+    "alexnet",
+    "vgg11_bn",
+    "resnet18",
+    "resnext50_32x4d",
+    "wide_resnet50_2",
+    "densenet121",
+    "googlenet",
+    "inception_v3",
+    "squeezenet1_1",
+    "shufflenet_v2_x0_5",
+    "mobilenet_v2",
+    "mobilenet_v3_small",
+    "mnasnet0_5",
+    "efficientnet_b0",
+    "efficientnet_v2_s",
+    "regnet_x_400mf",
+    "regnet_y_400mf",
+    "convnext_tiny",
+]
+SIZE = 96
+
+
+def map_layers(model: torch.nn.Module) -> list[str]:
+    from analysis.hooks import execution_order
+
+    names: list[str] = []
+    for name, _module, output in execution_order(model, torch.zeros(1, 3, SIZE, SIZE)):
+        if isinstance(output, torch.Tensor) and output.dim() == 4 and name not in names:
+            names.append(name)
+    return names
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_trace_matches_the_gradient_probe(family):
+    model = load_model(f"torchvision:{family}", input_size=SIZE).module
+    names = map_layers(model)
+    traced = traced_receptive_fields(model, names, SIZE)
+    # Only an adaptive pooling that upsamples (AlexNet's and VGG's at this small input) is
+    # left to the probe.
+    untraced = [name for name, field in traced.items() if field is None]
+    assert all(name == "avgpool" for name in untraced), untraced
+    # The probe grows its input to the field's size: compare the first half of the network
+    # (fields up to a few hundred pixels), a dozen layers spread over it.
+    candidates = [name for name in names[: len(names) // 2] if name in traced]
+    sample = candidates[:: max(1, len(candidates) // 12)]
+    probed = receptive_fields(model, sample, SIZE)
+    assert {name: traced[name] for name in sample} == probed
+
+
+@pytest.mark.parametrize(
+    ("spec", "layer", "size", "stride"),
+    [
+        ("torchvision:vgg16", "features.28", 196, 16),
+        ("torchvision:vgg16", "features.30", 212, 32),
+        ("torchvision:alexnet", "features.10", 163, 16),
+        ("torchvision:alexnet", "features.12", 195, 32),
+        ("torchvision:resnet50", "layer4", 427, 32),
+        ("torchvision:resnet18", "layer4", 435, 32),
+    ],
+)
+def test_listed_layers_keep_the_reference_fields(spec, layer, size, stride):
+    loaded = load_model(spec)
+    found = {info.name: info for info in list_layers(loaded.module, 224)}[layer]
+    assert found.receptive_field.size == (size, size)
+    assert found.receptive_field.stride == (stride, stride)
+
+
+def test_convnext_channels_last_tensors_are_not_listed_as_maps():
+    loaded = load_model("torchvision:convnext_tiny", input_size=64)
+    names = {info.name for info in list_layers(loaded.module, 64)}
+    assert "features.1.0.block.0" in names  # the depthwise convolution: a channel map
+    assert "features.1.0.block.3" not in names  # its Linear runs on (N, H, W, C)
