@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from analysis.hooks import execution_order, model_device
-from analysis.receptive_field import ReceptiveField, receptive_fields
+from analysis.receptive_field import ReceptiveField
 from analysis.receptive_field_trace import traced_receptive_fields
 
 _ACTIVATIONS = (
@@ -98,13 +98,24 @@ def list_layers(model: nn.Module, input_size: int) -> list[LayerInfo]:
 def layer_receptive_fields(
     model: nn.Module, layers: list[str], input_size: int
 ) -> dict[str, ReceptiveField]:
-    """Fields composed op by op in one forward; the gradient probe for any layer the trace could
-    not follow (an op it does not know)."""
-    fields = traced_receptive_fields(model, layers, input_size)  # without channels-last ones
-    unknown = [name for name, field in fields.items() if field is None]
-    if unknown:
-        fields.update(receptive_fields(model, unknown, input_size))
-    return fields  # type: ignore[return-value]
+    """Fields composed op by op in one forward. Layers the trace cannot follow are left out:
+    token maps after attention, window partitions, channels-last tensors, upsampling — outputs
+    without a local window per channel and position (see :func:`unmapped_layers`)."""
+    traced = traced_receptive_fields(model, layers, input_size)
+    return {name: field for name, field in traced.items() if field is not None}
+
+
+def unmapped_layers(model: nn.Module, input_size: int, listed: list[LayerInfo]) -> list[str]:
+    """Modules with a 4-D output that :func:`list_layers` left out (they are no channel maps
+    with receptive windows), in execution order."""
+    probe = torch.zeros(1, 3, input_size, input_size, device=model_device(model))
+    known = {layer.name for layer in listed}
+    found: list[str] = []
+    for name, _module, output in execution_order(model, probe):
+        four_d = isinstance(output, torch.Tensor) and output.dim() == 4
+        if four_d and name not in known and name not in found:
+            found.append(name)
+    return found
 
 
 def _activations_after_convolutions(order: list) -> dict[str, str]:

@@ -99,7 +99,7 @@ class _Tracer(TorchFunctionMode):
         kwargs = kwargs or {}
         result = func(*args, **kwargs)
         parts = result if isinstance(result, (tuple, list)) else (result,)
-        name = getattr(func, "__name__", "")
+        name = getattr(func, "__name__", "").split(".")[0]  # aten overloads: conv2d.default
         for part in parts:  # chunk, split, unbind: every piece is a map
             if isinstance(part, torch.Tensor):
                 found = self._geometry(name, args, kwargs, part)

@@ -83,3 +83,12 @@ def test_convnext_channels_last_tensors_are_not_listed_as_maps():
     names = {info.name for info in list_layers(loaded.module, 64)}
     assert "features.1.0.block.0" in names  # the depthwise convolution: a channel map
     assert "features.1.0.block.3" not in names  # its Linear runs on (N, H, W, C)
+
+
+def test_transformers_list_their_convolutions_and_say_what_was_left_out(capsys):
+    from server.cli.main import main
+
+    assert main(["layers", "torchvision:swin_t", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert "features.0.0" in captured.out  # the patch embedding is a convolution
+    assert "left out" in captured.err and "attention" in captured.err

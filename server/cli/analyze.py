@@ -54,11 +54,21 @@ def add_commands(commands: Any) -> None:
 
 
 def run_layers(args: argparse.Namespace) -> int:
-    from analysis.layers import list_layers
+    import sys
+
+    from analysis.layers import list_layers, unmapped_layers
 
     loaded = load_model_from_args(args.model, args)
     layers = list_layers(loaded.module, loaded.input.size)
     records = [layer.as_json() for layer in layers]
+    left_out = unmapped_layers(loaded.module, loaded.input.size, layers)
+    if left_out:
+        print(
+            f"neuronscope: {len(left_out)} module(s) with 4-D outputs left out, e.g. "
+            f"{left_out[0]}: their outputs are no channel maps with a local receptive window "
+            "(attention over tokens, channels-last tokens or upsampling)",
+            file=sys.stderr,
+        )
     if args.json:
         print_json(records)
         return 0
