@@ -35,6 +35,10 @@ ACTIVATION_TYPES = frozenset(cls.__name__ for cls in _ACTIVATIONS)
 _BARRIERS = (nn.Conv2d, nn.Linear, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d)
 
 
+class LayerListingError(ValueError):
+    """A model whose layers cannot be listed; the message says why in one line."""
+
+
 @dataclass(frozen=True)
 class LayerInfo:
     """One layer as the sweep sees it."""
@@ -71,7 +75,13 @@ class LayerInfo:
 def list_layers(model: nn.Module, input_size: int) -> list[LayerInfo]:
     """Every submodule with a 4-D tensor output, with its map size and receptive field."""
     probe = torch.zeros(1, 3, input_size, input_size, device=model_device(model))
-    order = execution_order(model, probe)
+    try:
+        order = execution_order(model, probe)
+    except (RuntimeError, ValueError, TypeError, IndexError) as error:
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+        raise LayerListingError(
+            f"the model's forward fails on a {input_size}×{input_size} RGB image: {first}"
+        ) from None
     calls = Counter(name for name, _, _ in order)
     first: dict[str, tuple[nn.Module, torch.Tensor]] = {}
     for name, module, output in order:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from typing import Protocol
 
 import numpy as np
@@ -79,11 +80,29 @@ class LayerSelectionError(ValueError):
     """A requested layer that does not exist or cannot be recorded."""
 
 
+def expand_patterns(available: list[LayerInfo], requested: list[str]) -> list[str]:
+    """Layer names, with shell-style patterns (``features.*.block.2``) expanded in execution
+    order to the recordable layers they match; a pattern matching none is an error."""
+    names: list[str] = []
+    for item in requested:
+        if not any(char in item for char in "*?["):
+            names.append(item)
+            continue
+        matched = [layer.name for layer in available if fnmatchcase(layer.name, item)]
+        matched = [name for name in matched if name not in names]
+        if not matched:
+            raise LayerSelectionError(f"no layer matches {item!r}; see `neuronscope layers`")
+        names += matched
+    return names
+
+
 def select_layers(available: list[LayerInfo], requested: list[str] | None) -> list[LayerInfo]:
-    """The requested layers in execution order, or the default post-activation set (SPEC §1)."""
+    """The requested layers (names or shell-style patterns) in execution order, or the default
+    post-activation set (SPEC §1)."""
     by_name = {layer.name: layer for layer in available}
     chosen = []
-    for name in requested or default_layers(available):
+    names = expand_patterns(available, requested) if requested else default_layers(available)
+    for name in names:
         layer = by_name.get(name)
         if layer is None:
             near = [n for n in by_name if n.startswith(name.rsplit(".", 1)[0])][:8]

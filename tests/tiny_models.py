@@ -125,3 +125,62 @@ class Pause(nn.Module):
 def slow_red_detector() -> nn.Sequential:
     """red_detector behind a 0.5 s pause per batch; its ReLUs are layers "2" and "5"."""
     return nn.Sequential(Pause(0.5), *red_detector())
+
+
+class _ChannelsLastNorm(nn.Module):
+    """LayerNorm over channels on a (N, H, W, C) view, as ConvNeXt does."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class _Varied(nn.Module):
+    def __init__(self, output: str) -> None:
+        super().__init__()
+        from torchvision.ops import SqueezeExcitation
+
+        torch.manual_seed(2)
+        self.output = output
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1),
+            nn.PReLU(8),
+            nn.Conv2d(8, 8, 3, padding=1),
+            nn.LeakyReLU(0.1),
+            SqueezeExcitation(8, 4),
+            nn.Conv2d(8, 12, 3, stride=2, padding=1),
+            nn.ELU(),
+            _ChannelsLastNorm(12),
+            nn.Conv2d(12, 12, 3, padding=1),
+            nn.GELU(),
+            nn.Conv2d(12, 16, 3, padding=1),
+            nn.SiLU(),
+            nn.Conv2d(16, 16, 1),
+            nn.Hardswish(),
+        )
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, x: torch.Tensor):
+        logits = self.head(self.features(x).mean((2, 3)))
+        if self.output == "tuple":
+            return logits, logits.detach() * 0
+        return {"logits": logits, "features": x}
+
+
+def varied_tuple_net() -> nn.Module:
+    """PReLU, LeakyReLU, squeeze-excitation, ELU, channels-last LayerNorm, GELU, SiLU and
+    Hardswish in one network with a tuple output (logits, auxiliary)."""
+    return _Varied("tuple").eval()
+
+
+def varied_dict_net() -> nn.Module:
+    """The same network with a dict output."""
+    return _Varied("dict").eval()
+
+
+def greyscale_only_net() -> nn.Module:
+    """A network whose first convolution takes one channel: an RGB image cannot go in."""
+    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU()).eval()

@@ -48,6 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors whose message is meant for the user, not a traceback."""
     from analysis.data import DatasetError
+    from analysis.layers import LayerListingError
     from analysis.models import ModelError
     from server.decompositions import DecompositionError
     from server.pipeline import LayerSelectionError
@@ -59,6 +60,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return (
         DatasetError,
         ModelError,
+        LayerListingError,
         LayerSelectionError,
         NotFoundError,
         RunBusyError,
