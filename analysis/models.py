@@ -30,6 +30,28 @@ from analysis.safetensors_io import SafetensorsError, load_safetensors
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
+# One architecture per torchvision CNN family: what the tests and benchmarks/layers.py cover.
+CNN_FAMILIES = (
+    "alexnet",
+    "vgg11_bn",
+    "resnet18",
+    "resnext50_32x4d",
+    "wide_resnet50_2",
+    "densenet121",
+    "googlenet",
+    "inception_v3",
+    "squeezenet1_1",
+    "shufflenet_v2_x0_5",
+    "mobilenet_v2",
+    "mobilenet_v3_small",
+    "mnasnet0_5",
+    "efficientnet_b0",
+    "efficientnet_v2_s",
+    "regnet_x_400mf",
+    "regnet_y_400mf",
+    "convnext_tiny",
+)
+
 # Keys under which a model records its own input convention in safetensors metadata.
 META_INPUT_SIZE = "neuronscope.input_size"
 META_MEAN = "neuronscope.mean"

@@ -14,26 +14,7 @@ import subprocess
 import sys
 import time
 
-FAMILIES = [
-    "alexnet",
-    "vgg11_bn",
-    "resnet18",
-    "resnext50_32x4d",
-    "wide_resnet50_2",
-    "densenet121",
-    "googlenet",
-    "inception_v3",
-    "squeezenet1_1",
-    "shufflenet_v2_x0_5",
-    "mobilenet_v2",
-    "mobilenet_v3_small",
-    "mnasnet0_5",
-    "efficientnet_b0",
-    "efficientnet_v2_s",
-    "regnet_x_400mf",
-    "regnet_y_400mf",
-    "convnext_tiny",
-]
+from analysis.models import CNN_FAMILIES
 
 # Run in a fresh interpreter: the stages of `layers`, each timed.
 STAGES = """
@@ -56,7 +37,7 @@ print(json.dumps({"import": imported - started, "build": built - imported,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("families", nargs="*", default=FAMILIES)
+    parser.add_argument("families", nargs="*", default=list(CNN_FAMILIES))
     args = parser.parse_args()
     totals = []
     print(

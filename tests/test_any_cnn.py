@@ -6,8 +6,8 @@ import json
 
 import pytest
 
+from analysis.models import CNN_FAMILIES
 from tests.test_cli import run_cli
-from tests.test_receptive_field_trace import FAMILIES
 
 SMALL = ("--top-k", "3", "--workers", "0", "--no-indexes", "--json")
 
@@ -18,7 +18,7 @@ def layer_names(capsys, spec: str, *extra: str) -> list[str]:
     return [layer["name"] for layer in json.loads(out)]
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", CNN_FAMILIES)
 def test_every_family_is_analysed_end_to_end(capsys, data_dir, square_folder, family):
     spec = f"torchvision:{family}"
     size = "96" if family == "inception_v3" else "64"  # Inception needs at least 75 px

@@ -6,30 +6,10 @@ import pytest
 import torch
 
 from analysis.layers import list_layers
-from analysis.models import load_model
+from analysis.models import CNN_FAMILIES, load_model
 from analysis.receptive_field import receptive_fields
 from analysis.receptive_field_trace import traced_receptive_fields
 
-FAMILIES = [
-    "alexnet",
-    "vgg11_bn",
-    "resnet18",
-    "resnext50_32x4d",
-    "wide_resnet50_2",
-    "densenet121",
-    "googlenet",
-    "inception_v3",
-    "squeezenet1_1",
-    "shufflenet_v2_x0_5",
-    "mobilenet_v2",
-    "mobilenet_v3_small",
-    "mnasnet0_5",
-    "efficientnet_b0",
-    "efficientnet_v2_s",
-    "regnet_x_400mf",
-    "regnet_y_400mf",
-    "convnext_tiny",
-]
 SIZE = 96
 
 
@@ -43,7 +23,7 @@ def map_layers(model: torch.nn.Module) -> list[str]:
     return names
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", CNN_FAMILIES)
 def test_trace_matches_the_gradient_probe(family):
     model = load_model(f"torchvision:{family}", input_size=SIZE).module
     names = map_layers(model)
