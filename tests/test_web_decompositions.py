@@ -173,3 +173,23 @@ def test_cli_decompose_and_compose(capsys, data_dir, monkeypatch, tmp_path):
     assert code == 1 and "first layer" in err
     code, _, err = run_cli(capsys, "decompose", "1", str(tmp_path / "missing.png"))
     assert code == 1 and "not found" in err
+
+
+def test_dream_an_uploaded_image_from_its_decomposition_page(data_dir):
+    web = client_for(data_dir)
+    queued = web.post("/api/runs/1/decompositions", files={"file": ("red.png", png_bytes(
+        red_left_image()))})  # fmt: skip
+    drain(settings_for(data_dir))
+    page = web.get(f"/decompositions/{queued.json()['id']}?layer=1").text
+    upload = re.search(r'name="upload" value="([0-9a-f]{64})"', page).group(1)
+    asked = web.post(
+        "/runs/1/dreams", data={"upload": upload, "layer": "1"}, follow_redirects=False
+    )
+    assert asked.status_code == 303
+    drain(settings_for(data_dir))
+    job = web.get(asked.headers["location"] + ".json").json()
+    assert job["status"] == "done" and job["result"]["image"] != job["result"]["source"]
+    bad = web.post("/runs/1/dreams", data={"image_index": "x", "layer": "1"})
+    assert bad.status_code == 400 and "whole number" in bad.text
+    neither = web.post("/api/runs/1/dreams", json={"layer": "1"})
+    assert neither.status_code == 400 and "name one image" in neither.text

@@ -241,7 +241,7 @@ def run_dream(context: JobContext) -> dict[str, Any]:
     with context.database.session() as session:
         run = _run_of(session, context.job)
         loaded, available = context.models.load(run.model)
-        if "image_index" in params:
+        if params.get("image_index") is not None:
             folder = open_run_inputs(run, context.models).folder
             source = folder.root / folder.images[params["image_index"]].path
         else:

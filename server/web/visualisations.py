@@ -11,11 +11,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from server.jobs.planning import featureviz_job
 from server.jobs.records import JobSpec, submit
-from server.models import Job
+from server.models import Job, Upload
 from server.queries import get_run
 from server.web import actions
 from server.web.actions import ActionError, check_write_access
@@ -46,7 +47,10 @@ class VisualiseBody(RenderBody):
 
 
 class DreamBody(BaseModel):
-    image_index: int = Field(ge=0, le=MAX_ID, description="an image of the run's dataset")
+    image_index: int | None = Field(None, ge=0, le=MAX_ID, description="an image of the dataset")
+    upload: str | None = Field(
+        None, pattern="^[0-9a-f]{64}$", description="or the SHA-256 of an uploaded image"
+    )
     layer: str = Field(max_length=300)
     octaves: int = Field(4, ge=1, le=8)
     steps: int = Field(32, ge=1, le=512)
@@ -81,12 +85,22 @@ def queue_visualisations(session: Session, run_id: int, body: VisualiseBody) -> 
 
 
 def queue_dream(session: Session, run_id: int, body: DreamBody) -> tuple[Job, bool]:
+    """DeepDream of a dataset image or of an uploaded one (the upload form's images)."""
     run = get_run(session, run_id)
-    if body.image_index >= run.dataset.image_count:
-        raise ActionError(f"run {run_id}'s dataset has images 0..{run.dataset.image_count - 1}")
+    if (body.image_index is None) == (body.upload is None):
+        raise ActionError("name one image: a dataset image_index or an upload")
     if body.layer not in {layer["name"] for layer in run.model.layers or []}:
         raise ActionError(f"the model of run {run_id} has no layer {body.layer!r}", 404)
-    params = body.model_dump()
+    params: dict[str, Any] = {"layer": body.layer, "octaves": body.octaves, "steps": body.steps}
+    if body.upload is not None:
+        upload = session.scalar(select(Upload).where(Upload.sha256 == body.upload))
+        if upload is None:
+            raise ActionError("no such upload: upload the image first", 404)
+        params["artifact"] = upload.image_key
+    elif body.image_index >= run.dataset.image_count:
+        raise ActionError(f"run {run_id}'s dataset has images 0..{run.dataset.image_count - 1}")
+    else:
+        params["image_index"] = body.image_index
     spec = JobSpec(kind="dream", identity=[run.key, params], params=params, run_id=run.id)
     return submit(session, spec)
 
@@ -194,13 +208,18 @@ async def visualise_classes_form(
 async def dream_form(
     request: Request,
     run_id: RunId,
-    image_index: Annotated[str, Form()],
     layer: Annotated[str, Form()],
+    image_index: OptionalFormText = None,
+    upload: OptionalFormText = None,
     token: OptionalFormText = None,
 ) -> Response:
     check_write_access(request, token)
-    index = _form_int(image_index, "the image")
-    body = DreamBody(image_index=index if index is not None else -1, layer=layer)
+    try:
+        body = DreamBody(
+            image_index=_form_int(image_index, "the image"), upload=upload or None, layer=layer
+        )
+    except ValueError as error:
+        raise ActionError(f"bad dream request: {error}".splitlines()[0]) from None
     job = actions.submit_single(request, lambda session: queue_dream(session, run_id, body))
     return actions.see_other(request, f"/jobs/{job['id']}", token)
 
