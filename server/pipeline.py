@@ -36,8 +36,6 @@ from server.results import (
     store_sweep_results,
 )
 
-SPRITE_TILE_LIMIT = 96
-
 
 class Progress(Protocol):
     """Reports long work: ``start`` a stage of ``total`` steps, then ``update`` done counts."""
@@ -155,14 +153,8 @@ def compute_neuron_features(
         entry = stored[channel]
         entry.nf_array_key = store.put_array(feature.mean)
         entry.nf_key = store.put_png(contrast_stretched(feature.mean))
-        entry.sprite_key = store.put_png(sprite([_tile(p) for p in feature.patches]))
+        entry.sprite_key = store.put_png(sprite(feature.tiles))
     return stored
-
-
-def _tile(patch: np.ndarray) -> np.ndarray:
-    """Shrink big patches for the sprite by striding (cheap; the NF keeps full resolution)."""
-    step = max(1, -(-max(patch.shape[:2]) // SPRITE_TILE_LIMIT))
-    return patch[::step, ::step]
 
 
 def compute_indexes(

@@ -46,7 +46,7 @@ def test_red_detector_has_a_red_neuron_feature(square_folder):
     red, green, blue = centre.reshape(-1, 3).mean(0)
     assert red > 0.8 and green < 0.2 and blue < 0.2
     assert features[0].mean.shape == (*field.size, 3)
-    assert len(features[0].patches) == 8
+    assert len(features[0].tiles) == 8
 
 
 def test_display_helpers():
@@ -54,3 +54,48 @@ def test_display_helpers():
     assert stretched.tolist() == [[[0, 64, 255]]]
     sheet = sprite([np.zeros((2, 3, 3))] * 3, columns=2, gap=1)
     assert sheet.shape == (5, 7, 3)
+
+
+def test_nf_equals_the_definition_on_jpeg_photographs(tmp_path):
+    """NF = Σ_j ŵ_j · patch_j with grey outside the image (SPEC §3), computed the direct way
+    from full patches, against the accumulated one, on JPEGs whose windows overrun the image."""
+    from PIL import Image
+
+    from tests.tiny_models import random_net
+
+    rng = np.random.default_rng(4)
+    for i in range(12):
+        pixels = (rng.random((38, 50, 3)) * 80 + np.linspace(0, 170, 50)[None, :, None]).astype(
+            np.uint8
+        )
+        Image.fromarray(pixels).save(tmp_path / f"{i:02d}.jpg", quality=90)
+    folder = scan_image_folder(tmp_path)
+    model = random_net()
+    result = sweep(model, folder, ["4"], SPEC, k=5, workers=0).layers["4"]
+    field = receptive_fields(model, ["4"], SPEC.size)["4"]
+    load = lambda i: load_rgb(folder.root / folder.images[i].path, SPEC.size)  # noqa: E731
+    values, images = result.values.numpy(), result.images.numpy()
+    rows, cols = result.rows.numpy(), result.cols.numpy()
+    features = dict(neuron_features(values, images, rows, cols, field, load, result.dead.numpy()))
+    assert features
+    for channel, feature in features.items():
+        weights = np.clip(values[channel] / values[channel, 0], 0, None).astype(np.float64)
+        cut = [
+            cut_patch(
+                load(int(images[channel, j])), field.window(rows[channel, j], cols[channel, j])
+            )
+            for j in range(values.shape[1])
+        ]
+        patches = np.stack([patch for patch, _ in cut]).astype(np.float64)
+        inside = np.stack([mask for _, mask in cut]).astype(np.float64)
+        mean = np.tensordot(weights / weights.sum(), patches, axes=1)
+        coverage = np.tensordot(weights, inside, axes=1)
+        covered = np.tensordot(weights, patches * inside[..., None], axes=1)
+        coverage_mean = np.where(
+            (coverage >= 0.1 * weights.sum())[..., None],
+            covered / np.maximum(coverage, 1e-12)[..., None],
+            0.5,
+        )
+        assert np.abs(feature.mean - mean).max() < 1e-6
+        assert np.abs(feature.coverage_mean - coverage_mean).max() < 1e-6
+        assert any(not mask.all() for _, mask in cut)  # windows do overrun the image
