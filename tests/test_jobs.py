@@ -232,3 +232,26 @@ def test_a_worker_reuses_its_loaded_model_only_while_the_weights_file_is_unchang
     save_safetensors(changed, weights)
     with pytest.raises(JobInputError, match="changed since they were registered"):
         cache.load(model)
+
+
+def test_job_progress_says_its_pace_and_the_time_left():
+    import time as clock
+
+    from server.jobs.runner import JobProgress
+
+    class Monitor:
+        def __init__(self) -> None:
+            import threading
+
+            self.lost, self.cancelled = threading.Event(), threading.Event()
+            self.progress, self.message = None, None
+
+    monitor = Monitor()
+    progress = JobProgress(monitor)
+    progress.start("sweep", 100)
+    assert monitor.message == "sweep: 0 of 100"
+    progress._started = clock.perf_counter() - 10  # ten seconds in
+    progress.update(25)
+    assert monitor.message.startswith("sweep: 25 of 100 · 2.5/s · 0:3")  # 30 s left
+    progress.finish()
+    assert monitor.message == "sweep: 100 of 100" and monitor.progress == 1.0

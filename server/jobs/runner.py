@@ -81,9 +81,11 @@ class JobProgress:
         self.monitor = monitor
         self._stage = ""
         self._total = 1
+        self._started = time.perf_counter()
 
     def start(self, stage: str, total: int) -> None:
         self._stage, self._total = stage, max(total, 1)
+        self._started = time.perf_counter()
         self.update(0)
 
     def update(self, done: int) -> None:
@@ -92,7 +94,16 @@ class JobProgress:
         if self.monitor.cancelled.is_set():
             raise JobCancelledError()
         self.monitor.progress = min(done / self._total, 1.0)
-        self.monitor.message = f"{self._stage}: {done:,} of {self._total:,}"
+        self.monitor.message = f"{self._stage}: {done:,} of {self._total:,}{self._pace(done)}"
+
+    def _pace(self, done: int) -> str:
+        """Items per second and the time left, so a user sees which stage is slow."""
+        seconds = time.perf_counter() - self._started
+        if done <= 0 or seconds < 0.5:
+            return ""
+        rate = done / seconds
+        left = (self._total - done) / rate
+        return f" · {rate:,.1f}/s · {_clock(left)} left" if done < self._total else ""
 
     def finish(self) -> None:
         self.update(self._total)
@@ -178,6 +189,12 @@ class JobRunner:
             released = records.release_ready(session, job.run_id)
             records.finish_run_if_complete(session, job.run_id)
         self.send(released)
+
+
+def _clock(seconds: float) -> str:
+    minutes, seconds = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
 
 
 def _release_device_memory() -> None:
