@@ -126,3 +126,22 @@ def test_analyze_featureviz_in_process_estimates_then_renders(capsys, data_dir, 
     assert "feature visualisations of 5 neurons (4 steps at 32 px on cpu): about" in out
     code, out, _ = run_cli(capsys, "neuron", "1", "4", "1", "--json")
     assert json.loads(out)["feature_vis"][0]["steps"] == 4
+
+
+def test_resuming_a_cancelled_run_revives_its_visualisation_jobs(capsys, data_dir, square_folder):
+    from server.db import Database
+    from server.jobs.records import stop_run
+    from server.web.actions import resume_run
+
+    run = analyze(capsys, square_folder, "--no-indexes", "--featureviz", "--fv-steps", "4",
+                  "--queue")["run"]  # fmt: skip
+    settings = settings_for(data_dir)
+    with Database(settings.database_url).session() as session:
+        stop_run(session, run, "cancelled", "cancelled by the test")
+    assert {job.status for job in jobs(settings) if job.kind == "featureviz"} == {"cancelled"}
+    with Database(settings.database_url).session() as session:
+        resume_run(session, run)
+    revived = [job for job in jobs(settings) if job.kind == "featureviz"]
+    assert len(revived) == 2 and {job.status for job in revived} == {"waiting"}
+    drain(settings)
+    assert {job.status for job in jobs(settings)} == {"done"}

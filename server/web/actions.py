@@ -205,14 +205,23 @@ def start_run(session: Session, request: RunRequest) -> tuple[int, list[Job], li
 
 def resume_run(session: Session, run_id: int) -> tuple[int, list[Job], list[int]]:
     """Queue a failed or cancelled run again: its failed and cancelled jobs are revived, its
-    finished ones kept (the same plan: shards, batch size, and indexes if it had them)."""
+    finished ones kept (the same plan: shards, batch size, indexes and feature visualisations
+    if it had them)."""
     run = get_run(session, run_id)
     if run.status not in ("failed", "cancelled"):
         raise ActionError(f"run {run_id} is {run.status}; only a failed or cancelled run resumes")
     kinds = set(session.scalars(select(Job.kind).where(Job.run_id == run_id)))
     if not kinds:
         raise ActionError(f"run {run_id} was computed on the command line; run it there again")
-    jobs, to_send = plan_analysis(session, run, PlanOptions(indexes="indexes" in kinds))
+    visualised = session.scalars(
+        select(Job.params).where(Job.run_id == run_id, Job.kind == "featureviz")
+    ).all()
+    whole_layers = [params for params in visualised if params["layer"] and not params["units"]]
+    options = PlanOptions(
+        indexes="indexes" in kinds,
+        featureviz=whole_layers[0]["settings"] if whole_layers else None,
+    )
+    jobs, to_send = plan_analysis(session, run, options)
     session.flush()
     return run.id, jobs, to_send
 
