@@ -1,4 +1,7 @@
-"""``neuronscope runs`` and ``neuronscope neuron``: read stored results back."""
+"""``neuronscope runs`` and ``neuronscope neuron``: read stored results back.
+
+The queries (and SQLAlchemy) load inside the commands, so the CLI starts quickly for the others.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,6 @@ from typing import Any
 
 from server.cli.common import open_database
 from server.cli.output import print_json, print_table
-from server.queries import get_run, layer_summary, list_runs, neuron_detail, rank_neurons
 
 
 def add_commands(commands: Any) -> None:
@@ -38,6 +40,8 @@ def add_commands(commands: Any) -> None:
 
 
 def run_runs(args: argparse.Namespace) -> int:
+    from server.queries import list_runs
+
     _, database, _ = open_database()
     with database.session() as session:
         runs = list_runs(session)
@@ -67,6 +71,8 @@ def run_runs(args: argparse.Namespace) -> int:
 
 
 def print_layers_of_run(run_id: int) -> None:
+    from server.queries import get_run, layer_summary
+
     _, database, _ = open_database()
     with database.session() as session:
         layers = [layer_summary(layer) for layer in get_run(session, run_id).layers]
@@ -88,6 +94,8 @@ def print_layers_of_run(run_id: int) -> None:
 
 
 def run_neuron(args: argparse.Namespace) -> int:
+    from server.queries import neuron_detail
+
     _, database, store = open_database()
     with database.session() as session:
         detail = neuron_detail(session, store, args.run, args.layer, args.channel)
@@ -132,6 +140,8 @@ def run_neuron(args: argparse.Namespace) -> int:
 
 
 def run_rank(args: argparse.Namespace) -> int:
+    from server.queries import rank_neurons
+
     _, database, _ = open_database()
     with database.session() as session:
         ranked = rank_neurons(session, args.run, args.layer, args.by, args.desc)
@@ -156,6 +166,8 @@ BARS = " ▁▂▃▄▅▆▇█"
 
 
 def run_summary_command(args: argparse.Namespace) -> int:
+    from server.queries import get_run
+
     """Each layer's 10-bin histogram of every index on [0, 1], its mean, and physiology."""
     _, database, _ = open_database()
     with database.session() as session:

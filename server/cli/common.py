@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from server.artifacts import ArtifactStore
 from server.config import Settings, load_settings
-from server.db import Database
 
 if TYPE_CHECKING:
     from analysis.models import LoadedModel
+    from server.artifacts import ArtifactStore
+    from server.db import Database
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -35,6 +35,11 @@ def load_model_from_args(spec: str, args: argparse.Namespace) -> LoadedModel:
 
 
 def open_database(settings: Settings | None = None) -> tuple[Settings, Database, ArtifactStore]:
+    """Settings, database and artifact store; SQLAlchemy and Alembic load only here, so commands
+    that need no database (``layers``) start without them."""
+    from server.artifacts import ArtifactStore
+    from server.db import Database
+
     settings = settings or load_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     return settings, Database(settings.database_url), ArtifactStore(settings.artifact_dir)
