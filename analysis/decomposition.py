@@ -30,9 +30,9 @@ import torch
 from torch import nn
 
 from analysis.hooks import forward_until, layer_hooks, model_device, resolve_layers
+from analysis.neuron_feature import cut_patch
 from analysis.receptive_field import ReceptiveField
 
-GREY = 0.5
 Window = tuple[int, int, int, int]
 
 
@@ -292,11 +292,9 @@ def _centre_position(field: ReceptiveField, size: int, axis: int) -> int:
 
 
 def _cut(image: torch.Tensor, window: Window) -> torch.Tensor:
-    """The unclipped ``window`` of a (3, H, W) image, grey outside it."""
-    r0, r1, c0, c1 = window
-    patch = torch.full((3, r1 - r0, c1 - c0), GREY, dtype=image.dtype)
-    _paste(patch, image, (-r0, -r0 + image.shape[1], -c0, -c0 + image.shape[2]))
-    return patch
+    """The unclipped ``window`` of a (3, H, W) image, grey outside it (as an NF's patches)."""
+    patch, _inside = cut_patch(image.permute(1, 2, 0).numpy(), window)
+    return torch.from_numpy(patch).permute(2, 0, 1).to(image.dtype)
 
 
 def _paste(canvas: torch.Tensor, patch: torch.Tensor, window: Window) -> None:
