@@ -31,10 +31,10 @@ class DatasetError(ValueError):
 
 
 class ResizePolicy(StrEnum):
-    """How a raw image becomes a square model input (SPEC §1)."""
+    """How a raw image becomes a model input of (height, width) (SPEC §1)."""
 
-    WHOLE = "whole"  # the whole image squeezed to size x size
-    CENTER_CROP = "center-crop"  # shorter side to size, then the central square
+    WHOLE = "whole"  # the whole image squeezed to height x width
+    CENTER_CROP = "center-crop"  # scaled to cover height x width, then the central part
 
 
 @dataclass(frozen=True)
@@ -93,23 +93,33 @@ def scan_image_folder(root: str | Path) -> ImageFolder:
     return ImageFolder(root=root, images=tuple(images), skipped=tuple(skipped))
 
 
-def load_rgb(path: str | Path, size: int, policy: ResizePolicy = ResizePolicy.WHOLE) -> np.ndarray:
-    """Decode ``path`` as a float32 (size, size, 3) RGB array in [0, 1].
+def load_rgb(
+    path: str | Path,
+    size: int | tuple[int, int],
+    policy: ResizePolicy = ResizePolicy.WHOLE,
+    grey: bool = False,
+) -> np.ndarray:
+    """Decode ``path`` as a float32 (height, width, 3) RGB array in [0, 1].
 
-    Bilinear resampling in Pillow low-pass filters when shrinking (antialiasing), as SPEC §1 asks.
+    ``size`` is (height, width), or one int for a square. Bilinear resampling in Pillow low-pass
+    filters when shrinking (antialiasing), as SPEC §1 asks. ``grey`` reads the image as a
+    greyscale model sees it (luminance, R = G = B), so its patches and NFs show what it saw.
     """
+    height, width = (size, size) if isinstance(size, int) else size
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         with Image.open(path) as image:
-            image = image.convert("RGB")
+            image = image.convert("L").convert("RGB") if grey else image.convert("RGB")
             if policy is ResizePolicy.CENTER_CROP:
-                scale = size / min(image.size)
-                width, height = round(image.width * scale), round(image.height * scale)
-                image = image.resize((max(width, size), max(height, size)), Image.BILINEAR)
-                left, top = (image.width - size) // 2, (image.height - size) // 2
-                image = image.crop((left, top, left + size, top + size))
+                scale = max(height / image.height, width / image.width)
+                scaled = (round(image.width * scale), round(image.height * scale))
+                image = image.resize(
+                    (max(scaled[0], width), max(scaled[1], height)), Image.BILINEAR
+                )
+                left, top = (image.width - width) // 2, (image.height - height) // 2
+                image = image.crop((left, top, left + width, top + height))
             else:
-                image = image.resize((size, size), Image.BILINEAR)
+                image = image.resize((width, height), Image.BILINEAR)
             return np.asarray(image, dtype=np.float32) / 255.0
 
 
@@ -119,14 +129,16 @@ class ImageTensors(Dataset):
     def __init__(
         self,
         folder: ImageFolder,
-        size: int,
+        size: int | tuple[int, int],
         policy: ResizePolicy = ResizePolicy.WHOLE,
         indices: range | None = None,
+        grey: bool = False,
     ) -> None:
         self.folder = folder
-        self.size = size
+        self.size = (size, size) if isinstance(size, int) else size
         self.policy = policy
         self.indices = indices if indices is not None else range(len(folder.images))
+        self.grey = grey
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -135,7 +147,7 @@ class ImageTensors(Dataset):
         index = self.indices[position]
         path = self.folder.root / self.folder.images[index].path
         try:
-            pixels = load_rgb(path, self.size, self.policy)
+            pixels = load_rgb(path, self.size, self.policy, self.grey)
         except (
             OSError,
             UnidentifiedImageError,
@@ -143,5 +155,5 @@ class ImageTensors(Dataset):
             Image.DecompressionBombError,
             Image.DecompressionBombWarning,
         ):
-            return torch.zeros(3, self.size, self.size), index, False
+            return torch.zeros(3, *self.size), index, False
         return torch.from_numpy(pixels).permute(2, 0, 1).contiguous(), index, True

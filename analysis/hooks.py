@@ -86,19 +86,42 @@ def forward_until(model: nn.Module, inputs: torch.Tensor) -> None:
         model(inputs)
 
 
+class ForwardError(RuntimeError):
+    """A forward pass that failed, with the innermost module that was running when it did."""
+
+    def __init__(self, module: str | None, module_type: str | None, error: BaseException) -> None:
+        self.module, self.module_type = module, module_type
+        self.reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+        where = f"in module {module!r} ({module_type})" if module else "outside any submodule"
+        super().__init__(f"{where}: {self.reason}")
+
+
 def execution_order(model: nn.Module, inputs: torch.Tensor) -> list[tuple[str, nn.Module, Any]]:
-    """The modules (all depths) in the order their forwards finish, with their outputs."""
+    """The modules (all depths) in the order their forwards finish, with their outputs.
+
+    A forward that fails raises :class:`ForwardError` naming the innermost module that was
+    running, so a user learns which layer of their network the input does not fit."""
     order: list[tuple[str, nn.Module, Any]] = []
+    running: list[tuple[str, nn.Module]] = []
     handles = []
     try:
         for name, module in named_modules(model).items():
 
+            def enter(module: nn.Module, _inputs: Any, name: str = name) -> None:
+                running.append((name, module))
+
             def hook(module: nn.Module, _inputs: Any, output: Any, name: str = name) -> None:
+                running.pop()
                 order.append((name, module, output))
 
+            handles.append(module.register_forward_pre_hook(enter))
             handles.append(module.register_forward_hook(hook))
         with torch.no_grad():
-            model(inputs)
+            try:
+                model(inputs)
+            except (RuntimeError, ValueError, TypeError, IndexError, KeyError) as error:
+                name, module = running[-1] if running else (None, None)
+                raise ForwardError(name, type(module).__name__ if module else None, error) from None
     finally:
         for handle in handles:
             handle.remove()

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from analysis.hooks import execution_order, model_device
+from analysis.hooks import ForwardError, execution_order, model_device
+from analysis.models import InputSpec
 from analysis.receptive_field import ReceptiveField
 from analysis.receptive_field_trace import traced_receptive_fields
 
@@ -72,15 +73,14 @@ class LayerInfo:
         }
 
 
-def list_layers(model: nn.Module, input_size: int) -> list[LayerInfo]:
+def list_layers(model: nn.Module, input_spec: InputSpec) -> list[LayerInfo]:
     """Every submodule with a 4-D tensor output, with its map size and receptive field."""
-    probe = torch.zeros(1, 3, input_size, input_size, device=model_device(model))
+    probe = input_spec.blank(model_device(model))
     try:
         order = execution_order(model, probe)
-    except (RuntimeError, ValueError, TypeError, IndexError) as error:
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+    except ForwardError as error:
         raise LayerListingError(
-            f"the model's forward fails on a {input_size}×{input_size} RGB image: {first}"
+            f"the model's forward fails on a {input_spec.describe()} image {error}"
         ) from None
     calls = Counter(name for name, _, _ in order)
     first: dict[str, tuple[nn.Module, torch.Tensor]] = {}
@@ -88,7 +88,7 @@ def list_layers(model: nn.Module, input_size: int) -> list[LayerInfo]:
         if isinstance(output, torch.Tensor) and output.dim() == 4:
             first.setdefault(name, (module, output))
     activation_after = _activations_after_convolutions(order)
-    fields = layer_receptive_fields(model, list(first), input_size)
+    fields = layer_receptive_fields(model, list(first), input_spec)
     return [
         LayerInfo(
             name=name,
@@ -106,19 +106,19 @@ def list_layers(model: nn.Module, input_size: int) -> list[LayerInfo]:
 
 
 def layer_receptive_fields(
-    model: nn.Module, layers: list[str], input_size: int
+    model: nn.Module, layers: list[str], input_spec: InputSpec
 ) -> dict[str, ReceptiveField]:
     """Fields composed op by op in one forward. Layers the trace cannot follow are left out:
     token maps after attention, window partitions, channels-last tensors, upsampling — outputs
     without a local window per channel and position (see :func:`unmapped_layers`)."""
-    traced = traced_receptive_fields(model, layers, input_size)
+    traced = traced_receptive_fields(model, layers, input_spec)
     return {name: field for name, field in traced.items() if field is not None}
 
 
-def unmapped_layers(model: nn.Module, input_size: int, listed: list[LayerInfo]) -> list[str]:
+def unmapped_layers(model: nn.Module, input_spec: InputSpec, listed: list[LayerInfo]) -> list[str]:
     """Modules with a 4-D output that :func:`list_layers` left out (they are no channel maps
     with receptive windows), in execution order."""
-    probe = torch.zeros(1, 3, input_size, input_size, device=model_device(model))
+    probe = input_spec.blank(model_device(model))
     known = {layer.name for layer in listed}
     found: list[str] = []
     for name, _module, output in execution_order(model, probe):
@@ -150,14 +150,59 @@ def _activations_after_convolutions(order: list) -> dict[str, str]:
 
 
 def default_layers(layers: list[LayerInfo]) -> list[str]:
-    """The post-activation output of every convolution (the convolution itself if it has none)."""
+    """Each convolution's post-activation output, one per block where the network says so.
+
+    A convolution followed by its own activation module is read after that activation. Where
+    the activation is not a module of its own, or one module is reused (torchvision's ResNet
+    blocks call one ReLU twice, GoogLeNet and Inception apply ``F.relu`` inside a conv
+    wrapper), the nearest enclosing module with a map of the same size is read instead: the
+    residual block's output, the wrapper's post-ReLU output. Containers of a convolution and
+    its norm alone (a ResNet downsample, a linear projection) are passed over on the way up,
+    as they apply no activation. Convolutions on a single position that sees the whole image
+    (squeeze-and-excitation gates) are no spatial neurons and are left out. Only a
+    convolution with none of these is read itself.
+    """
     by_name = {layer.name: layer for layer in layers}
     chosen: list[str] = []
     for layer in layers:
-        if layer.type != "Conv2d":
+        if layer.type != "Conv2d" or _is_gate(layer):
             continue
         activation = by_name.get(layer.activation or "")
-        target = activation.name if activation and activation.hookable else layer.name
+        if activation and activation.hookable:
+            target = activation.name
+        else:
+            target = _enclosing(layer, by_name) or layer.name
         if target not in chosen:
             chosen.append(target)
-    return chosen
+    order = {layer.name: index for index, layer in enumerate(layers)}
+    return sorted(chosen, key=order.__getitem__)
+
+
+_PLAIN_CONTAINERS = frozenset({"Sequential", "Conv2dNormActivation"})
+
+
+def _enclosing(layer: LayerInfo, by_name: dict[str, LayerInfo]) -> str | None:
+    """The nearest recorded ancestor of ``layer`` with a map of the same size that may apply
+    an activation (see :func:`default_layers`)."""
+    parts = layer.name.split(".")
+    for depth in range(len(parts) - 1, 0, -1):
+        parent = by_name.get(".".join(parts[:depth]))
+        if parent is None:
+            continue
+        if (parent.height, parent.width) != (layer.height, layer.width) or not parent.hookable:
+            return None
+        prefix = parent.name + "."
+        activates = any(
+            name.startswith(prefix) and inner.type in ACTIVATION_TYPES
+            for name, inner in by_name.items()
+        )
+        if parent.type not in _PLAIN_CONTAINERS or activates:
+            return parent.name
+    return None
+
+
+def _is_gate(layer: LayerInfo) -> bool:
+    """A convolution after a global pooling: one position, a window of the whole image."""
+    field = layer.receptive_field
+    whole = field.size == field.stride and field.offset == (0, 0)
+    return whole and (layer.height, layer.width) == (1, 1)

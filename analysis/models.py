@@ -29,6 +29,11 @@ from analysis.safetensors_io import SafetensorsError, load_safetensors
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# A greyscale model's defaults: ImageNet's statistics of the luminance below.
+GREY_MEAN = (0.449,)
+GREY_STD = (0.226,)
+# ITU-R 601 luma, the weights Pillow's convert("L") uses: how an RGB image becomes grey.
+LUMA = (0.299, 0.587, 0.114)
 
 # One architecture per torchvision CNN family: what the tests and benchmarks/layers.py cover.
 CNN_FAMILIES = (
@@ -53,7 +58,8 @@ CNN_FAMILIES = (
 )
 
 # Keys under which a model records its own input convention in safetensors metadata.
-META_INPUT_SIZE = "neuronscope.input_size"
+META_INPUT_SIZE = "neuronscope.input_size"  # "N" or "H,W"
+META_INPUT_CHANNELS = "neuronscope.input_channels"  # "1" (greyscale) or "3"
 META_MEAN = "neuronscope.mean"
 META_STD = "neuronscope.std"
 # The names of the output classes in logit order, comma-separated (shown on the classes page).
@@ -66,16 +72,76 @@ class ModelError(ValueError):
 
 @dataclass(frozen=True)
 class InputSpec:
-    """How images become model input: square size in pixels and per-channel normalisation."""
+    """How images become model input: size (height, width), channels and normalisation.
 
-    size: int = 224
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
+    Images are always handled as RGB in [0, 1] (loaded, cut into patches, averaged into NFs,
+    rendered); a greyscale model (``channels == 1``) has its images read as grey, R = G = B, and
+    :meth:`normalise` hands it their luminance, so stimuli drawn in colour reach it as the
+    luminance a camera would have recorded. A square size may be given as one int.
+    """
+
+    size: tuple[int, int] = (224, 224)
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    channels: int = 3
+
+    def __post_init__(self) -> None:
+        if isinstance(self.size, int):
+            object.__setattr__(self, "size", (self.size, self.size))
+        if self.channels not in (1, 3):
+            raise ModelError(f"models must take 1 (grey) or 3 (RGB) channels, not {self.channels}")
+        for name in ("mean", "std"):
+            values = tuple(float(v) for v in getattr(self, name))
+            if len(values) == 1 and self.channels == 3:
+                values *= 3
+            if len(values) != self.channels:
+                raise ModelError(
+                    f"--{name} needs {self.channels} number(s) for a {self.kind} model, "
+                    f"got {len(values)}"
+                )
+            object.__setattr__(self, name, values)
+
+    @property
+    def height(self) -> int:
+        return self.size[0]
+
+    @property
+    def width(self) -> int:
+        return self.size[1]
+
+    @property
+    def grey(self) -> bool:
+        return self.channels == 1
+
+    @property
+    def kind(self) -> str:
+        """``greyscale`` or ``RGB``, for messages."""
+        return "greyscale" if self.grey else "RGB"
+
+    def describe(self) -> str:
+        """``224×224 RGB``: the input in words, for messages and tables."""
+        return f"{self.height}×{self.width} {self.kind}"
+
+    def blank(self, device: torch.device | str = "cpu") -> torch.Tensor:
+        """One all-zero model input (1, channels, H, W): what layer listings trace."""
+        return torch.zeros(1, self.channels, self.height, self.width, device=device)
+
+    def as_seen(self, images: torch.Tensor) -> torch.Tensor:
+        """RGB images (N, 3, H, W) as the model sees them: a greyscale model's luminance in all
+        three channels (an optimised image's colours are invisible to it, so not shown)."""
+        if not self.grey:
+            return images
+        luma = torch.tensor(LUMA, device=images.device, dtype=images.dtype)
+        return (images * luma.view(1, 3, 1, 1)).sum(1, keepdim=True).expand_as(images).clone()
 
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
         """Map RGB images in [0, 1] (N, 3, H, W) to what the model expects."""
-        mean = torch.tensor(self.mean, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+        if self.grey:
+            luma = torch.tensor(LUMA, device=images.device, dtype=images.dtype)
+            images = (images * luma.view(1, 3, 1, 1)).sum(1, keepdim=True)
+        shape = (1, self.channels, 1, 1)
+        mean = torch.tensor(self.mean, device=images.device, dtype=images.dtype).view(shape)
+        std = torch.tensor(self.std, device=images.device, dtype=images.dtype).view(shape)
         return (images - mean) / std
 
 
@@ -188,16 +254,17 @@ def weights_sha256(module: nn.Module) -> str:
 def load_model(
     spec: str,
     weights: str | Path | None = None,
-    input_size: int | None = None,
-    mean: tuple[float, float, float] | None = None,
-    std: tuple[float, float, float] | None = None,
+    input_size: int | tuple[int, int] | None = None,
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
     seed: int = 0,
 ) -> LoadedModel:
     """Build ``spec``, load ``weights`` strictly, and settle the input convention.
 
     Random initialisation is seeded, so an un-weighted architecture still hashes to the same
     run. Explicit ``input_size``/``mean``/``std`` win over those recorded in the weights' metadata,
-    which win over the ImageNet defaults.
+    which win over the defaults (224 px, ImageNet's statistics). The channel count is recorded in
+    the metadata or read from the first convolution: one channel makes a greyscale model.
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -214,15 +281,13 @@ def load_model(
     module.eval()
     for parameter in module.parameters():
         parameter.requires_grad_(False)
-    recorded = InputSpec(
-        size=int(metadata.get(META_INPUT_SIZE, InputSpec.size)),
-        mean=_triple(metadata[META_MEAN]) if META_MEAN in metadata else IMAGENET_MEAN,
-        std=_triple(metadata[META_STD]) if META_STD in metadata else IMAGENET_STD,
-    )
+    channels = int(metadata.get(META_INPUT_CHANNELS, 0)) or input_channels(module)
+    grey = channels == 1
     input_spec = InputSpec(
-        size=input_size or recorded.size,
-        mean=mean or recorded.mean,
-        std=std or recorded.std,
+        size=input_size or parse_size(metadata.get(META_INPUT_SIZE, "224")),
+        mean=mean or _numbers(metadata.get(META_MEAN), GREY_MEAN if grey else IMAGENET_MEAN),
+        std=std or _numbers(metadata.get(META_STD), GREY_STD if grey else IMAGENET_STD),
+        channels=channels,
     )
     return LoadedModel(
         module=module,
@@ -234,20 +299,43 @@ def load_model(
     )
 
 
-def parse_triple(text: str) -> tuple[float, float, float]:
-    """Parse ``"R,G,B"`` into three floats (used for --mean and --std)."""
-    return _triple(text)
+def input_channels(module: nn.Module) -> int:
+    """The channels the network reads: its first convolution's, when that is 1 (greyscale);
+    3 otherwise. A model whose first layer is no ``nn.Conv2d`` (an exported program) says so
+    in its weights' metadata, or is taken as RGB."""
+    first = next((m for m in module.modules() if isinstance(m, nn.Conv2d)), None)
+    return 1 if first is not None and first.in_channels == 1 else 3
 
 
-def _triple(text: str) -> tuple[float, float, float]:
+def parse_size(text: str) -> tuple[int, int]:
+    """Parse ``"N"`` (square) or ``"H,W"`` into (height, width) (used for --input-size)."""
+    parts = [p for p in text.replace(" ", "").replace("x", ",").split(",") if p]
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise ModelError(f"expected an input size N or H,W, got {text!r}") from None
+    if len(values) not in (1, 2):
+        raise ModelError(f"expected an input size N or H,W, got {text!r}")
+    height, width = values * 2 if len(values) == 1 else values
+    if min(height, width) < 8:
+        raise ModelError(f"the input size must be at least 8 pixels a side, got {text!r}")
+    return height, width
+
+
+def parse_numbers(text: str) -> tuple[float, ...]:
+    """Parse ``"R,G,B"`` or one number (greyscale, or the same for all three) for --mean/--std."""
     parts = [p for p in text.replace(" ", "").split(",") if p]
     try:
         values = tuple(float(p) for p in parts)
     except ValueError:
-        raise ModelError(f"expected three numbers R,G,B, got {text!r}") from None
-    if len(values) != 3:
-        raise ModelError(f"expected three numbers R,G,B, got {text!r}")
-    return values  # type: ignore[return-value]
+        raise ModelError(f"expected three numbers R,G,B or one, got {text!r}") from None
+    if len(values) not in (1, 3):
+        raise ModelError(f"expected three numbers R,G,B or one, got {text!r}")
+    return values
+
+
+def _numbers(text: str | None, default: tuple[float, ...]) -> tuple[float, ...]:
+    return parse_numbers(text) if text is not None else default
 
 
 def _first_line(error: BaseException, limit: int = 200) -> str:

@@ -3,7 +3,8 @@
 The cell is one channel; its response is the activation at the centre of the map. The
 spontaneous rate is the response to a black image. Hue responses are read *before* the
 activation function (where opponency shows as responses below baseline) and grating responses
-*after* it.
+*after* it. A greyscale model sees uniform hues only as 360 grey levels, so it is shown no hues:
+its units are classed spectrally "achromatic" and keep their grating responses.
 """
 
 from __future__ import annotations
@@ -36,10 +37,10 @@ class Electrode:
     before: bool = False
 
 
-def hue_stimuli(size: int) -> torch.Tensor:
+def hue_stimuli(size: tuple[int, int]) -> torch.Tensor:
     """360 full-field uniform images, hue 0°…359° in HSL with saturation 1 and lightness 0.5."""
     colours = torch.tensor([colorsys.hls_to_rgb(h / 360, 0.5, 1.0) for h in HUES])
-    return colours[:, :, None, None].expand(len(HUES), 3, size, size).float()
+    return colours[:, :, None, None].expand(len(HUES), 3, *size).float()
 
 
 def grating_conditions() -> list[tuple[int, float, int]]:
@@ -49,20 +50,26 @@ def grating_conditions() -> list[tuple[int, float, int]]:
     ]
 
 
-def grating_stimuli(size: int) -> torch.Tensor:
-    """Achromatic full-contrast sinusoidal gratings, 0.5 + 0.5·sin(2π(f·u/size + phase))."""
-    coords = torch.arange(size, dtype=torch.float64) + 0.5 - size / 2
-    y, x = torch.meshgrid(coords, coords, indexing="ij")
+def grating_stimuli(size: tuple[int, int]) -> torch.Tensor:
+    """Achromatic full-contrast sinusoidal gratings, 0.5 + 0.5·sin(2π(f·u/side + phase)).
+
+    ``size`` is (height, width); f counts cycles over the shorter side, ``side``, so a
+    frequency means the same on a non-square input as on its inscribed square."""
+    height, width = size
+    side = min(height, width)
+    rows = torch.arange(height, dtype=torch.float64) + 0.5 - height / 2
+    cols = torch.arange(width, dtype=torch.float64) + 0.5 - width / 2
+    y, x = torch.meshgrid(rows, cols, indexing="ij")
     images = []
     for orientation, phase, frequency in grating_conditions():
         angle = math.radians(orientation)
         u = x * math.cos(angle) + y * math.sin(angle)
-        images.append(0.5 + 0.5 * torch.sin(2 * math.pi * (frequency * u / size + phase)))
+        images.append(0.5 + 0.5 * torch.sin(2 * math.pi * (frequency * u / side + phase)))
     return torch.stack(images).float()[:, None].expand(-1, 3, -1, -1)
 
 
-def black_stimulus(size: int) -> torch.Tensor:
-    return torch.zeros(1, 3, size, size)
+def black_stimulus(size: tuple[int, int]) -> torch.Tensor:
+    return torch.zeros(1, 3, *size)
 
 
 def record_centre(
@@ -107,11 +114,11 @@ def record_centre(
 class UnitPhysiology:
     """One unit's response curves and classes."""
 
-    hue_curve: list[float]
+    hue_curve: list[float]  # empty for a greyscale model
     hue_baseline: float
-    spectral_class: str  # "opponent", "non-opponent" or "unresponsive"
-    hue_max: int
-    hue_min: int
+    spectral_class: str  # "opponent", "non-opponent", "unresponsive" or "achromatic"
+    hue_max: int | None
+    hue_min: int | None
     spatial_class: str
     grating_baseline: float
     orientation_tuning: list[float]  # max over phase and frequency, per grating orientation
@@ -166,19 +173,19 @@ def spatial_class(grating_responses: np.ndarray, baseline: float) -> str:
 
 
 def unit_physiology(
-    hue: np.ndarray, hue_baseline: float, gratings: np.ndarray, grating_baseline: float
+    hue: np.ndarray | None, hue_baseline: float, gratings: np.ndarray, grating_baseline: float
 ) -> UnitPhysiology:
-    """Classify one unit from its 360 hue and 960 grating responses."""
+    """Classify one unit from its 360 hue (None: a greyscale model) and 960 grating responses."""
     by_condition = gratings.reshape(
         len(GRATING_ORIENTATIONS), len(GRATING_PHASES), len(GRATING_FREQUENCIES)
     )
     best = np.unravel_index(int(np.argmax(by_condition)), by_condition.shape)
     return UnitPhysiology(
-        hue_curve=[float(v) for v in hue],
+        hue_curve=[] if hue is None else [float(v) for v in hue],
         hue_baseline=float(hue_baseline),
-        spectral_class=spectral_class(hue, hue_baseline),
-        hue_max=int(np.argmax(hue)),
-        hue_min=int(np.argmin(hue)),
+        spectral_class="achromatic" if hue is None else spectral_class(hue, hue_baseline),
+        hue_max=None if hue is None else int(np.argmax(hue)),
+        hue_min=None if hue is None else int(np.argmin(hue)),
         spatial_class=spatial_class(gratings, grating_baseline),
         grating_baseline=float(grating_baseline),
         orientation_tuning=[float(v) for v in by_condition.max(axis=(1, 2))],
@@ -208,18 +215,25 @@ def layer_physiology(
     device: torch.device | str = "cpu",
 ) -> dict[str, list[UnitPhysiology]]:
     """Physiology of every unit of every layer; ``layers`` maps a layer to its (pre-activation,
-    post-activation) electrodes. All layers share one pass over the 1,321 stimuli."""
+    post-activation) electrodes. All layers share one pass over the 1,321 stimuli (961 for a
+    greyscale model, which is shown no hues). Stimuli fill the model's input size."""
     size = input_spec.size
-    stimuli = torch.cat([black_stimulus(size), hue_stimuli(size), grating_stimuli(size)])
+    hues = [] if input_spec.grey else [hue_stimuli(size)]
+    stimuli = torch.cat([black_stimulus(size), *hues, grating_stimuli(size)])
     electrodes = sorted({e for pair in layers.values() for e in pair}, key=str)
     recorded = record_centre(model, electrodes, stimuli, input_spec, device)
-    hue_rows = slice(1, 1 + len(HUES))
-    grating_rows = slice(1 + len(HUES), None)
+    hue_rows = slice(1, 1 + len(HUES)) if hues else None
+    grating_rows = slice(1 + (len(HUES) if hues else 0), None)
     result = {}
     for name, (pre, post) in layers.items():
         before, after = recorded[pre], recorded[post]
         result[name] = [
-            unit_physiology(before[hue_rows, c], before[0, c], after[grating_rows, c], after[0, c])
+            unit_physiology(
+                before[hue_rows, c] if hue_rows else None,
+                before[0, c],
+                after[grating_rows, c],
+                after[0, c],
+            )
             for c in range(before.shape[1])
         ]
     return result

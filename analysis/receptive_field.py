@@ -203,7 +203,7 @@ def _gated(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
 
 
 def _probe(
-    model: nn.Module, layers: list[str], size: tuple[int, int], collapse: bool
+    model: nn.Module, layers: list[str], size: tuple[int, int], channels: int, collapse: bool
 ) -> dict[str, tuple[tuple[int, int, int, int], tuple[int, int, int, int], tuple[int, int]]]:
     """For each layer: the windows of its centre unit and diagonal neighbour, and its map size."""
     outputs: dict[str, torch.Tensor] = {}
@@ -212,7 +212,7 @@ def _probe(
         outputs.setdefault(name, output)
 
     image = torch.ones(
-        2, 3, *size, dtype=torch.float64, device=model_device(model), requires_grad=True
+        2, channels, *size, dtype=torch.float64, device=model_device(model), requires_grad=True
     )
     with (
         layer_hooks(model, layers, keep, stop_early=True),
@@ -246,17 +246,18 @@ def _probe(
 
 
 def receptive_fields(
-    model: nn.Module, layers: list[str], input_size: int
+    model: nn.Module, layers: list[str], input_size: int, channels: int = 3
 ) -> dict[str, ReceptiveField]:
-    """Receptive-field geometry of each named layer, exact for any feed-forward graph."""
+    """Receptive-field geometry of each named layer, exact for any feed-forward graph; the
+    model reads ``channels`` input channels."""
     results: dict[str, ReceptiveField] = {}
     pending = list(layers)
     size = input_size
     while pending:
         try:
-            probed = _probe(model, pending, (size, size), collapse=True)
+            probed = _probe(model, pending, (size, size), channels, collapse=True)
         except (RuntimeError, NotImplementedError, ValueError):
-            probed = _probe(model, pending, (size, size), collapse=False)
+            probed = _probe(model, pending, (size, size), channels, collapse=False)
         still = []
         for name in pending:
             centre, neighbour, (height, width) = probed[name]

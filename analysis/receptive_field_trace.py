@@ -26,6 +26,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from analysis.hooks import forward_until, layer_hooks, model_device
+from analysis.models import InputSpec
 from analysis.receptive_field import ReceptiveField
 
 
@@ -225,13 +226,13 @@ def _larger(output: torch.Tensor, dims: tuple[int, int]) -> bool:
 
 
 def traced_receptive_fields(
-    model: nn.Module, layers: list[str], input_size: int
+    model: nn.Module, layers: list[str], input_spec: InputSpec
 ) -> dict[str, ReceptiveField | None]:
     """Every named layer's field from one forward (None where the trace lost the map).
 
     A layer whose output holds its map in other dims than (N, C, H, W) — the channels-last
     tensors inside a ConvNeXt block — is left out: it is no channel map to record."""
-    image = torch.zeros(1, 3, input_size, input_size, device=model_device(model))
+    image = input_spec.blank(model_device(model))
     outputs: dict[str, torch.Tensor] = {}
 
     def keep(name: str, output: torch.Tensor) -> None:
@@ -249,8 +250,12 @@ def traced_receptive_fields(
         single = output is not None and tuple(output.shape[-2:]) == (1, 1)
         if geometry is None:
             fields[name] = None
-        elif geometry.whole or (single and min(geometry.size) >= input_size):
-            fields[name] = ReceptiveField((input_size,) * 2, (input_size,) * 2, (0, 0))
+        elif geometry.whole or (single and _covers(geometry.size, input_spec.size)):
+            fields[name] = ReceptiveField(input_spec.size, input_spec.size, (0, 0))
         else:
             fields[name] = ReceptiveField(geometry.size, geometry.stride, geometry.offset)
     return fields
+
+
+def _covers(window: tuple[int, int], image: tuple[int, int]) -> bool:
+    return window[0] >= image[0] and window[1] >= image[1]

@@ -307,7 +307,7 @@ def sweep(
     """
     device = torch.device(device)
     cuda = device.type == "cuda"
-    dataset = ImageTensors(folder, input_spec.size, policy, indices)
+    dataset = ImageTensors(folder, input_spec.size, policy, indices, input_spec.grey)
     loader = DataLoader(
         dataset,
         batch_size=batch_size,

@@ -42,7 +42,7 @@ def prepare_model(
 
         spec, input_size = DEMO_SPEC, input_size or 64
     loaded = load_model(spec, input_size=input_size)
-    layers = default_layers(list_layers(loaded.module, loaded.input.size))
+    layers = default_layers(list_layers(loaded.module, loaded.input))
     model = loaded.module.to(device).eval()
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)

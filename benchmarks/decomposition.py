@@ -34,7 +34,7 @@ from benchmarks.common import machine_description, median
 def image_decomposition(spec: str, size: int, repeats: int) -> None:
     loaded = load_model(spec, input_size=size)
     model = loaded.module.eval()
-    layers = list_layers(model, size)
+    layers = list_layers(model, loaded.input)
     names = default_layers(layers)
     by_name = {layer.name: layer for layer in layers}
     generator = torch.Generator().manual_seed(0)
@@ -79,7 +79,7 @@ def demo_neurons(weights: str | None, per_class: int, k: int):
 
     loaded = load_model(DEMO_SPEC, weights=weights, input_size=64)
     model = loaded.module.eval()
-    names = default_layers(list_layers(model, 64))
+    names = default_layers(list_layers(model, loaded.input))
     images, _labels = generate(per_class, seed=1)
     pixels = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
     outputs = layer_outputs(model, loaded.input.normalise(pixels), names)
@@ -101,7 +101,7 @@ def demo_neurons(weights: str | None, per_class: int, k: int):
             values=[float(v) for v in values[:, channel]],
         )
 
-    fields = {layer.name: layer.receptive_field for layer in list_layers(model, 64)}
+    fields = {layer.name: layer.receptive_field for layer in list_layers(model, loaded.input)}
     return loaded, names, inputs_of, fields, tops
 
 

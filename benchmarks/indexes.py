@@ -54,10 +54,10 @@ def main() -> None:
     torch.backends.cudnn.benchmark = True
     model, input_spec, layer_names = prepare_model(args.model, args.input_size, device)
     batch_size = args.batch_size or (256 if device.type == "cuda" else 64)
-    images, labels = stimuli(args.images, input_spec.size)
+    images, labels = stimuli(args.images, input_spec.height)
     print(f"machine: {machine_description(device)}")
     print(
-        f"model: {args.model}, {input_spec.size} px, {len(layer_names)} layers, "
+        f"model: {args.model}, {input_spec.height} px, {len(layer_names)} layers, "
         f"{len(images)} images, K = {args.top_k}"
     )
 
@@ -79,7 +79,7 @@ def main() -> None:
     sweep_s = time.perf_counter() - started
     print(f"sweep: {sweep_s:.2f} s ({len(images) / sweep_s:,.0f} img/s, data in memory)")
 
-    infos = {info.name: info for info in list_layers(model, input_spec.size)}
+    infos = {info.name: info for info in list_layers(model, input_spec)}
     pixels = images  # uint8; the loader converts one image at a time
 
     def load(index: int) -> np.ndarray:

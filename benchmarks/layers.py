@@ -28,7 +28,8 @@ built = time.perf_counter()
 weights_sha256(module)
 hashed = time.perf_counter()
 from analysis.layers import list_layers
-layers = list_layers(module, 224)
+from analysis.models import InputSpec
+layers = list_layers(module, InputSpec())
 listed = time.perf_counter()
 print(json.dumps({"import": imported - started, "build": built - imported,
                   "hash": hashed - built, "layers": listed - hashed, "count": len(layers)}))

@@ -42,7 +42,7 @@ def main() -> None:
     model, input_spec, layers = prepare_model(args.model, args.input_size, device)
     batch_size = args.batch_size or (256 if device.type == "cuda" else 64)
     batches = [
-        input_spec.normalise(b) for b in synthetic_batches(4, batch_size, input_spec.size, device)
+        input_spec.normalise(b) for b in synthetic_batches(4, batch_size, input_spec.height, device)
     ]
     valid = torch.ones(batch_size, dtype=torch.bool, device=device)
 
@@ -74,7 +74,7 @@ def main() -> None:
     overlap = "on" if device.type == "cuda" and not args.no_overlap else "off"
     print(f"reductions on a side CUDA stream: {overlap}")
     print(
-        f"model: {args.model}, {input_spec.size} px, batch {batch_size}, {len(layers)} layers "
+        f"model: {args.model}, {input_spec.height} px, batch {batch_size}, {len(layers)} layers "
         f"({', '.join(layers)}), K = {args.top_k}"
     )
     print(f"plain forward: {median(forward_rates):,.0f} img/s (median of {args.repeats})")

@@ -27,7 +27,7 @@ from analysis.decomposition import (
     paste_features,
     relevance_tree,
 )
-from analysis.models import LoadedModel
+from analysis.models import InputSpec, LoadedModel
 from analysis.neuron_feature import to_uint8
 from analysis.receptive_field import ReceptiveField
 from server.artifacts import ArtifactStore
@@ -55,19 +55,28 @@ def layer_neurons(session: Session, layer: Layer) -> list[Neuron]:
 
 
 def to_original(
-    window: tuple[int, int, int, int], size: int, width: int, height: int, policy: ResizePolicy
+    window: tuple[int, int, int, int],
+    size: tuple[int, int],
+    width: int,
+    height: int,
+    policy: ResizePolicy,
 ) -> list[int]:
-    """A window in model-input pixels as [r0, r1, c0, c1] in the original image's pixels."""
+    """A window in model-input pixels (input ``size`` = (height, width)) as [r0, r1, c0, c1] in
+    the original image's pixels."""
     r0, r1, c0, c1 = window
+    input_h, input_w = size
     if policy is ResizePolicy.CENTER_CROP:
-        scale = size / min(width, height)
-        resized_w, resized_h = max(round(width * scale), size), max(round(height * scale), size)
-        left, top = (resized_w - size) // 2, (resized_h - size) // 2
+        scale = max(input_h / height, input_w / width)
+        resized_w, resized_h = (
+            max(round(width * scale), input_w),
+            max(round(height * scale), input_h),
+        )
+        left, top = (resized_w - input_w) // 2, (resized_h - input_h) // 2
         return [round((r + top) / scale) for r in (r0, r1)] + [
             round((c + left) / scale) for c in (c0, c1)
         ]
-    rows = [round(r * height / size) for r in (r0, r1)]
-    return rows + [round(c * width / size) for c in (c0, c1)]
+    rows = [round(r * height / input_h) for r in (r0, r1)]
+    return rows + [round(c * width / input_w) for c in (c0, c1)]
 
 
 def decompose_image(
@@ -82,7 +91,7 @@ def decompose_image(
     """Decompose the image file at ``path`` at every stored layer of ``run``; the result object."""
     policy = ResizePolicy(run.params["resize"])
     size = loaded.input.size
-    pixels = load_rgb(path, size, policy)
+    pixels = load_rgb(path, size, policy, loaded.input.grey)
     with Image.open(path) as original:
         width, height = original.size
     layers = {layer.name: layer for layer in run.layers}
@@ -100,7 +109,7 @@ def decompose_image(
     result: dict[str, Any] = {
         "width": width,
         "height": height,
-        "input_size": size,
+        "input_size": list(size),
         "image": store.put_png(to_uint8(pixels)),
         "layers": {},
     }
@@ -167,10 +176,12 @@ def heatmap(pixels: np.ndarray, normalised: np.ndarray) -> np.ndarray:
 class NeuronReader:
     """Top images, positions and values of a run's stored neurons, as the model saw them."""
 
-    def __init__(self, session: Session, run: Run, folder: ImageFolder, size: int) -> None:
+    def __init__(
+        self, session: Session, run: Run, folder: ImageFolder, input_spec: InputSpec
+    ) -> None:
         self.session = session
         self.layers = {layer.name: layer for layer in run.layers}
-        self.load = image_loader(folder, size, ResizePolicy(run.params["resize"]))
+        self.load = image_loader(folder, input_spec, ResizePolicy(run.params["resize"]))
         self._topk: dict[str, Any] = {}
 
     def inputs(self, layer: str, channel: int) -> NeuronInputs | None:
@@ -224,7 +235,7 @@ def compose_neuron(
     if not 0 <= channel < stored[layer].channels:
         raise DecompositionError(f"{layer} has channels 0..{stored[layer].channels - 1}")
     model = loaded.module.to(device).eval()
-    reader = NeuronReader(session, run, folder, loaded.input.size)
+    reader = NeuronReader(session, run, folder, loaded.input)
     neuron = reader.inputs(layer, channel)
     if neuron is None:
         raise DecompositionError(f"{layer} channel {channel} never fires: nothing to compose")

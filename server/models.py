@@ -55,12 +55,19 @@ class Model(Base):
     spec: Mapped[str] = mapped_column(String(500))
     weights_path: Mapped[str | None] = mapped_column(String(1000))
     weights_sha256: Mapped[str] = mapped_column(String(64))
-    input_size: Mapped[int] = mapped_column(Integer)
+    input_size: Mapped[int] = mapped_column(Integer)  # the height, and the width unless given
+    input_width: Mapped[int | None] = mapped_column(Integer)  # set only for non-square input
+    input_channels: Mapped[int] = mapped_column(Integer, default=3, server_default="3")
     mean: Mapped[list[Any]] = mapped_column(JSON)
     std: Mapped[list[Any]] = mapped_column(JSON)
     meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     layers: Mapped[list[Any] | None] = mapped_column(JSON)
     created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    @property
+    def input_shape(self) -> tuple[int, int]:
+        """(height, width) of the model's input."""
+        return self.input_size, self.input_width or self.input_size
 
 
 class Dataset(Base):

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from analysis.data import ImageFolder, ResizePolicy, load_rgb
 from analysis.layers import LayerInfo, default_layers, list_layers
-from analysis.models import LoadedModel
+from analysis.models import InputSpec, LoadedModel
 from analysis.neuron_feature import contrast_stretched, neuron_features, sprite
 from analysis.physiology import Electrode, electrodes, fractions, layer_physiology
 from analysis.selectivity.indexes import population_summary
@@ -117,7 +117,7 @@ def select_layers(available: list[LayerInfo], requested: list[str] | None) -> li
 
 
 def image_loader(
-    folder: ImageFolder, size: int, policy: ResizePolicy
+    folder: ImageFolder, input_spec: InputSpec, policy: ResizePolicy
 ) -> Callable[[int], np.ndarray]:
     """Load dataset images as the model saw them, keeping recently used ones in memory."""
     cache: dict[int, np.ndarray] = {}
@@ -126,7 +126,8 @@ def image_loader(
         if index not in cache:
             if len(cache) > 2048:
                 cache.clear()
-            cache[index] = load_rgb(folder.root / folder.images[index].path, size, policy)
+            path = folder.root / folder.images[index].path
+            cache[index] = load_rgb(path, input_spec.size, policy, input_spec.grey)
         return cache[index]
 
     return load
@@ -168,7 +169,7 @@ def compute_indexes(
     progress: Progress,
 ) -> None:
     """Selectivity indexes, physiology and per-layer summaries of every stored layer."""
-    load_image = image_loader(folder, loaded.input.size, ResizePolicy(run.params["resize"]))
+    load_image = image_loader(folder, loaded.input, ResizePolicy(run.params["resize"]))
     stored = {layer.name: layer for layer in run.layers}
     topks = {layer.name: load_layer_topk(session, stored[layer.name]) for layer in layers}
     total = sum(int((~t.dead).sum()) * t.k for t in topks.values())
@@ -249,7 +250,7 @@ def store_features(
     repeating this is harmless. Returns seconds per layer.
     """
     trimmed = {name: topk.trimmed() for name, topk in result.layers.items()}
-    load_image = image_loader(folder, loaded.input.size, ResizePolicy(run.params["resize"]))
+    load_image = image_loader(folder, loaded.input, ResizePolicy(run.params["resize"]))
     neurons: dict[str, dict[int, StoredNeuron]] = {}
     seconds: dict[str, float] = {}
     progress.start("neuron features", sum(layer.channels for layer in layers))
@@ -353,7 +354,7 @@ def analyze_folder(
     """
     settings = settings or AnalysisSettings()
     progress = progress or SilentProgress()
-    available = list_layers(loaded.module, loaded.input.size)
+    available = list_layers(loaded.module, loaded.input)
     layers = select_layers(available, layer_names)
     by_name = {layer.name: layer for layer in available}
     recording = {layer.name: electrodes(layer, by_name) for layer in layers}

@@ -39,6 +39,8 @@ def run_summary(run: Run, layers: list[Layer] | None = None) -> dict[str, Any]:
         "weights": run.model.weights_path,
         "weights_sha256": run.model.weights_sha256,
         "input_size": run.model.input_size,
+        "input_shape": list(run.model.input_shape),
+        "input_channels": run.model.input_channels,
         "dataset": run.dataset.root,
         "images": run.dataset.image_count,
         "layers": [layer.name for layer in layers] or list(run.params.get("layers", [])),

@@ -40,8 +40,9 @@ def register_model(
     session: Session, loaded: LoadedModel, layers: list[LayerInfo] | None = None
 ) -> Model:
     """The model's row, found by identity or created; ``layers`` fills in its layer list."""
+    spec = loaded.input
     identity = _digest(
-        [loaded.spec, loaded.weights_sha256, loaded.input.size, loaded.input.mean, loaded.input.std]
+        [loaded.spec, loaded.weights_sha256, *_input_identity(loaded), spec.mean, spec.std]
     )
     model = session.scalar(select(Model).where(Model.identity == identity))
     if model is None:
@@ -50,7 +51,9 @@ def register_model(
             spec=loaded.spec,
             weights_path=loaded.weights_path,
             weights_sha256=loaded.weights_sha256,
-            input_size=loaded.input.size,
+            input_size=loaded.input.height,
+            input_width=loaded.input.width if loaded.input.width != loaded.input.height else None,
+            input_channels=loaded.input.channels,
             mean=list(loaded.input.mean),
             std=list(loaded.input.std),
             meta=dict(loaded.metadata),
@@ -66,6 +69,14 @@ def register_model(
         ]
     session.flush()
     return model
+
+
+def _input_identity(loaded: LoadedModel) -> list[Any]:
+    """The input's part of a model's identity; a square RGB input hashes as it always did (one
+    size), so models registered before non-square and greyscale input existed are found again."""
+    spec = loaded.input
+    size: Any = spec.height if spec.height == spec.width else list(spec.size)
+    return [size] if spec.channels == 3 else [size, spec.channels]
 
 
 def register_dataset(session: Session, folder: ImageFolder) -> Dataset:

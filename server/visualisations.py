@@ -93,7 +93,7 @@ def unit_count(loaded: LoadedModel, target: Target, available: list[LayerInfo]) 
         return next(layer.channels for layer in available if layer.name == target.layer)
     model = loaded.module
     device = next(model.parameters(), torch.empty(0)).device
-    probe = torch.zeros(1, 3, loaded.input.size, loaded.input.size, device=device)
+    probe = torch.zeros(1, 3, *loaded.input.size, device=device)
     with torch.no_grad():
         try:
             logits = select_output(model(loaded.input.normalise(probe)), target.output)

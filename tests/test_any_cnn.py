@@ -67,6 +67,89 @@ def test_a_pattern_that_matches_nothing_and_a_model_that_cannot_run_say_so(
         "--data", str(square_folder), "--layers", "nothing.*", "--input-size", "32",
     )  # fmt: skip
     assert code == 1 and "no layer matches 'nothing.*'" in err
-    code, _, err = run_cli(capsys, "layers", "tests.tiny_models:greyscale_only_net")
-    assert code == 1 and "forward fails on a 224×224 RGB image" in err
+    code, _, err = run_cli(capsys, "layers", "tests.tiny_models:fixed_size_net")
+    assert code == 1 and "forward fails on a 224×224 RGB image in module '3' (Linear)" in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+RAW = ("--mean", "0", "--std", "1")
+
+
+def analysed_neuron(capsys, folder, spec: str, layer: str, *extra: str) -> tuple[dict, dict]:
+    """Analyse ``spec`` (with indexes) and read back channel 0 of ``layer``."""
+    code, out, err = run_cli(
+        capsys, "analyze", "--model", spec, "--data", str(folder), "--layers", f"1,{layer}",
+        "--top-k", "5", "--workers", "0", "--json", *extra,
+    )  # fmt: skip
+    assert code == 0, err
+    run = json.loads(out)["run"]
+    code, out, err = run_cli(capsys, "neuron", str(run), layer, "0", "--json")
+    assert code == 0, err
+    code, summary, err = run_cli(capsys, "runs", "--json")
+    assert code == 0, err
+    return json.loads(out), next(r for r in json.loads(summary) if r["id"] == run)
+
+
+def test_a_greyscale_model_reads_images_as_grey_and_is_shown_no_hues(
+    capsys, data_dir, square_folder
+):
+    import numpy as np
+
+    spec = "tests.tiny_models:darkness_detector"
+    code, out, err = run_cli(capsys, "layers", spec, "--input-size", "32", *RAW, "--json")
+    assert code == 0, err
+    assert {layer["name"]: layer["rf_size"] for layer in json.loads(out)}["4"] == [8, 8]
+    neuron, run = analysed_neuron(capsys, square_folder, spec, "4", "--input-size", "32", *RAW)
+    assert run["input_channels"] == 1
+    # Luma, not the RGB mean: the blue squares are the darkest to a greyscale camera.
+    assert all(top["image"].startswith("blue/") for top in neuron["top"])
+    nf = np.load(neuron["nf_array"])
+    assert np.allclose(nf[..., 0], nf[..., 1]) and np.allclose(nf[..., 0], nf[..., 2])
+    indexes = neuron["indexes"]
+    assert indexes["color"] == pytest.approx(0.0, abs=1e-6)  # it cannot see colour
+    details = indexes["details"]
+    assert details["spectral_class"] == "achromatic" and details["hue_curve"] == []
+    assert len(details["grating_orientation_tuning"]) == 10
+    assert details["spatial_class"] in {"opponent", "non-opponent"}
+
+
+def test_a_non_square_input_is_analysed_at_its_own_height_and_width(
+    capsys, data_dir, square_folder
+):
+    from tests.tiny_models import RED_DETECTOR_ARGS
+
+    spec = "tests.tiny_models:red_detector"
+    code, out, err = run_cli(capsys, "layers", spec, "--input-size", "24,48", "--json")
+    assert code == 0, err
+    assert {layer["name"]: layer["map_size"] for layer in json.loads(out)}["4"] == [12, 24]
+    args = (*RED_DETECTOR_ARGS[2:6], "--input-size", "24,48")  # raw pixels, 24 × 48
+    neuron, run = analysed_neuron(capsys, square_folder, spec, "4", *args)
+    assert run["input_shape"] == [24, 48] and run["input_channels"] == 3
+    assert all(top["image"].startswith("red/") for top in neuron["top"])
+    assert neuron["indexes"]["color"] > 0.5
+    assert all(0 <= top["row"] < 12 and 0 <= top["col"] < 24 for top in neuron["top"])
+    code, out, err = run_cli(
+        capsys, "decompose", str(run["id"]), str(square_folder / "red/000.png"), "--json"
+    )
+    assert code == 0, err
+    found = json.loads(out)["layers"]["4"]["neurons"]
+    assert found[0]["channel"] == 0  # the red detector explains a red square
+
+
+@pytest.mark.parametrize(
+    ("family", "first", "last", "count"),
+    [
+        ("resnet18", "relu", "layer4.1", 9),  # the stem's ReLU, then each residual block
+        ("googlenet", "conv1", "inception5b.branch4.1", 57),  # each BasicConv2d, post-ReLU
+        ("efficientnet_b0", "features.0.2", "features.8.2", 49),  # SE gates left out
+        ("convnext_tiny", "features.0.0", "features.7.2", 22),  # each CNBlock
+    ],
+)
+def test_default_layers_read_each_convolution_after_its_activation(family, first, last, count):
+    from analysis.layers import default_layers, list_layers
+    from analysis.models import load_model
+
+    loaded = load_model(f"torchvision:{family}", input_size=64)
+    chosen = default_layers(list_layers(loaded.module, loaded.input))
+    assert (chosen[0], chosen[-1], len(chosen)) == (first, last, count)
+    assert not any(".fc" in name or "se_layer" in name for name in chosen)

@@ -32,7 +32,7 @@ def test_training_records_accuracy_and_input_convention(tmp_path):
     images, labels = generate(6, seed=0)
     report = train_demo_cnn(images, labels, tmp_path / "demo.safetensors", epochs=1)
     loaded = load_model(DEMO_SPEC, weights=tmp_path / "demo.safetensors")
-    assert loaded.input.size == 64
+    assert loaded.input.size == (64, 64)
     assert np.allclose(loaded.input.mean, report.mean, atol=1e-5)
     assert float(loaded.metadata["neuronscope.val_accuracy"]) == round(report.val_accuracy, 4)
 

@@ -214,3 +214,18 @@ def test_deepdream_amplifies_the_layer_and_keeps_the_image_size():
         )
 
     assert energy(dreamt) > 2 * energy(image)
+
+
+def test_a_greyscale_model_is_shown_grey_images():
+    from tests.tiny_models import darkness_detector
+
+    grey = InputSpec(size=16, mean=(0.0,), std=(1.0,), channels=1)
+    (found,) = next(
+        units.visualize_units(
+            darkness_detector(), units.Target("1"), [0], grey, units.RenderSettings(steps=48)
+        )
+    )
+    image = found.images[0]
+    assert torch.equal(image[0], image[1]) and torch.equal(image[0], image[2])
+    # The darkness unit's image is darker than the mid-grey it started from.
+    assert image.mean() < 0.45 and found.activations[0] > found.random_activation

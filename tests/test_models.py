@@ -27,12 +27,11 @@ def test_weights_load_from_safetensors_and_state_dict(tmp_path):
     from_safetensors = load_model("tests.tiny_models:random_net", tmp_path / "w.safetensors")
     from_pth = load_model("tests.tiny_models:random_net", tmp_path / "w.pth")
     assert from_safetensors.weights_sha256 == from_pth.weights_sha256
-    assert from_safetensors.input.size == 48 and from_safetensors.input.mean == (0, 0, 0)
-    assert from_pth.input.size == 224
-    assert (
-        load_model("tests.tiny_models:random_net", tmp_path / "w.pth", input_size=64).input.size
-        == 64
-    )
+    assert from_safetensors.input.size == (48, 48) and from_safetensors.input.mean == (0, 0, 0)
+    assert from_pth.input.size == (224, 224)
+    assert load_model(
+        "tests.tiny_models:random_net", tmp_path / "w.pth", input_size=64
+    ).input.size == (64, 64)
 
 
 class Payload:
@@ -79,5 +78,5 @@ def test_exported_program_files_are_hookable(tmp_path):
     program = torch.export.export(model, (torch.zeros(2, 3, 32, 32),), dynamic_shapes=({0: batch},))
     torch.export.save(program, tmp_path / "net.pt2")
     loaded = load_model(str(tmp_path / "net.pt2"), input_size=32)
-    names = {layer.name: layer for layer in list_layers(loaded.module, 32)}
+    names = {layer.name: layer for layer in list_layers(loaded.module, loaded.input)}
     assert names["3"].receptive_field.size == (8, 8)

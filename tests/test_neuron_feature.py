@@ -27,7 +27,7 @@ def test_red_detector_has_a_red_neuron_feature(square_folder):
     model = red_detector()
     folder = scan_image_folder(square_folder)
     result = sweep(model, folder, ["4"], SPEC, k=8, workers=0).layers["4"]
-    field = receptive_fields(model, ["4"], SPEC.size)["4"]
+    field = receptive_fields(model, ["4"], SPEC.height)["4"]
 
     features = dict(
         neuron_features(
@@ -72,7 +72,7 @@ def test_nf_equals_the_definition_on_jpeg_photographs(tmp_path):
     folder = scan_image_folder(tmp_path)
     model = random_net()
     result = sweep(model, folder, ["4"], SPEC, k=5, workers=0).layers["4"]
-    field = receptive_fields(model, ["4"], SPEC.size)["4"]
+    field = receptive_fields(model, ["4"], SPEC.height)["4"]
     load = lambda i: load_rgb(folder.root / folder.images[i].path, SPEC.size)  # noqa: E731
     values, images = result.values.numpy(), result.images.numpy()
     rows, cols = result.rows.numpy(), result.cols.numpy()

@@ -23,13 +23,13 @@ SPEC = InputSpec(size=16, mean=(0, 0, 0), std=(1, 1, 1))
 
 
 def physiology_of(model):
-    layers = {info.name: info for info in list_layers(model, SPEC.size)}
+    layers = {info.name: info for info in list_layers(model, SPEC)}
     return layer_physiology(model, {"1": electrodes(layers["1"], layers)}, SPEC)["1"][0]
 
 
 def test_stimulus_sets_have_the_specified_sizes():
-    assert hue_stimuli(8).shape == (360, 3, 8, 8)
-    gratings = grating_stimuli(8)
+    assert hue_stimuli((8, 8)).shape == (360, 3, 8, 8)
+    gratings = grating_stimuli((8, 8))
     assert gratings.shape == (960, 3, 8, 8)
     assert float(gratings.min()) >= 0.0 and float(gratings.max()) <= 1.0
 

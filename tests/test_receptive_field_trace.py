@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from analysis.layers import list_layers
-from analysis.models import CNN_FAMILIES, load_model
+from analysis.models import CNN_FAMILIES, InputSpec, load_model
 from analysis.receptive_field import receptive_fields
 from analysis.receptive_field_trace import traced_receptive_fields
 
@@ -27,7 +27,7 @@ def map_layers(model: torch.nn.Module) -> list[str]:
 def test_trace_matches_the_gradient_probe(family):
     model = load_model(f"torchvision:{family}", input_size=SIZE).module
     names = map_layers(model)
-    traced = traced_receptive_fields(model, names, SIZE)
+    traced = traced_receptive_fields(model, names, InputSpec(SIZE))
     # Only an adaptive pooling that upsamples (AlexNet's and VGG's at this small input) is
     # left to the probe.
     untraced = [name for name, field in traced.items() if field is None]
@@ -53,14 +53,14 @@ def test_trace_matches_the_gradient_probe(family):
 )
 def test_listed_layers_keep_the_reference_fields(spec, layer, size, stride):
     loaded = load_model(spec)
-    found = {info.name: info for info in list_layers(loaded.module, 224)}[layer]
+    found = {info.name: info for info in list_layers(loaded.module, loaded.input)}[layer]
     assert found.receptive_field.size == (size, size)
     assert found.receptive_field.stride == (stride, stride)
 
 
 def test_convnext_channels_last_tensors_are_not_listed_as_maps():
     loaded = load_model("torchvision:convnext_tiny", input_size=64)
-    names = {info.name for info in list_layers(loaded.module, 64)}
+    names = {info.name for info in list_layers(loaded.module, loaded.input)}
     assert "features.1.0.block.0" in names  # the depthwise convolution: a channel map
     assert "features.1.0.block.3" not in names  # its Linear runs on (N, H, W, C)
 

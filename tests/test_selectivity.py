@@ -25,7 +25,7 @@ SPEC = InputSpec(size=32, mean=(0.5, 0.5, 0.5), std=(1, 1, 1))
 def indexes_of(model, folder_root, k=8):
     """Sweep the single-channel ``model`` over the folder and compute its indexes."""
     folder = scan_image_folder(folder_root)
-    layer = next(info for info in list_layers(model, SPEC.size) if info.name == "1")
+    layer = next(info for info in list_layers(model, SPEC) if info.name == "1")
     topk = sweep(model, folder, ["1"], SPEC, k=k, workers=0).layers["1"]
 
     def load(index: int) -> np.ndarray:

@@ -134,6 +134,28 @@ def test_a_failed_job_shows_its_error_in_the_page(lab):
     assert "failed" in page and "no_such_net" in page and 'class="error"' in page
 
 
+def test_registering_a_model_that_cannot_take_its_input_names_the_module(lab):
+    web = client_for(lab)
+    refused = web.post("/models", data={"spec": "torchvision:alexnet", "input_size": "8,x"})
+    assert refused.status_code == 400 and "N or H,W" in refused.text
+    posted = web.post(
+        "/models", data={"spec": "torchvision:alexnet", "input_size": "8"}, follow_redirects=False
+    )
+    non_square = web.post(
+        "/api/models",
+        json={"spec": "tests.tiny_models:red_detector", "input_size": [24, 48], "mean": [0]},
+    ).json()
+    drain(settings_for(lab / "data"))
+    page = web.get(posted.headers["location"]).text
+    assert "failed" in page and 'class="error"' in page and "Traceback" not in page
+    assert "forward fails on a 8×8 RGB image in module &#39;features.2&#39; (MaxPool2d)" in page
+    done = web.get(f"/api/jobs/{non_square['id']}").json()
+    assert done["status"] == "done", done["error"]
+    model = next(m for m in web.get("/api/models").json() if m["id"] == done["result"]["model"])
+    assert model["input_shape"] == [24, 48] and model["mean"] == [0.0, 0.0, 0.0]
+    assert "24×48 px" in web.get("/models").text
+
+
 def test_paths_outside_the_allowed_roots_are_refused(lab, tmp_path):
     web = client_for(lab)
     outside = write_square_folder(tmp_path / "elsewhere", per_class=1)

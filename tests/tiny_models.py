@@ -181,6 +181,31 @@ def varied_dict_net() -> nn.Module:
     return _Varied("dict").eval()
 
 
-def greyscale_only_net() -> nn.Module:
-    """A network whose first convolution takes one channel: an RGB image cannot go in."""
-    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU()).eval()
+def fixed_size_net() -> nn.Module:
+    """A network whose classifier expects a 12 × 12 input: any other size cannot go through."""
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 10 * 10, 2)
+    ).eval()
+
+
+def darkness_detector() -> nn.Sequential:
+    """A greyscale model: conv(1→2, 3×3) + ReLU + pool + conv(2→2, 3×3) + ReLU.
+
+    First conv, channel 0: 0.5 − mean luminance (fires on dark places); channel 1: a vertical
+    edge. On the square folder, with --mean 0 --std 1, the darkest squares are the blue ones
+    (luma 0.114 against red's 0.299 and green's 0.470; the background is 0.5): an RGB mean
+    (R + G + B)/3 would rank red and blue alike.
+    """
+    first = nn.Conv2d(1, 2, 3, padding=1)
+    second = nn.Conv2d(2, 2, 3, padding=1)
+    with torch.no_grad():
+        first.weight.zero_()
+        first.weight[0, 0] = -1.0 / 9
+        first.bias.copy_(torch.tensor([0.5, 0.0]))
+        first.weight[1, 0, :, 0] = -1.0
+        first.weight[1, 0, :, 2] = 1.0
+        second.weight.zero_()
+        second.bias.zero_()
+        second.weight[0, 0] = 1.0 / 9
+        second.weight[1, 1] = 1.0 / 9
+    return nn.Sequential(first, nn.ReLU(), nn.MaxPool2d(2), second, nn.ReLU()).eval()

@@ -40,7 +40,8 @@ def dream(
     """Dream ``image`` (3, H, W) in [0, 1] at ``layer``; returns the dreamt image, same size.
 
     The network sees each octave at that octave's own size (convolutions run at any size), so
-    ``input_spec`` contributes only its normalisation. The model must be on ``image``'s device.
+    ``input_spec`` contributes only its normalisation (and, for a greyscale model, a grey
+    result). The model must be on ``image``'s device.
     """
     height, width = image.shape[-2:]
     sizes = [
@@ -70,7 +71,7 @@ def dream(
             view_size=size,
         )
         current = result.images.to(image.device)
-    return current[0]
+    return input_spec.as_seen(current)[0]
 
 
 def _octave_progress(

@@ -154,7 +154,7 @@ def evaluate(
 ) -> torch.Tensor:
     """The objective's per-image score of ``images`` shown untransformed at the input size
     (in fp32 unless ``autocast``: reported activations should not carry bf16 rounding)."""
-    size = view_size or (input_spec.size, input_spec.size)
+    size = view_size or input_spec.size
     with frozen(model), torch.no_grad():
         shown = input_spec.normalise(resize(images, size))
         activations = record(model, shown, objective.layers, autocast)
@@ -178,7 +178,7 @@ def render(
 ) -> Visualisation:
     """Maximise ``objective`` over the images of ``param`` for ``steps`` Adam steps.
 
-    The network sees the images at ``view_size`` (default: the model's square input size).
+    The network sees the images at ``view_size`` (default: the model's input size).
     The model must already be on the parameterisation's device. ``transform=None`` optimises the
     images without robustness transforms (they are still resized to the view size).
     ``autocast`` runs the network in bf16 (default: where that is faster, see :func:`bf16_pays`);
@@ -187,7 +187,7 @@ def render(
     device = param.parameters()[0].device
     autocast = bf16_pays(device) if autocast is None else autocast
     generator = torch.Generator().manual_seed(seed)
-    size = view_size or (input_spec.size, input_spec.size)
+    size = view_size or input_spec.size
     optimiser = torch.optim.Adam(param.parameters(), lr=lr)
     with frozen(model):
         for step in range(steps):

@@ -95,8 +95,9 @@ class RenderSettings:
 
     def view(self, target: Target, input_spec: InputSpec) -> tuple[int, int]:
         """The (height, width) at which the network sees the images of ``target``."""
-        size = self.view_size or (self.size if target.layer is not None else input_spec.size)
-        return size, size
+        if self.view_size:
+            return self.view_size, self.view_size
+        return (self.size, self.size) if target.layer is not None else input_spec.size
 
 
 @dataclass
@@ -221,6 +222,7 @@ def _visualize_batch(
         # Scores without the diversity term: the unit's own activation.
         own = unit_objective(target, per_image)
         scores = evaluate(model, own, images.to(device), input_spec, view_size=view)
+    images = input_spec.as_seen(images)
     return [
         UnitVisualisation(
             unit=unit,

@@ -35,7 +35,7 @@ ProgressCallback = Callable[[int, int], None]
 class CropPlan:
     """Where each (neuron, rank) sample is cut from its image, and where to read the unit."""
 
-    size: int  # square crop side
+    size: tuple[int, int]  # (height, width) of every crop
     top: torch.Tensor  # (S,) crop origin in the image
     left: torch.Tensor
     window_top: torch.Tensor  # (S,) window origin relative to the crop (may be negative)
@@ -45,34 +45,37 @@ class CropPlan:
 
 
 def plan_crops(
-    field: ReceptiveField, rows: torch.Tensor, cols: torch.Tensor, image_size: int
+    field: ReceptiveField, rows: torch.Tensor, cols: torch.Tensor, image_size: tuple[int, int]
 ) -> CropPlan:
-    """Crops of one common size, aligned to the stride, that contain every window."""
-    stride = field.stride[0]
-    # An aligned origin is at most stride − 1 pixels before the window's start.
-    size = -(-(max(field.size) + stride - 1) // stride) * stride
-    if image_size % stride or field.stride[0] != field.stride[1] or size >= image_size:
-        size, stride = image_size, None
+    """Crops of one common size, aligned to the stride, that contain every window; each axis is
+    cropped on its own, or kept whole where an aligned crop would not be smaller than the image
+    or the image is no multiple of the stride."""
     rows, cols = rows.long(), cols.long()
     r0 = field.offset[0] + rows * field.stride[0]
     c0 = field.offset[1] + cols * field.stride[1]
-    if stride is None:
-        top = torch.zeros_like(rows)
-        left = torch.zeros_like(cols)
-    else:
-        # Both bounds are multiples of the stride, so the clamped origin stays aligned.
-        top = (r0.clamp_min(0) // stride * stride).clamp_max(image_size - size)
-        left = (c0.clamp_min(0) // stride * stride).clamp_max(image_size - size)
-    unit_stride_r, unit_stride_c = field.stride
+    height, top = _crop_axis(r0, field.size[0], field.stride[0], image_size[0])
+    width, left = _crop_axis(c0, field.size[1], field.stride[1], image_size[1])
     return CropPlan(
-        size=size,
+        size=(height, width),
         top=top,
         left=left,
         window_top=r0 - top,
         window_left=c0 - left,
-        read_row=rows - top // unit_stride_r,
-        read_col=cols - left // unit_stride_c,
+        read_row=rows - top // field.stride[0],
+        read_col=cols - left // field.stride[1],
     )
+
+
+def _crop_axis(
+    starts: torch.Tensor, extent: int, stride: int, image: int
+) -> tuple[int, torch.Tensor]:
+    """One axis of the plan: the crop length and each sample's crop origin."""
+    # An aligned origin is at most stride − 1 pixels before the window's start.
+    length = -(-(extent + stride - 1) // stride) * stride
+    if image % stride or length >= image:
+        return image, torch.zeros_like(starts)
+    # Both bounds are multiples of the stride, so the clamped origin stays aligned.
+    return length, (starts.clamp_min(0) // stride * stride).clamp_max(image - length)
 
 
 def _cut_windows(
@@ -80,16 +83,16 @@ def _cut_windows(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Window patches (B, 3, h, w), grey where the window leaves the crop, with index grids."""
     height, width = field.size
-    batch, _, size, _ = crops.shape
+    batch, _, crop_h, crop_w = crops.shape
     padded = torch.full(
-        (batch, 3, size + 2 * height, size + 2 * width),
+        (batch, 3, crop_h + 2 * height, crop_w + 2 * width),
         GREY,
         dtype=crops.dtype,
         device=crops.device,
     )
-    padded[:, :, height : height + size, width : width + size] = crops
-    inside = torch.zeros(batch, size + 2 * height, size + 2 * width, device=crops.device)
-    inside[:, height : height + size, width : width + size] = 1.0
+    padded[:, :, height : height + crop_h, width : width + crop_w] = crops
+    inside = torch.zeros(batch, crop_h + 2 * height, crop_w + 2 * width, device=crops.device)
+    inside[:, height : height + crop_h, width : width + crop_w] = 1.0
     row_index = (window_top[:, None] + height) + torch.arange(height, device=crops.device)
     col_index = (window_left[:, None] + width) + torch.arange(width, device=crops.device)
     sample = torch.arange(batch, device=crops.device)
@@ -139,8 +142,9 @@ def perturbation_responses(
     variants = sum(p.variants for p in perturbations)
     # ``batch_size`` counts full-size images per forward; small crops fit more, up to
     # MAX_BATCH_GROWTH times as many (beyond that, preparing the stimuli dominates).
-    pixel_budget = batch_size * input_spec.size**2
-    stimuli_budget = min(pixel_budget // plan.size**2, MAX_BATCH_GROWTH * batch_size)
+    pixel_budget = batch_size * input_spec.height * input_spec.width
+    crop_pixels = plan.size[0] * plan.size[1]
+    stimuli_budget = min(pixel_budget // crop_pixels, MAX_BATCH_GROWTH * batch_size)
     per_chunk = max(1, stimuli_budget // variants)
     cuda = device.type == "cuda"
     responses = torch.empty(len(entry_channel), variants)
@@ -193,7 +197,7 @@ def _perturbed_stimuli(
     perturbations: Sequence[Perturbation],
     variants: int,
 ) -> torch.Tensor:
-    """Every variant of every crop, its window replaced by the perturbed patch: (B·V, 3, S, S)."""
+    """Every variant of every crop, its window replaced by the perturbed patch: (B·V, 3, h, w)."""
     device = crops.device
     window_top = plan.window_top[chunk].to(device)
     window_left = plan.window_left[chunk].to(device)
@@ -207,8 +211,9 @@ def _perturbed_stimuli(
         0, 1, 3, 4, 2
     )
     h, w = field.size
-    stimuli = canvas[:, :, :, h : h + plan.size, w : w + plan.size]
-    return stimuli.reshape(batch * variants, 3, plan.size, plan.size)
+    crop_h, crop_w = plan.size
+    stimuli = canvas[:, :, :, h : h + crop_h, w : w + crop_w]
+    return stimuli.reshape(batch * variants, 3, crop_h, crop_w)
 
 
 def _load_crops(
@@ -226,5 +231,5 @@ def _load_crops(
             cache[image_id] = torch.from_numpy(load_image(image_id)).permute(2, 0, 1)
         top = int(plan.top[chunk][offset])
         left = int(plan.left[chunk][offset])
-        crops.append(cache[image_id][:, top : top + plan.size, left : left + plan.size])
+        crops.append(cache[image_id][:, top : top + plan.size[0], left : left + plan.size[1]])
     return torch.stack(crops)

@@ -59,9 +59,9 @@ def run_layers(args: argparse.Namespace) -> int:
     from analysis.layers import list_layers, unmapped_layers
 
     loaded = load_model_from_args(args.model, args)
-    layers = list_layers(loaded.module, loaded.input.size)
+    layers = list_layers(loaded.module, loaded.input)
     records = [layer.as_json() for layer in layers]
-    left_out = unmapped_layers(loaded.module, loaded.input.size, layers)
+    left_out = unmapped_layers(loaded.module, loaded.input, layers)
     if left_out:
         print(
             f"neuronscope: {len(left_out)} module(s) with 4-D outputs left out, e.g. "
@@ -190,7 +190,7 @@ def render_run_visualisations(
 
     run = get_run(session, run_id)
     settings = render_settings(options)
-    layers = {layer.name: layer for layer in list_layers(loaded.module, loaded.input.size)}
+    layers = {layer.name: layer for layer in list_layers(loaded.module, loaded.input)}
     names = list(run.params["layers"])
     if not quiet:
         print_featureviz_estimate(loaded, [layers[name] for name in names], options, device)
@@ -249,7 +249,7 @@ def enqueue_analysis(
     from server.queries import job_record
     from server.registry import RunParams, find_or_create_run, register_dataset, register_model
 
-    available = list_layers(loaded.module, loaded.input.size)
+    available = list_layers(loaded.module, loaded.input)
     layers = select_layers(available, requested)
     params = RunParams(tuple(layer.name for layer in layers), args.top_k, args.resize)
     options = PlanOptions(

@@ -15,22 +15,24 @@ if TYPE_CHECKING:
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", help=".safetensors or state-dict .pt/.pth (never unpickled)")
-    parser.add_argument("--input-size", type=int, help="square input size in pixels (default 224)")
-    parser.add_argument("--mean", help="normalisation mean R,G,B (default ImageNet)")
-    parser.add_argument("--std", help="normalisation std R,G,B (default ImageNet)")
+    parser.add_argument(
+        "--input-size", help="input size in pixels: N (square) or H,W (default 224)"
+    )
+    parser.add_argument(
+        "--mean", help="normalisation mean R,G,B, or one number for a greyscale model"
+    )
+    parser.add_argument("--std", help="normalisation std R,G,B, or one number (greyscale)")
 
 
 def load_model_from_args(spec: str, args: argparse.Namespace) -> LoadedModel:
-    from analysis.models import ModelError, load_model, parse_triple
+    from analysis.models import load_model, parse_numbers, parse_size
 
-    if args.input_size is not None and args.input_size < 8:
-        raise ModelError(f"--input-size must be at least 8 pixels, got {args.input_size}")
     return load_model(
         spec,
         weights=args.weights,
-        input_size=args.input_size,
-        mean=parse_triple(args.mean) if args.mean else None,
-        std=parse_triple(args.std) if args.std else None,
+        input_size=parse_size(args.input_size) if args.input_size else None,
+        mean=parse_numbers(args.mean) if args.mean else None,
+        std=parse_numbers(args.std) if args.std else None,
     )
 
 

@@ -68,7 +68,7 @@ class ModelCache:
             loaded = load_model(
                 model.spec,
                 weights=model.weights_path,
-                input_size=model.input_size,
+                input_size=model.input_shape,
                 mean=tuple(model.mean),
                 std=tuple(model.std),
             )
@@ -79,7 +79,7 @@ class ModelCache:
                     "the new weights"
                 )
             self._key = key
-            self._value = (loaded, list_layers(loaded.module, loaded.input.size))
+            self._value = (loaded, list_layers(loaded.module, loaded.input))
         return self._value
 
 
@@ -318,14 +318,19 @@ def run_register_model(context: JobContext) -> dict[str, Any]:
     loaded = load_model(
         params["spec"],
         weights=params.get("weights"),
-        input_size=params.get("input_size"),
+        input_size=_size(params.get("input_size")),
         mean=tuple(params["mean"]) if params.get("mean") else None,
         std=tuple(params["std"]) if params.get("std") else None,
     )
-    layers = list_layers(loaded.module, loaded.input.size)
+    layers = list_layers(loaded.module, loaded.input)
     with context.database.session() as session:
         model = register_model(session, loaded, layers)
         return {"model": model.id, "layers": len(layers)}
+
+
+def _size(value: int | list[int] | None) -> int | tuple[int, int] | None:
+    """A job's input size: an int from jobs queued before non-square input, else [h, w]."""
+    return tuple(value) if isinstance(value, list) else value  # type: ignore[return-value]
 
 
 def run_register_dataset(context: JobContext) -> dict[str, Any]:

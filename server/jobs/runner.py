@@ -169,9 +169,11 @@ class JobRunner:
     def _fail(self, job: Job, lease: str, error: Exception) -> None:
         summary = f"{type(error).__name__}: {error}"
         log.error("job %s failed: %s", job.id, summary, exc_info=error)
-        detail = "".join(traceback.format_exception(error)[-6:])
+        message = str(error) if _explained(error) else summary
+        if not _explained(error):  # a bug: the last frames help whoever reports it
+            message += "\n\n" + "".join(traceback.format_exception(error)[-6:])
         with self.database.session() as session:
-            closed = records.close(session, job.id, lease, "failed", error=f"{summary}\n\n{detail}")
+            closed = records.close(session, job.id, lease, "failed", error=message)
             if closed and job.run_id is not None:
                 records.stop_run(
                     session, job.run_id, "failed", f"{job.kind} job {job.id}: {summary}"
@@ -195,6 +197,12 @@ def _clock(seconds: float) -> str:
     minutes, seconds = divmod(round(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
+
+
+def _explained(error: Exception) -> bool:
+    """Our own errors (a bad model, folder, layer or input) carry a sentence for the user; the
+    job shows that sentence alone, as the CLI does, and no traceback."""
+    return type(error).__module__.split(".")[0] in ("analysis", "server")
 
 
 def _release_device_memory() -> None:

@@ -99,7 +99,7 @@ def allowed_path(settings: Settings, raw: str, what: str, directory: bool) -> Pa
 class ModelRequest:
     spec: str
     weights: str | None = None
-    input_size: int | None = None
+    input_size: int | list[int] | None = None  # N, or [height, width]
     mean: list[float] | None = None
     std: list[float] | None = None
 
@@ -128,17 +128,20 @@ def register_model(session: Session, settings: Settings, request: ModelRequest) 
         weights = str(allowed_path(settings, request.weights, "weights file", directory=False))
         if not weights.endswith(WEIGHT_SUFFIXES):
             raise ActionError(f"weights must be one of {', '.join(WEIGHT_SUFFIXES)}: {weights}")
-    if request.input_size is not None and not 8 <= request.input_size <= 4096:
-        raise ActionError("the input size must be between 8 and 4096 pixels")
-    for name, triple in (("mean", request.mean), ("std", request.std)):
-        if triple is not None and len(triple) != 3:
-            raise ActionError(f"{name} needs three numbers R,G,B")
+    size = request.input_size
+    if isinstance(size, int):
+        size = [size, size]
+    if size is not None and (len(size) != 2 or not all(8 <= side <= 4096 for side in size)):
+        raise ActionError("the input size must be N or [height, width], 8 to 4096 pixels a side")
+    for name, numbers in (("mean", request.mean), ("std", request.std)):
+        if numbers is not None and len(numbers) not in (1, 3):
+            raise ActionError(f"{name} needs three numbers R,G,B, or one for a greyscale model")
     if request.std is not None and min(request.std) <= 0:
         raise ActionError("std values must be positive")
     params = {
         "spec": spec,
         "weights": weights,
-        "input_size": request.input_size,
+        "input_size": size,
         "mean": request.mean,
         "std": request.std,
     }

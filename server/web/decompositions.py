@@ -112,15 +112,18 @@ def decomposition_policy(session: Session, run_id: int) -> str:
 
 
 def to_input(
-    y: float, x: float, size: int, width: int, height: int, policy: str
+    y: float, x: float, size: int | list[int], width: int, height: int, policy: str
 ) -> tuple[float, float]:
-    """A pixel of the original image in model-input pixels (the inverse of the worker's map)."""
+    """A pixel of the original image in model-input pixels (the inverse of the worker's map);
+    ``size`` is the input's [height, width] (one int in decompositions stored before non-square
+    input)."""
+    input_h, input_w = (size, size) if isinstance(size, int) else size
     if policy == "center-crop":
-        scale = size / min(width, height)
-        left = (max(round(width * scale), size) - size) // 2
-        top = (max(round(height * scale), size) - size) // 2
+        scale = max(input_h / height, input_w / width)
+        left = (max(round(width * scale), input_w) - input_w) // 2
+        top = (max(round(height * scale), input_h) - input_h) // 2
         return y * scale - top, x * scale - left
-    return y * size / height, x * size / width
+    return y * input_h / height, x * input_w / width
 
 
 def _nearest(pixel: float, offset: int, stride: int, extent: int, count: int) -> int:

@@ -61,6 +61,8 @@ def models_data(session: Session) -> dict[str, Any]:
                 "weights": model.weights_path,
                 "weights_sha256": model.weights_sha256,
                 "input_size": model.input_size,
+                "input_shape": list(model.input_shape),
+                "input_channels": model.input_channels,
                 "mean": model.mean,
                 "std": model.std,
                 "layers": model.layers or [],
@@ -165,9 +167,9 @@ async def register_model_form(
     model = ModelRequest(
         spec=spec,
         weights=weights,
-        input_size=_optional_int(input_size, "the input size"),
-        mean=_optional_triple(mean, "mean"),
-        std=_optional_triple(std, "std"),
+        input_size=_optional_size(input_size),
+        mean=_optional_numbers(mean, "mean"),
+        std=_optional_numbers(std, "std"),
     )
     settings = request.app.state.settings
     job = actions.submit_single(
@@ -278,15 +280,26 @@ def _optional_int(text: str | None, what: str) -> int | None:
     return int(text)
 
 
-def _optional_triple(text: str | None, what: str) -> list[float] | None:
+def _optional_size(text: str | None) -> list[int] | None:
+    """``"224"`` or ``"256,128"`` (height, width) as [height, width]."""
+    if text is None or not text.strip():
+        return None
+    parts = text.replace(" ", "").replace("x", ",").split(",")
+    if len(parts) not in (1, 2) or not all(part.isdigit() and len(part) < 6 for part in parts):
+        raise ActionError(f"the input size must be N or H,W in pixels, not {text!r}")
+    values = [int(part) for part in parts]
+    return values * 2 if len(values) == 1 else values
+
+
+def _optional_numbers(text: str | None, what: str) -> list[float] | None:
     if text is None or not text.strip():
         return None
     try:
         values = [float(part) for part in text.replace(" ", "").split(",") if part]
     except ValueError:
-        raise ActionError(f"{what} must be three numbers R,G,B, not {text!r}") from None
-    if len(values) != 3 or any(v != v or abs(v) == float("inf") for v in values):
-        raise ActionError(f"{what} must be three numbers R,G,B, not {text!r}")
+        raise ActionError(f"{what} must be three numbers R,G,B or one, not {text!r}") from None
+    if len(values) not in (1, 3) or any(v != v or abs(v) == float("inf") for v in values):
+        raise ActionError(f"{what} must be three numbers R,G,B or one, not {text!r}")
     return values
 
 
@@ -296,9 +309,11 @@ def _optional_triple(text: str | None, what: str) -> list[float] | None:
 class ModelBody(BaseModel):
     spec: str = Field(max_length=500, description="torchvision:NAME, a .pt2 file, or a known spec")
     weights: str | None = Field(None, max_length=1000, description="weights file on the server")
-    input_size: int | None = Field(None, ge=8, le=4096)
-    mean: list[float] | None = Field(None, min_length=3, max_length=3)
-    std: list[float] | None = Field(None, min_length=3, max_length=3)
+    input_size: int | list[int] | None = Field(
+        None, description="N (square) or [height, width], 8 to 4096 pixels"
+    )
+    mean: list[float] | None = Field(None, min_length=1, max_length=3, description="R,G,B or grey")
+    std: list[float] | None = Field(None, min_length=1, max_length=3, description="R,G,B or grey")
 
 
 class DatasetBody(BaseModel):
