@@ -6,7 +6,8 @@ w_j = a_j / a_1, NF = Σ_j (w_j / Σ_k w_k) · patch_j. The float NF is the resu
 stretched only for display.
 
 Work is grouped by image so each image is loaded once per chunk of channels, however many of the
-layer's neurons chose it, and only the part of each window inside the image is ever read.
+layer's neurons chose it, and only the part of each window inside the image is ever read; the
+weighted sums run as batched tensor operations on the analysis device.
 """
 
 from __future__ import annotations
@@ -16,22 +17,36 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
+import torch
+from PIL import Image
 
 from analysis.receptive_field import ReceptiveField
 
 GREY = 0.5
 COVERAGE_FLOOR = 0.1
 TILE_LIMIT = 96  # sprite tiles: at most this many pixels a side (the NF keeps full resolution)
+NF_DISPLAY_LIMIT = 256  # the NF's display PNG: at most this many pixels a side
 ImageLoader = Callable[[int], np.ndarray]
 
 
 @dataclass
 class NeuronFeature:
-    """A neuron's NF, its coverage-normalised variant, and its top patches for display."""
+    """A neuron's NF, the coverage of its window, and its top patches for display."""
 
     mean: np.ndarray  # (h, w, 3) float32, the NF of SPEC §3
-    coverage_mean: np.ndarray  # (h, w, 3): each pixel averages only the patches that cover it
+    cover: np.ndarray  # (h, w): Σ_j ŵ_j over the patches whose image covers each pixel
     tiles: list[np.ndarray]  # per rank: the patch sampled every ``tile_step`` pixels, grey outside
+
+    @property
+    def coverage_mean(self) -> np.ndarray:
+        """(h, w, 3): each pixel averages only the patches that cover it (grey where they
+        cover less than COVERAGE_FLOOR); computed on request, as the pipeline stores only the
+        NF."""
+        cover = self.cover[..., None]
+        covered = self.mean - np.float32(GREY) * (1.0 - cover)
+        return np.divide(
+            covered, cover, out=np.full_like(self.mean, GREY), where=cover >= COVERAGE_FLOOR
+        )
 
 
 def cut_patch(
@@ -61,7 +76,8 @@ def neuron_features(
     field: ReceptiveField,
     load_image: ImageLoader,
     dead: np.ndarray,
-    memory_budget: int = 1 << 30,
+    memory_budget: int = 2 << 30,
+    device: torch.device | str = "cpu",
 ) -> Iterator[tuple[int, NeuronFeature]]:
     """Yield ``(channel, NF)`` for every live channel of a layer from its top-K arrays (C, K).
 
@@ -70,33 +86,46 @@ def neuron_features(
 
     The NF is linear in the patches, and a patch is the image inside the window and grey
     outside, so NF = Σ_j ŵ_j · image_j|inside + grey · (1 − Σ_j ŵ_j · inside_j), with ŵ_j =
-    w_j / Σ_k w_k: each patch is accumulated over the part of its window inside the image only,
-    in float64. A late layer's window can be many times the image, mostly grey: this reads no
-    grey pixel. Channels are processed in chunks whose accumulators fit ``memory_budget``
-    bytes; within a chunk each image is loaded once, however many neurons chose it.
+    w_j / Σ_k w_k: each patch is accumulated over the part of its window inside the image only.
+    A late layer's window can be many times the image, mostly grey: this reads no grey pixel.
+
+    Work is grouped by image, and within an image by map position, so each image is loaded
+    once per chunk of channels and each window cut once, however many neurons chose it. The
+    weighted RGB sums are fused multiply-adds into float32 accumulators on ``device``; the
+    coverage Σ_j ŵ_j · inside_j is a sum of boxes, kept exactly (float64) as corner increments
+    of a difference array and integrated once per neuron. Channels are processed in chunks
+    whose accumulators fit ``memory_budget`` bytes.
     """
     live = [int(c) for c in np.flatnonzero(~dead)]
     height, width = field.size
-    chunk = max(1, memory_budget // max(1, height * width * 4 * 8 * 2))
+    chunk = max(1, memory_budget // max(1, height * width * (3 * 4 + 8)))
     step = tile_step(field)
     for start in range(0, len(live), chunk):
         channels = live[start : start + chunk]
-        weights = {c: _normalised_weights(values[c]) for c in channels}
-        sums = {c: np.zeros((height, width, 3)) for c in channels}
-        cover = {c: np.zeros((height, width)) for c in channels}
+        weights = np.stack([_normalised_weights(values[c]) for c in channels])
+        sums = torch.zeros(len(channels), height, width, 3, device=device)
+        corners = np.zeros((len(channels), height + 1, width + 1))
         tiles = {c: [np.empty(0)] * values.shape[1] for c in channels}
-        by_image: dict[int, list[tuple[int, int]]] = defaultdict(list)
-        for channel in channels:
+        by_image: dict[int, dict[tuple[int, int], list[tuple[int, int]]]] = defaultdict(
+            lambda: defaultdict(list)
+        )
+        for local, channel in enumerate(channels):
             for rank in range(values.shape[1]):
-                by_image[int(images[channel, rank])].append((channel, rank))
+                position = (int(rows[channel, rank]), int(cols[channel, rank]))
+                by_image[int(images[channel, rank])][position].append((local, rank))
         for index in sorted(by_image):
             image = load_image(index)
-            for channel, rank in by_image[index]:
-                window = field.window(int(rows[channel, rank]), int(cols[channel, rank]))
-                tiles[channel][rank] = cut_patch(image, window, step)[0]
-                _accumulate(sums[channel], cover[channel], image, window, weights[channel][rank])
-        for channel in channels:
-            yield channel, _finish(sums[channel], cover[channel], tiles[channel])
+            pixels = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).to(device)
+            for position, entries in by_image[index].items():
+                window = field.window(*position)
+                tile = cut_patch(image, window, step)[0]
+                for local, rank in entries:
+                    tiles[channels[local]][rank] = tile
+                _accumulate(sums, corners, pixels, window, entries, weights)
+        totals = sums.cpu().numpy()
+        cover = torch.from_numpy(corners).cumsum_(1).cumsum_(2)[:, :height, :width].numpy()
+        for local, channel in enumerate(channels):
+            yield channel, _finish(totals[local], cover[local], tiles[channel])
 
 
 def _normalised_weights(values: np.ndarray) -> np.ndarray:
@@ -106,34 +135,50 @@ def _normalised_weights(values: np.ndarray) -> np.ndarray:
 
 
 def _accumulate(
-    total: np.ndarray,
-    cover: np.ndarray,
-    image: np.ndarray,
+    sums: torch.Tensor,
+    corners: np.ndarray,
+    pixels: torch.Tensor,
     window: tuple[int, int, int, int],
-    weight: float,
+    entries: list[tuple[int, int]],
+    weights: np.ndarray,
 ) -> None:
-    """Add ``weight`` × the part of ``window`` inside ``image`` (and its coverage)."""
-    if weight == 0:
-        return
+    """Add each entry's weight × the part of ``window`` inside the image to its channel's sum,
+    and the box it covers to its coverage corners; ``entries`` are (chunk-local channel, rank)
+    pairs sharing this window."""
     r0, r1, c0, c1 = window
-    height, width = image.shape[:2]
+    height, width = pixels.shape[:2]
     top, bottom, left, right = max(r0, 0), min(r1, height), max(c0, 0), min(c1, width)
-    if top < bottom and left < right:
-        inside = (slice(top - r0, bottom - r0), slice(left - c0, right - c0))
-        total[inside] += weight * image[top:bottom, left:right].astype(np.float64)
-        cover[inside] += weight
+    if top >= bottom or left >= right:
+        return
+    inside = pixels[top:bottom, left:right]
+    rows = (top - r0, bottom - r0)
+    cols = (left - c0, right - c0)
+    for local, rank in entries:
+        weight = float(weights[local, rank])
+        if weight == 0:
+            continue
+        sums[local, rows[0] : rows[1], cols[0] : cols[1]].add_(inside, alpha=weight)
+        corners[local, rows[0], cols[0]] += weight
+        corners[local, rows[0], cols[1]] -= weight
+        corners[local, rows[1], cols[0]] -= weight
+        corners[local, rows[1], cols[1]] += weight
 
 
 def _finish(total: np.ndarray, cover: np.ndarray, tiles: list[np.ndarray]) -> NeuronFeature:
-    mean = total + GREY * (1.0 - cover)[..., None]
-    coverage_mean = np.where(
-        (cover >= COVERAGE_FLOOR)[..., None],
-        total / np.maximum(cover, 1e-12)[..., None],
-        GREY,
-    )
-    return NeuronFeature(
-        mean=mean.astype(np.float32), coverage_mean=coverage_mean.astype(np.float32), tiles=tiles
-    )
+    """The NF from the (h, w, 3) weighted sum and the (h, w) coverage: grey where uncovered."""
+    cover = cover.astype(np.float32)
+    return NeuronFeature(total + np.float32(GREY) * (1.0 - cover)[..., None], cover, tiles)
+
+
+def display_image(feature: np.ndarray, limit: int = NF_DISPLAY_LIMIT) -> np.ndarray:
+    """The NF contrast-stretched to uint8 and shrunk by the smallest whole factor that fits
+    ``limit`` pixels a side (box averaging): what the dashboard shows. The full-resolution
+    float NF is stored beside it."""
+    stretched = contrast_stretched(feature)
+    factor = -(-max(feature.shape[:2]) // limit)
+    if factor <= 1:
+        return stretched
+    return np.asarray(Image.fromarray(stretched).reduce(factor))
 
 
 def contrast_stretched(image: np.ndarray) -> np.ndarray:

@@ -54,6 +54,13 @@ class ArtifactStore:
         Image.fromarray(pixels).save(buffer, format="PNG", optimize=False, compress_level=1)
         return self.put_bytes(buffer.getvalue(), "png")
 
+    def put_jpeg(self, pixels: np.ndarray, quality: int = 90) -> str:
+        """Store a uint8 (H, W, 3) photograph-like image as JPEG (top-patch sprites: a tenth of
+        the PNG's size, encoded 15× faster; the exact values are never read back from it)."""
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, format="JPEG", quality=quality)
+        return self.put_bytes(buffer.getvalue(), "jpg")
+
     def put_array(self, array: np.ndarray) -> str:
         """Store a float array as NPY (no pickle: ``allow_pickle`` stays off on load)."""
         buffer = io.BytesIO()

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from analysis.data import ImageFolder, ResizePolicy, load_rgb
 from analysis.layers import LayerInfo, default_layers, list_layers
 from analysis.models import InputSpec, LoadedModel
-from analysis.neuron_feature import contrast_stretched, neuron_features, sprite
+from analysis.neuron_feature import display_image, neuron_features, sprite
 from analysis.physiology import Electrode, electrodes, fractions, layer_physiology
 from analysis.selectivity.indexes import population_summary
 from analysis.selectivity.layer import layer_indexes
@@ -138,8 +138,10 @@ def compute_neuron_features(
     topk: LayerTopK,
     load_image: Callable[[int], np.ndarray],
     store: ArtifactStore,
+    device: str = "cpu",
 ) -> dict[int, StoredNeuron]:
-    """NF (float NPY + stretched PNG) and top-patch sprite for every live channel of a layer."""
+    """NF (float NPY at full resolution + stretched display PNG) and top-patch sprite (JPEG)
+    for every live channel of a layer."""
     stored = {channel: StoredNeuron(channel) for channel in range(topk.channels)}
     features = neuron_features(
         topk.values.numpy(),
@@ -149,12 +151,13 @@ def compute_neuron_features(
         layer.receptive_field,
         load_image,
         topk.dead.numpy(),
+        device=device,
     )
     for channel, feature in features:
         entry = stored[channel]
         entry.nf_array_key = store.put_array(feature.mean)
-        entry.nf_key = store.put_png(contrast_stretched(feature.mean))
-        entry.sprite_key = store.put_png(sprite(feature.tiles))
+        entry.nf_key = store.put_png(display_image(feature.mean))
+        entry.sprite_key = store.put_jpeg(sprite(feature.tiles))
     return stored
 
 
@@ -243,6 +246,7 @@ def store_features(
     result: SweepResult,
     store: ArtifactStore,
     progress: Progress,
+    device: str = "cpu",
 ) -> dict[str, float]:
     """NFs and sprites of every layer, then the run's layers, neurons and top activations.
 
@@ -257,7 +261,9 @@ def store_features(
     done = 0
     for layer in layers:
         started = time.perf_counter()
-        neurons[layer.name] = compute_neuron_features(layer, trimmed[layer.name], load_image, store)
+        neurons[layer.name] = compute_neuron_features(
+            layer, trimmed[layer.name], load_image, store, device
+        )
         seconds[layer.name] = time.perf_counter() - started
         done += layer.channels
         progress.update(done)
@@ -309,7 +315,7 @@ def analyze_run(
 
     started = time.perf_counter()
     timings.per_layer = store_features(
-        session, run, loaded, folder, layers, result, store, progress
+        session, run, loaded, folder, layers, result, store, progress, settings.device
     )
     timings.features_s = time.perf_counter() - started
 

@@ -71,7 +71,7 @@ def test_nf_equals_the_definition_on_jpeg_photographs(tmp_path):
         Image.fromarray(pixels).save(tmp_path / f"{i:02d}.jpg", quality=90)
     folder = scan_image_folder(tmp_path)
     model = random_net()
-    result = sweep(model, folder, ["4"], SPEC, k=5, workers=0).layers["4"]
+    result = sweep(model, folder, ["4"], SPEC, k=12, workers=0).layers["4"]
     field = receptive_fields(model, ["4"], SPEC.height)["4"]
     load = lambda i: load_rgb(folder.root / folder.images[i].path, SPEC.size)  # noqa: E731
     values, images = result.values.numpy(), result.images.numpy()

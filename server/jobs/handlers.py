@@ -175,6 +175,7 @@ def run_merge(context: JobContext) -> dict[str, Any]:
             merged,
             context.store,
             context.progress,
+            context.settings.device,
         )
         run.stats = {
             **sweep_stats(merged, inputs.folder, context.settings),

@@ -1,0 +1,185 @@
+"""End to end on a photo folder: `analyze --no-indexes` against its decode and forward bounds.
+
+    python benchmarks/e2e.py                       # 600 JPEGs, ResNet-18 layer3+layer4, K = 50
+    python benchmarks/e2e.py --images 500 --model torchvision:vgg16 --layers all --device cuda
+
+It writes (once, seeded) a folder of photograph-like JPEGs, 500×375 at quality 90: 1/f² noise
+(the power spectrum of natural images) in colour, with discs, bars and rings on top. Then, in
+one process family on one machine, it times
+
+  (a) decode: every image decoded and resized once, by the sweep's own loader and worker count;
+  (b) forward: a plain forward over those decoded batches (no hooks, no top-K);
+  (c) ``neuronscope analyze --no-indexes`` through the CLI in a fresh data directory, with the
+      analysis's own stage times (sweep, Neuron Features and patches).
+
+and prints the ratios the goal is stated in: wall / max(decode, forward), and NF stage / sweep.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from analysis.data import ImageTensors, scan_image_folder
+from analysis.models import load_model
+from benchmarks.common import autocast, machine_description
+
+WIDTH, HEIGHT = 500, 375
+
+
+def photo_like(rng: np.random.Generator) -> np.ndarray:
+    """One 375×500 RGB uint8 image: coloured 1/f² noise with a few shapes on it."""
+    fy = np.fft.fftfreq(HEIGHT)[:, None]
+    fx = np.fft.rfftfreq(WIDTH)[None, :]
+    amplitude = 1.0 / np.maximum(np.hypot(fx, fy), 1.0 / max(WIDTH, HEIGHT))
+    channels = []
+    for _ in range(3):
+        phase = rng.uniform(0, 2 * np.pi, amplitude.shape)
+        noise = np.fft.irfft2(amplitude * np.exp(1j * phase), s=(HEIGHT, WIDTH))
+        channels.append((noise - noise.mean()) / (noise.std() + 1e-9))
+    mix = rng.normal(0, 1, (3, 3)) * 0.4 + np.eye(3)  # correlated channels, as in photographs
+    image = np.einsum("ij,jhw->hwi", mix, np.stack(channels)) * 0.12 + rng.uniform(0.3, 0.7, 3)
+    rows, cols = np.mgrid[0:HEIGHT, 0:WIDTH]
+    for _ in range(rng.integers(2, 6)):
+        colour = rng.uniform(0, 1, 3)
+        cy, cx = rng.uniform(0, HEIGHT), rng.uniform(0, WIDTH)
+        radius = rng.uniform(15, 90)
+        distance = np.hypot(rows - cy, cols - cx)
+        kind = rng.integers(3)
+        if kind == 0:
+            mask = distance < radius
+        elif kind == 1:
+            mask = np.abs(distance - radius) < radius / 6
+        else:
+            angle = rng.uniform(0, np.pi)
+            along = (cols - cx) * np.cos(angle) + (rows - cy) * np.sin(angle)
+            across = -(cols - cx) * np.sin(angle) + (rows - cy) * np.cos(angle)
+            mask = (np.abs(across) < radius / 5) & (np.abs(along) < radius * 1.5)
+        image[mask] = colour
+    return np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
+
+
+def photo_folder(root: Path, count: int, seed: int = 0) -> Path:
+    """``count`` JPEGs in ``root`` (kept between runs: only missing ones are written)."""
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for index in range(count):
+        pixels = photo_like(rng)
+        path = root / f"{index:05d}.jpg"
+        if not path.exists():
+            Image.fromarray(pixels).save(path, quality=90)
+    return root
+
+
+def decode_and_forward(
+    folder: Path, spec: str, size: int, device: torch.device, batch: int, workers: int
+) -> tuple[float, float]:
+    """(a) seconds to decode and resize every image once with the sweep's loader, and (b) a
+    plain forward over the decoded batches."""
+    listing = scan_image_folder(folder)
+    dataset = ImageTensors(listing, size)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch, num_workers=workers)
+    started = time.perf_counter()
+    batches = [images for images, _index, _ok in loader]
+    decode = time.perf_counter() - started
+    loaded = load_model(spec, input_size=size)
+    model = loaded.module.to(device).eval()
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    with torch.no_grad(), autocast(device):
+        model(loaded.input.normalise(batches[0][:2].to(device)))  # warm-up
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        started = time.perf_counter()
+        for images in batches:
+            images = images.to(device)
+            if device.type == "cuda":
+                images = images.contiguous(memory_format=torch.channels_last)
+            model(loaded.input.normalise(images))
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    return decode, time.perf_counter() - started
+
+
+def analyze_through_cli(
+    folder: Path, spec: str, layers: str, k: int, device: str, batch: int, workers: int
+) -> dict:
+    """``neuronscope analyze --no-indexes`` in a fresh data directory; its summary and wall."""
+    with tempfile.TemporaryDirectory() as data_dir:
+        env = {**os.environ, "NEURONSCOPE_DATA_DIR": data_dir}
+        env.pop("NEURONSCOPE_DATABASE_URL", None)
+        command = [
+            sys.executable, "-m", "server.cli.main", "analyze", "--model", spec,
+            "--data", str(folder), "--top-k", str(k), "--no-indexes", "--json",
+            "--device", device, "--batch-size", str(batch), "--workers", str(workers),
+        ]  # fmt: skip
+        if layers != "all":
+            command += ["--layers", layers]
+        started = time.perf_counter()
+        done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+        wall = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"analyze failed: {done.stderr.strip()[-2000:]}")
+    summary = json.loads(done.stdout)
+    summary["wall"] = wall
+    return summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=600)
+    parser.add_argument("--folder", type=Path, default=Path(tempfile.gettempdir()) / "ns-photos")
+    parser.add_argument("--model", default="torchvision:resnet18")
+    parser.add_argument("--layers", default="layer3,layer4", help="names, or 'all' (defaults)")
+    parser.add_argument("--top-k", type=int, default=50)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=min(os.cpu_count() or 1, 8))
+    parser.add_argument("--repeats", type=int, default=1)
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    folder = photo_folder(args.folder / str(args.images), args.images)
+    print(machine_description(device))
+    print(
+        f"{args.images} JPEGs {WIDTH}×{HEIGHT} q90 in {folder}; {args.model} at {args.size} px, "
+        f"layers {args.layers}, K = {args.top_k}, batch {args.batch_size}, "
+        f"{args.workers} loader workers"
+    )
+    rows = []
+    for _ in range(args.repeats):
+        decode, forward = decode_and_forward(
+            folder, args.model, args.size, device, args.batch_size, args.workers
+        )
+        summary = analyze_through_cli(
+            folder, args.model, args.layers, args.top_k, args.device, args.batch_size, args.workers
+        )
+        stats = summary["stats"]
+        rows.append((decode, forward, summary["wall"], stats["sweep_seconds"],
+                     stats["features_seconds"]))  # fmt: skip
+    decode, forward, wall, sweep, features = (statistics.median(c) for c in zip(*rows, strict=True))
+    bound = max(decode, forward)
+    print(f"(a) decode + resize once:   {decode:7.1f} s  ({args.images / decode:.0f} img/s)")
+    print(f"(b) plain forward:          {forward:7.1f} s  ({args.images / forward:.0f} img/s)")
+    print(f"(c) analyze --no-indexes:   {wall:7.1f} s wall (CLI start-up included)")
+    print(f"      sweep                 {sweep:7.1f} s")
+    print(f"      NFs and patches       {features:7.1f} s")
+    print(f"wall / max(decode, forward) = {wall / bound:.2f}   (goal ≤ 1.25)")
+    print(f"NF stage / sweep            = {features / sweep:.2f}   (goal ≤ 0.25)")
+
+
+if __name__ == "__main__":
+    main()
