@@ -9,7 +9,9 @@ failure are harmless orphans, and a failed run is cleared and recomputed next ti
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Protocol
@@ -20,7 +22,7 @@ from sqlalchemy.orm import Session
 from analysis.data import ImageFolder, ResizePolicy, load_rgb
 from analysis.layers import LayerInfo, default_layers, list_layers
 from analysis.models import InputSpec, LoadedModel
-from analysis.neuron_feature import display_image, neuron_features, sprite
+from analysis.neuron_feature import NeuronFeature, display_image, neuron_features, sprite
 from analysis.physiology import Electrode, electrodes, fractions, layer_physiology
 from analysis.selectivity.indexes import population_summary
 from analysis.selectivity.layer import layer_indexes
@@ -116,6 +118,9 @@ def select_layers(available: list[LayerInfo], requested: list[str] | None) -> li
     return sorted(chosen, key=lambda layer: order[layer.name])
 
 
+STORE_THREADS = 2  # threads encoding and writing a layer's NF files
+
+
 def image_loader(
     folder: ImageFolder, input_spec: InputSpec, policy: ResizePolicy
 ) -> Callable[[int], np.ndarray]:
@@ -141,7 +146,10 @@ def compute_neuron_features(
     device: str = "cpu",
 ) -> dict[int, StoredNeuron]:
     """NF (float NPY at full resolution + stretched display PNG) and top-patch sprite (JPEG)
-    for every live channel of a layer."""
+    for every live channel of a layer.
+
+    Encoding, hashing and writing a neuron's files run on a small thread pool (they release the
+    GIL) while the next neurons are finished; every write is done when this returns."""
     stored = {channel: StoredNeuron(channel) for channel in range(topk.channels)}
     features = neuron_features(
         topk.values.numpy(),
@@ -153,11 +161,20 @@ def compute_neuron_features(
         topk.dead.numpy(),
         device=device,
     )
-    for channel, feature in features:
-        entry = stored[channel]
+
+    def save(entry: StoredNeuron, feature: NeuronFeature) -> None:
         entry.nf_array_key = store.put_array(feature.mean)
         entry.nf_key = store.put_png(display_image(feature.mean))
         entry.sprite_key = store.put_jpeg(sprite(feature.tiles))
+
+    with ThreadPoolExecutor(max_workers=STORE_THREADS) as pool:
+        pending: deque[Future[None]] = deque()
+        for channel, feature in features:
+            pending.append(pool.submit(save, stored[channel], feature))
+            if len(pending) > 4 * STORE_THREADS:  # bounded: a few NFs in flight, not a layer
+                pending.popleft().result()
+        for done in pending:
+            done.result()  # re-raises a failed write here
     return stored
 
 
