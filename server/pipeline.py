@@ -144,9 +144,10 @@ def compute_neuron_features(
     load_image: Callable[[int], np.ndarray],
     store: ArtifactStore,
     device: str = "cpu",
+    advance: Callable[[int], None] | None = None,
 ) -> dict[int, StoredNeuron]:
     """NF (float NPY at full resolution + stretched display PNG) and top-patch sprite (JPEG)
-    for every live channel of a layer.
+    for every live channel of a layer; ``advance(n)`` is told how many are finished.
 
     Encoding, hashing and writing a neuron's files run on a small thread pool (they release the
     GIL) while the next neurons are finished; every write is done when this returns."""
@@ -169,8 +170,10 @@ def compute_neuron_features(
 
     with ThreadPoolExecutor(max_workers=STORE_THREADS) as pool:
         pending: deque[Future[None]] = deque()
-        for channel, feature in features:
+        for finished, (channel, feature) in enumerate(features, start=1):
             pending.append(pool.submit(save, stored[channel], feature))
+            if advance:
+                advance(finished)
             if len(pending) > 4 * STORE_THREADS:  # bounded: a few NFs in flight, not a layer
                 pending.popleft().result()
         for done in pending:
@@ -279,7 +282,12 @@ def store_features(
     for layer in layers:
         started = time.perf_counter()
         neurons[layer.name] = compute_neuron_features(
-            layer, trimmed[layer.name], load_image, store, device
+            layer,
+            trimmed[layer.name],
+            load_image,
+            store,
+            device,
+            lambda finished, base=done: progress.update(base + finished),
         )
         seconds[layer.name] = time.perf_counter() - started
         done += layer.channels
