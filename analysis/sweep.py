@@ -22,6 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from analysis.data import ImageFolder, ImageTensors, ResizePolicy
+from analysis.fusion import batch_norms_folded
 from analysis.hooks import forward_until, layer_hooks
 from analysis.models import InputSpec
 
@@ -302,7 +303,8 @@ def sweep(
 ) -> SweepResult:
     """Stream ``folder`` (or the ``indices`` shard of it) through ``model`` once.
 
-    On CUDA the network runs channels_last under bf16 autocast; reductions and the top-K are
+    The network runs channels-last on every device (oneDNN's CPU convolutions are 1.2–1.7×
+    faster so, as cuDNN's are), and under bf16 autocast on CUDA; reductions and the top-K are
     kept in float32.
     """
     device = torch.device(device)
@@ -317,18 +319,19 @@ def sweep(
         persistent_workers=False,
         multiprocessing_context=loader_start_method(device, workers),
     )
-    model = model.to(device).eval()
-    if cuda:
-        model = model.to(memory_format=torch.channels_last)
+    model = model.to(device).eval().to(memory_format=torch.channels_last)
     unreadable: list[int] = []
     done = 0
     # no_grad rather than inference_mode: the recorder reads tensors' version counters.
-    with TopKRecorder(model, layers, k, device) as recorder, torch.no_grad():
+    with (
+        batch_norms_folded(model, layers),
+        TopKRecorder(model, layers, k, device) as recorder,
+        torch.no_grad(),
+    ):
         for images, image_indices, readable in loader:
             unreadable.extend(image_indices[~readable].tolist())
             images = images.to(device, non_blocking=True)
-            if cuda:
-                images = images.contiguous(memory_format=torch.channels_last)
+            images = images.contiguous(memory_format=torch.channels_last)
             autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else nullcontext()
             with autocast:
                 recorder.forward(

@@ -181,6 +181,14 @@ def compute_neuron_features(
     return stored
 
 
+def index_batch_size(settings: AnalysisSettings) -> int:
+    """Full-size images per perturbed forward: at least 256 on a GPU, which wants large
+    batches; the run's batch size on a CPU, whose caches do not (on the demo CNN's last layer
+    256 took 9.1 s where 64 took 6.0 s)."""
+    on_cpu = str(settings.device).startswith("cpu")
+    return settings.batch_size if on_cpu else max(settings.batch_size, 256)
+
+
 def compute_indexes(
     session: Session,
     run: Run,
@@ -216,7 +224,7 @@ def compute_indexes(
             folder.labels,
             loaded.input,
             device=settings.device,
-            batch_size=max(settings.batch_size, 256),
+            batch_size=index_batch_size(settings),
             progress=advance,
         )
         done += entries

@@ -108,24 +108,37 @@ def test_grey_version_keeps_luminance_range_and_ordering():
     assert grey[0, 0, 0] < grey[0, 1, 1]
 
 
-def test_cropped_re_reading_equals_the_full_image_forward():
-    """The engine forwards only a crop around each window; the unperturbed read must equal the
-    activation of the whole image, at borders too."""
+@pytest.mark.parametrize(
+    ("architecture", "size", "layers"),
+    [
+        ("vgg11", (64, 64), ["4", "12"]),
+        ("vgg11", (48, 80), ["4", "12"]),
+        ("vgg11_bn", (64, 64), ["6", "13"]),  # batch norms folded into the convolutions
+    ],
+)
+def test_cropped_re_reading_equals_the_full_image_forward(architecture, size, layers):
+    """The engine forwards only a crop around each window (channels-last, batch norms folded);
+    the unperturbed read must equal the activation of the whole image (contiguous, unfolded),
+    at borders too, on square and non-square inputs."""
     torch.manual_seed(0)
-    model = torchvision.models.vgg11().features.eval()
-    spec = InputSpec(size=64)
+    model = torchvision.models.get_model(architecture).features.eval()
+    for norm in (m for m in model if isinstance(m, torch.nn.BatchNorm2d)):
+        norm.running_mean.uniform_(-0.5, 0.5)
+        norm.running_var.uniform_(0.5, 2.0)
+    spec = InputSpec(size=size)
     rng = np.random.default_rng(0)
-    images = rng.random((4, 64, 64, 3)).astype(np.float32)
-    for layer in ["4", "12"]:
+    images = rng.random((4, *size, 3)).astype(np.float32)
+    for layer in layers:
+        model.to(memory_format=torch.contiguous_format)
         field = receptive_fields(model, [layer], 64)[layer]
         with torch.no_grad():
             full = model[: int(layer) + 1](
                 spec.normalise(torch.from_numpy(images).permute(0, 3, 1, 2))
             )
-        size = full.shape[-1]
-        rows = rng.integers(0, size, (2, 3))
-        cols = rng.integers(0, size, (2, 3))
-        rows[0, 0], cols[0, 0] = 0, size - 1
+        height, width = full.shape[-2:]
+        rows = rng.integers(0, height, (2, 3))
+        cols = rng.integers(0, width, (2, 3))
+        rows[0, 0], cols[0, 0] = 0, width - 1
         picks = rng.integers(0, 4, (2, 3))
         read = perturbation_responses(
             model, layer, field, [0, 1], rows, cols, picks, lambda i: images[i], spec, [IDENTITY]

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from analysis.fusion import batch_norms_folded
 from analysis.hooks import forward_until, layer_hooks
 from analysis.models import InputSpec
 from analysis.receptive_field import ReceptiveField
@@ -154,15 +155,21 @@ def perturbation_responses(
         captured["out"] = output
 
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else nullcontext()
+    # Channels-last convolutions run 1.2–1.7× faster on CPUs (oneDNN) as on GPUs.
+    model.to(memory_format=torch.channels_last)
     cache: dict[int, torch.Tensor] = {}
     samples = len(unique_keys)
-    with layer_hooks(model, [layer], keep, stop_early=True), torch.no_grad(), autocast:
+    with (
+        batch_norms_folded(model, [layer]),
+        layer_hooks(model, [layer], keep, stop_early=True),
+        torch.no_grad(),
+        autocast,
+    ):
         for start in range(0, samples, per_chunk):
             chunk = slice(start, start + per_chunk)
             crops = _load_crops(sample_image[chunk], plan, chunk, load_image, cache).to(device)
             stimuli = _perturbed_stimuli(crops, plan, chunk, field, perturbations, variants)
-            if cuda:
-                stimuli = stimuli.contiguous(memory_format=torch.channels_last)
+            stimuli = stimuli.contiguous(memory_format=torch.channels_last)
             forward_until(model, input_spec.normalise(stimuli))
             out = captured.pop("out")
             out = out.reshape(len(crops), variants, *out.shape[1:])
