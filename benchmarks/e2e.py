@@ -96,18 +96,14 @@ def decode_and_forward(
     batches = [images for images, _index, _ok in loader]
     decode = time.perf_counter() - started
     loaded = load_model(spec, input_size=size)
-    model = loaded.module.to(device).eval()
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    model = loaded.module.to(device).eval().to(memory_format=torch.channels_last)
     with torch.no_grad(), autocast(device):
         model(loaded.input.normalise(batches[0][:2].to(device)))  # warm-up
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         started = time.perf_counter()
         for images in batches:
-            images = images.to(device)
-            if device.type == "cuda":
-                images = images.contiguous(memory_format=torch.channels_last)
+            images = images.to(device).contiguous(memory_format=torch.channels_last)
             model(loaded.input.normalise(images))
         if device.type == "cuda":
             torch.cuda.synchronize(device)
