@@ -129,20 +129,22 @@ class InputSpec:
     def as_seen(self, images: torch.Tensor) -> torch.Tensor:
         """RGB images (N, 3, H, W) as the model sees them: a greyscale model's luminance in all
         three channels (an optimised image's colours are invisible to it, so not shown)."""
-        if not self.grey:
-            return images
-        luma = torch.tensor(LUMA, device=images.device, dtype=images.dtype)
-        return (images * luma.view(1, 3, 1, 1)).sum(1, keepdim=True).expand_as(images).clone()
+        return luma(images).expand_as(images).clone() if self.grey else images
 
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
         """Map RGB images in [0, 1] (N, 3, H, W) to what the model expects."""
         if self.grey:
-            luma = torch.tensor(LUMA, device=images.device, dtype=images.dtype)
-            images = (images * luma.view(1, 3, 1, 1)).sum(1, keepdim=True)
+            images = luma(images)
         shape = (1, self.channels, 1, 1)
         mean = torch.tensor(self.mean, device=images.device, dtype=images.dtype).view(shape)
         std = torch.tensor(self.std, device=images.device, dtype=images.dtype).view(shape)
         return (images - mean) / std
+
+
+def luma(images: torch.Tensor) -> torch.Tensor:
+    """The luma (N, 1, H, W) of RGB images (N, 3, H, W): what a greyscale camera records."""
+    weights = torch.tensor(LUMA, device=images.device, dtype=images.dtype)
+    return (images * weights.view(1, 3, 1, 1)).sum(1, keepdim=True)
 
 
 @dataclass
