@@ -99,7 +99,23 @@ def load_rgb(
     policy: ResizePolicy = ResizePolicy.WHOLE,
     grey: bool = False,
 ) -> np.ndarray:
-    """Decode ``path`` as a float32 (height, width, 3) RGB array in [0, 1].
+    """Decode ``path`` as a float32 (height, width, 3) RGB array in [0, 1]: the model's pixels."""
+    return as_float(load_pixels(path, size, policy, grey))
+
+
+def as_float(pixels: np.ndarray) -> np.ndarray:
+    """uint8 pixels as float32 in [0, 1], exactly as :func:`load_rgb` returns them."""
+    return pixels.astype(np.float32) / 255.0
+
+
+def load_pixels(
+    path: str | Path,
+    size: int | tuple[int, int],
+    policy: ResizePolicy = ResizePolicy.WHOLE,
+    grey: bool = False,
+) -> np.ndarray:
+    """Decode ``path`` as a uint8 (height, width, 3) RGB array at the model's input size (a
+    quarter of the float array's memory, for caches).
 
     ``size`` is (height, width), or one int for a square. Bilinear resampling in Pillow low-pass
     filters when shrinking (antialiasing), as SPEC §1 asks. ``grey`` reads the image as a
@@ -120,7 +136,7 @@ def load_rgb(
                 image = image.crop((left, top, left + width, top + height))
             else:
                 image = image.resize((width, height), Image.BILINEAR)
-            return np.asarray(image, dtype=np.float32) / 255.0
+            return np.asarray(image, dtype=np.uint8)
 
 
 class ImageTensors(Dataset):

@@ -19,7 +19,7 @@ from typing import Protocol
 import numpy as np
 from sqlalchemy.orm import Session
 
-from analysis.data import ImageFolder, ResizePolicy, load_rgb
+from analysis.data import ImageFolder, ResizePolicy, as_float, load_pixels
 from analysis.layers import LayerInfo, default_layers, list_layers
 from analysis.models import InputSpec, LoadedModel
 from analysis.neuron_feature import NeuronFeature, display_image, neuron_features, sprite
@@ -121,19 +121,25 @@ def select_layers(available: list[LayerInfo], requested: list[str] | None) -> li
 STORE_THREADS = 2  # threads encoding and writing a layer's NF files
 
 
+IMAGE_CACHE_BYTES = 1 << 30  # decoded images kept between the layers of a stage
+
+
 def image_loader(
     folder: ImageFolder, input_spec: InputSpec, policy: ResizePolicy
 ) -> Callable[[int], np.ndarray]:
-    """Load dataset images as the model saw them, keeping recently used ones in memory."""
+    """Load dataset images as the model saw them (float32 in [0, 1]), keeping recently used
+    ones decoded in memory, as uint8, up to IMAGE_CACHE_BYTES (emptied when full): an image
+    that several layers' neurons chose is decoded once per stage while it fits."""
     cache: dict[int, np.ndarray] = {}
+    limit = max(1, IMAGE_CACHE_BYTES // (input_spec.height * input_spec.width * 3))
 
     def load(index: int) -> np.ndarray:
         if index not in cache:
-            if len(cache) > 2048:
+            if len(cache) >= limit:
                 cache.clear()
             path = folder.root / folder.images[index].path
-            cache[index] = load_rgb(path, input_spec.size, policy, input_spec.grey)
-        return cache[index]
+            cache[index] = load_pixels(path, input_spec.size, policy, input_spec.grey)
+        return as_float(cache[index])
 
     return load
 

@@ -29,6 +29,7 @@ from analysis.selectivity.perturbations import Perturbation
 
 GREY = 0.5
 MAX_BATCH_GROWTH = 8
+CACHED_IMAGES = 64
 ProgressCallback = Callable[[int, int], None]
 
 
@@ -233,7 +234,8 @@ def _load_crops(
     crops = []
     for offset, image_id in enumerate(image_ids.tolist()):
         if image_id not in cache:
-            if len(cache) > 4096:
+            # Samples come sorted by image, so a few images at a time are all this needs.
+            if len(cache) >= CACHED_IMAGES:
                 cache.clear()
             cache[image_id] = torch.from_numpy(load_image(image_id)).permute(2, 0, 1)
         top = int(plan.top[chunk][offset])
