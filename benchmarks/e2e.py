@@ -173,6 +173,8 @@ def main() -> None:
     print(f"(c) analyze --no-indexes:   {wall:7.1f} s wall (CLI start-up included)")
     print(f"      sweep                 {sweep:7.1f} s")
     print(f"      NFs and patches       {features:7.1f} s")
+    rest = wall - sweep - features
+    print(f"      the rest              {rest:7.1f} s  (start-up, model, layers, database)")
     print(f"wall / max(decode, forward) = {wall / bound:.2f}   (goal ≤ 1.25)")
     print(f"NF stage / sweep            = {features / sweep:.2f}   (goal ≤ 0.25)")
 
