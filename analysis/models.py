@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import pickle
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -310,15 +311,12 @@ def input_channels(module: nn.Module) -> int:
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    """Parse ``"N"`` (square) or ``"H,W"`` into (height, width) (used for --input-size)."""
-    parts = [p for p in text.replace(" ", "").replace("x", ",").split(",") if p]
-    try:
-        values = [int(p) for p in parts]
-    except ValueError:
-        raise ModelError(f"expected an input size N or H,W, got {text!r}") from None
-    if len(values) not in (1, 2):
-        raise ModelError(f"expected an input size N or H,W, got {text!r}")
-    height, width = values * 2 if len(values) == 1 else values
+    """Parse ``"N"`` (square) or ``"H,W"`` (also ``HxW``) into (height, width) (--input-size)."""
+    found = re.fullmatch(r"\s*(\d{1,5})\s*(?:[,x×]\s*(\d{1,5})\s*)?", text)
+    if found is None:
+        raise ModelError(f"expected an input size N or H,W in pixels, got {text!r}")
+    height = int(found.group(1))
+    width = int(found.group(2) or height)
     if min(height, width) < 8:
         raise ModelError(f"the input size must be at least 8 pixels a side, got {text!r}")
     return height, width

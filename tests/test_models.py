@@ -80,3 +80,16 @@ def test_exported_program_files_are_hookable(tmp_path):
     loaded = load_model(str(tmp_path / "net.pt2"), input_size=32)
     names = {layer.name: layer for layer in list_layers(loaded.module, loaded.input)}
     assert names["3"].receptive_field.size == (8, 8)
+
+
+def test_input_sizes_and_normalisation_numbers_parse_or_say_why():
+    from analysis.models import ModelError, parse_numbers, parse_size
+
+    assert parse_size("224") == (224, 224) and parse_size("256,128") == (256, 128)
+    assert parse_size("64x32") == (64, 32)
+    for bad, reason in [("4,x", "N or H,W"), ("4", "at least 8"), ("", "N or H,W")]:
+        with pytest.raises(ModelError, match=reason):
+            parse_size(bad)
+    assert parse_numbers("0.5") == (0.5,) and parse_numbers("1,2,3") == (1.0, 2.0, 3.0)
+    with pytest.raises(ModelError, match="R,G,B or one"):
+        parse_numbers("1,2")
