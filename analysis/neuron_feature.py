@@ -5,9 +5,9 @@ a_j, so the window's centre is the patch's centre; pixels outside the image are 
 w_j = a_j / a_1, NF = Σ_j (w_j / Σ_k w_k) · patch_j. The float NF is the result; contrast is
 stretched only for display.
 
-Work is grouped by image so each image is loaded once per chunk of channels, however many of the
-layer's neurons chose it, and only the part of each window inside the image is ever read; the
-weighted sums run as batched tensor operations on the analysis device.
+Work is grouped by image and map position, so each image is loaded once per chunk of channels
+and each window cut once, however many of the layer's neurons chose it; only the part of each
+window inside the image is ever read, and the weighted sums run on the analysis device.
 """
 
 from __future__ import annotations
