@@ -53,14 +53,26 @@ def cut_patch(
     image: np.ndarray, window: tuple[int, int, int, int], step: int = 1
 ) -> tuple[np.ndarray, np.ndarray]:
     """The unclipped ``window`` (r0, r1, c0, c1) of ``image`` (H, W, 3), sampled every ``step``
-    pixels, and its inside mask."""
+    pixels, and its inside mask (both as strided slices: no index arrays)."""
     r0, r1, c0, c1 = window
-    rows, cols = np.arange(r0, r1, step), np.arange(c0, c1, step)
     height, width = image.shape[:2]
-    row_in, col_in = (rows >= 0) & (rows < height), (cols >= 0) & (cols < width)
-    patch = np.full((len(rows), len(cols), 3), GREY, dtype=np.float32)
-    patch[np.ix_(row_in, col_in)] = image[np.ix_(rows[row_in], cols[col_in])]
-    return patch, np.outer(row_in, col_in)
+    rows, row_span = _inside(r0, r1, step, height)
+    cols, col_span = _inside(c0, c1, step, width)
+    patch = np.full((len(range(r0, r1, step)), len(range(c0, c1, step)), 3), GREY, np.float32)
+    mask = np.zeros(patch.shape[:2], dtype=bool)
+    if rows.start < rows.stop and cols.start < cols.stop:
+        patch[rows, cols] = image[row_span, col_span]
+        mask[rows, cols] = True
+    return patch, mask
+
+
+def _inside(start: int, stop: int, step: int, extent: int) -> tuple[slice, slice]:
+    """Of the samples start, start + step, … < stop: those inside [0, extent), as a slice of the
+    sample indices and the matching strided slice of the image."""
+    count = len(range(start, stop, step))
+    first = max(0, -(start // step))
+    last = min(count, max(0, -(-(extent - start) // step)))
+    return slice(first, last), slice(start + first * step, start + last * step, step)
 
 
 def tile_step(field: ReceptiveField) -> int:
@@ -102,7 +114,7 @@ def neuron_features(
     step = tile_step(field)
     for start in range(0, len(live), chunk):
         channels = live[start : start + chunk]
-        weights = np.stack([_normalised_weights(values[c]) for c in channels])
+        weights = [_normalised_weights(values[c]).tolist() for c in channels]
         sums = torch.zeros(len(channels), height, width, 3, device=device)
         corners = np.zeros((len(channels), height + 1, width + 1))
         tiles = {c: [np.empty(0)] * values.shape[1] for c in channels}
@@ -140,7 +152,7 @@ def _accumulate(
     pixels: torch.Tensor,
     window: tuple[int, int, int, int],
     entries: list[tuple[int, int]],
-    weights: np.ndarray,
+    weights: list[list[float]],
 ) -> None:
     """Add each entry's weight × the part of ``window`` inside the image to its channel's sum,
     and the box it covers to its coverage corners; ``entries`` are (chunk-local channel, rank)
@@ -151,17 +163,17 @@ def _accumulate(
     if top >= bottom or left >= right:
         return
     inside = pixels[top:bottom, left:right]
-    rows = (top - r0, bottom - r0)
-    cols = (left - c0, right - c0)
-    for local, rank in entries:
-        weight = float(weights[local, rank])
-        if weight == 0:
-            continue
-        sums[local, rows[0] : rows[1], cols[0] : cols[1]].add_(inside, alpha=weight)
-        corners[local, rows[0], cols[0]] += weight
-        corners[local, rows[0], cols[1]] -= weight
-        corners[local, rows[1], cols[0]] -= weight
-        corners[local, rows[1], cols[1]] += weight
+    target = sums[:, top - r0 : bottom - r0, left - c0 : right - c0]  # one view for the group
+    chosen = [(local, weights[local][rank]) for local, rank in entries if weights[local][rank]]
+    for local, weight in chosen:
+        target[local].add_(inside, alpha=weight)
+    if chosen:
+        locals_, amounts = zip(*chosen, strict=True)
+        box = np.array(amounts)
+        corners[locals_, top - r0, left - c0] += box
+        corners[locals_, top - r0, right - c0] -= box
+        corners[locals_, bottom - r0, left - c0] -= box
+        corners[locals_, bottom - r0, right - c0] += box
 
 
 def _finish(total: np.ndarray, cover: np.ndarray, tiles: list[np.ndarray]) -> NeuronFeature:
