@@ -91,15 +91,21 @@ def analysed_neuron(capsys, folder, spec: str, layer: str, *extra: str) -> tuple
 
 
 def test_a_greyscale_model_reads_images_as_grey_and_is_shown_no_hues(
-    capsys, data_dir, square_folder
+    capsys, data_dir, square_folder, tmp_path
 ):
     import numpy as np
+    import torch
+
+    from tests.tiny_models import darkness_detector
 
     spec = "tests.tiny_models:darkness_detector"
-    code, out, err = run_cli(capsys, "layers", spec, "--input-size", "32", *RAW, "--json")
+    weights = tmp_path / "darkness.pth"  # a user's module and its state-dict file
+    torch.save(darkness_detector().state_dict(), weights)
+    options = ("--weights", str(weights), "--input-size", "32", *RAW)
+    code, out, err = run_cli(capsys, "layers", spec, *options, "--json")
     assert code == 0, err
     assert {layer["name"]: layer["rf_size"] for layer in json.loads(out)}["4"] == [8, 8]
-    neuron, run = analysed_neuron(capsys, square_folder, spec, "4", "--input-size", "32", *RAW)
+    neuron, run = analysed_neuron(capsys, square_folder, spec, "4", *options)
     assert run["input_channels"] == 1
     # Luma, not the RGB mean: the blue squares are the darkest to a greyscale camera.
     assert all(top["image"].startswith("blue/") for top in neuron["top"])
@@ -134,6 +140,25 @@ def test_a_non_square_input_is_analysed_at_its_own_height_and_width(
     assert code == 0, err
     found = json.loads(out)["layers"]["4"]["neurons"]
     assert found[0]["channel"] == 0  # the red detector explains a red square
+
+
+@pytest.mark.parametrize(
+    ("factory", "channels"), [("varied_tuple_net", 3), ("darkness_detector", 1)]
+)
+def test_unusual_models_trace_the_fields_the_gradient_probe_finds(factory, channels):
+    """PReLU, SE, channels-last LayerNorm, tuple output and a greyscale input, traced on a
+    non-square input, against the probe (an interior window does not depend on the input's
+    shape)."""
+    from analysis.layers import list_layers
+    from analysis.models import InputSpec, load_model
+    from analysis.receptive_field import receptive_fields
+
+    model = load_model(f"tests.tiny_models:{factory}").module
+    spec = InputSpec(size=(24, 40), mean=(0.0,), std=(1.0,), channels=channels)
+    traced = {layer.name: layer.receptive_field for layer in list_layers(model, spec)}
+    names = [name for name, field in traced.items() if max(field.size) < 24]
+    assert len(names) >= 3
+    assert receptive_fields(model, names, 32, channels=channels) == {n: traced[n] for n in names}
 
 
 @pytest.mark.parametrize(
