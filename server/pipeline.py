@@ -119,8 +119,6 @@ def select_layers(available: list[LayerInfo], requested: list[str] | None) -> li
 
 
 STORE_THREADS = 2  # threads encoding and writing a layer's NF files
-
-
 IMAGE_CACHE_BYTES = 1 << 30  # decoded images kept between the layers of a stage
 
 
