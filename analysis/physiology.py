@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from analysis.hooks import layer_hooks
+from analysis.hooks import forward_until, layer_hooks
 from analysis.layers import ACTIVATION_TYPES, LayerInfo
 from analysis.models import InputSpec
 
@@ -101,12 +101,18 @@ def record_centre(
             names = [e.module for e in electrodes if e.before == before]
             if names:
                 stack.enter_context(layer_hooks(model, names, reader(before), before=before))
+        # Registered last, so it runs after the readers: the forward ends once every electrode's
+        # module has run, instead of going on through the rest of the network.
+        modules = sorted({e.module for e in electrodes})
+        stack.enter_context(layer_hooks(model, modules, lambda *_: None, stop_early=True))
         for start in range(0, len(stimuli), batch_size):
             batch = input_spec.normalise(stimuli[start : start + batch_size].to(device))
             # Full fp32 even on CUDA (no bf16, no TF32): the classes compare responses with the
             # baseline, and reduced precision turns "equal to baseline" into noise; 1,321
             # stimuli cost little anyway.
-            model(batch.contiguous(memory_format=torch.channels_last) if cuda else batch)
+            forward_until(
+                model, batch.contiguous(memory_format=torch.channels_last) if cuda else batch
+            )
     return {e: torch.cat(parts).numpy() for e, parts in found.items()}
 
 
