@@ -136,11 +136,16 @@ def load_pixels(
                 image = image.crop((left, top, left + width, top + height))
             else:
                 image = image.resize((width, height), Image.BILINEAR)
-            return np.asarray(image, dtype=np.uint8)
+            return np.array(image, dtype=np.uint8)  # writable: torch wraps it as is
 
 
 class ImageTensors(Dataset):
-    """``(image CHW float in [0, 1], index, readable)`` for each chosen image of a folder."""
+    """``(image HWC uint8, index, readable)`` for each chosen image of a folder.
+
+    Loader processes hand the main process uint8, a quarter of the float bytes; there
+    :func:`model_pixels` turns a batch into the model's float input, and the same uint8 can be
+    kept for the next stage without decoding again.
+    """
 
     def __init__(
         self,
@@ -163,7 +168,7 @@ class ImageTensors(Dataset):
         index = self.indices[position]
         path = self.folder.root / self.folder.images[index].path
         try:
-            pixels = load_rgb(path, self.size, self.policy, self.grey)
+            pixels = load_pixels(path, self.size, self.policy, self.grey)
         except (
             OSError,
             UnidentifiedImageError,
@@ -171,5 +176,11 @@ class ImageTensors(Dataset):
             Image.DecompressionBombError,
             Image.DecompressionBombWarning,
         ):
-            return torch.zeros(3, *self.size), index, False
-        return torch.from_numpy(pixels).permute(2, 0, 1).contiguous(), index, True
+            return torch.zeros(*self.size, 3, dtype=torch.uint8), index, False
+        return torch.from_numpy(pixels), index, True
+
+
+def model_pixels(images: torch.Tensor) -> torch.Tensor:
+    """A uint8 (N, H, W, 3) batch as the float (N, 3, H, W) images in [0, 1] that
+    :func:`load_rgb` gives, bit for bit, laid out channels-last (the layout the sweep runs in)."""
+    return images.permute(0, 3, 1, 2).to(torch.float32).div_(255.0)

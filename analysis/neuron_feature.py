@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -23,19 +23,31 @@ from PIL import Image
 from analysis.receptive_field import ReceptiveField
 
 GREY = 0.5
+GREY_UINT8 = 128  # GREY as a uint8 pixel: round(127.5), half to even, as to_uint8 rounds it
 COVERAGE_FLOOR = 0.1
 TILE_LIMIT = 96  # sprite tiles: at most this many pixels a side (the NF keeps full resolution)
 NF_DISPLAY_LIMIT = 256  # the NF's display PNG: at most this many pixels a side
-ImageLoader = Callable[[int], np.ndarray]
+OVERLAP_BUDGET = 256 << 20  # accumulator bytes per chunk when every top image is held decoded
+PixelLoader = Callable[[int], np.ndarray]
 
 
-@dataclass
 class NeuronFeature:
-    """A neuron's NF, the coverage of its window, and its top patches for display."""
+    """A neuron's NF, the coverage of its window, and its top patches for display.
 
-    mean: np.ndarray  # (h, w, 3) float32, the NF of SPEC §3
-    cover: np.ndarray  # (h, w): Σ_j ŵ_j over the patches whose image covers each pixel
-    tiles: list[np.ndarray]  # per rank: the patch sampled every ``tile_step`` pixels, grey outside
+    The NF itself is finished from the weighted sum and the coverage on first use, so the
+    caller's writer threads do that last full-window pass in parallel, not the accumulating
+    loop.
+    """
+
+    def __init__(self, total: np.ndarray, cover: np.ndarray, tiles: list[np.ndarray]) -> None:
+        self._total = total  # (h, w, 3) float32: Σ_j ŵ_j · image_j over the inside of windows
+        self.cover = cover  # (h, w) float32: Σ_j ŵ_j over the patches whose image covers it
+        self.tiles = tiles  # per rank: uint8, the patch every ``tile_step`` pixels, grey outside
+
+    @cached_property
+    def mean(self) -> np.ndarray:
+        """(h, w, 3) float32, the NF of SPEC §3: grey where no patch's image reaches."""
+        return self._total + np.float32(GREY) * (1.0 - self.cover)[..., None]
 
     @property
     def coverage_mean(self) -> np.ndarray:
@@ -53,12 +65,17 @@ def cut_patch(
     image: np.ndarray, window: tuple[int, int, int, int], step: int = 1
 ) -> tuple[np.ndarray, np.ndarray]:
     """The unclipped ``window`` (r0, r1, c0, c1) of ``image`` (H, W, 3), sampled every ``step``
-    pixels, and its inside mask (both as strided slices: no index arrays)."""
+    pixels, and its inside mask (both as strided slices: no index arrays). Outside the image
+    the patch is grey, in the image's own dtype (float in [0, 1], or uint8)."""
     r0, r1, c0, c1 = window
     height, width = image.shape[:2]
     rows, row_span = _inside(r0, r1, step, height)
     cols, col_span = _inside(c0, c1, step, width)
-    patch = np.full((len(range(r0, r1, step)), len(range(c0, c1, step)), 3), GREY, np.float32)
+    shape = (len(range(r0, r1, step)), len(range(c0, c1, step)), 3)
+    if image.dtype == np.uint8:
+        patch = np.full(shape, GREY_UINT8, np.uint8)
+    else:
+        patch = np.full(shape, GREY, np.float32)
     mask = np.zeros(patch.shape[:2], dtype=bool)
     if rows.start < rows.stop and cols.start < cols.stop:
         patch[rows, cols] = image[row_span, col_span]
@@ -86,37 +103,45 @@ def neuron_features(
     rows: np.ndarray,
     cols: np.ndarray,
     field: ReceptiveField,
-    load_image: ImageLoader,
+    load_pixels: PixelLoader,
     dead: np.ndarray,
     memory_budget: int = 2 << 30,
     device: torch.device | str = "cpu",
+    resident_images: int = 0,
 ) -> Iterator[tuple[int, NeuronFeature]]:
     """Yield ``(channel, NF)`` for every live channel of a layer from its top-K arrays (C, K).
 
-    ``load_image(index)`` returns the image the model saw, (H, W, 3) float in [0, 1]. Patches
-    with a_j ≤ 0 get zero weight, as they did not drive the neuron.
+    ``load_pixels(index)`` returns the image the model saw as uint8 (H, W, 3); it is read as
+    float in [0, 1] exactly as :func:`analysis.data.load_rgb` gives it. Patches with a_j ≤ 0
+    get zero weight, as they did not drive the neuron.
 
     The NF is linear in the patches, and a patch is the image inside the window and grey
     outside, so NF = Σ_j ŵ_j · image_j|inside + grey · (1 − Σ_j ŵ_j · inside_j), with ŵ_j =
     w_j / Σ_k w_k: each patch is accumulated over the part of its window inside the image only.
     A late layer's window can be many times the image, mostly grey: this reads no grey pixel.
 
-    Work is grouped by image, and within an image by map position, so each image is loaded
-    once per chunk of channels and each window cut once, however many neurons chose it. The
-    weighted RGB sums are fused multiply-adds into float32 accumulators on ``device``; the
-    coverage Σ_j ŵ_j · inside_j is a sum of boxes, kept exactly (float64) as corner increments
-    of a difference array and integrated once per neuron. Channels are processed in chunks
-    whose accumulators fit ``memory_budget`` bytes.
+    Work is grouped by image, and within an image by map position, so each window is cut once
+    however many neurons chose it. The weighted RGB sums are fused multiply-adds into float32
+    accumulators on ``device``; the coverage Σ_j ŵ_j · inside_j is a sum of boxes, kept
+    exactly (float64) as corner increments and integrated once per chunk of channels.
+
+    Channels are taken in chunks whose accumulators fit ``memory_budget`` bytes, so each
+    image is loaded once per chunk. When ``load_pixels`` holds at least ``resident_images``
+    decoded images and the layer's top images are no more than that, chunks shrink to
+    OVERLAP_BUDGET: reloading costs nothing then, and a chunk's NFs can be written while the
+    next one accumulates.
     """
     live = [int(c) for c in np.flatnonzero(~dead)]
     height, width = field.size
-    chunk = max(1, memory_budget // max(1, height * width * (3 * 4 + 8)))
+    distinct = len(np.unique(images[live])) if live else 0
+    budget = OVERLAP_BUDGET if distinct <= resident_images else memory_budget
+    chunk = max(1, budget // max(1, height * width * (3 * 4 + 8)))
     step = tile_step(field)
     for start in range(0, len(live), chunk):
         channels = live[start : start + chunk]
         weights = [_normalised_weights(values[c]).tolist() for c in channels]
         sums = torch.zeros(len(channels), height, width, 3, device=device)
-        corners = np.zeros((len(channels), height + 1, width + 1))
+        boxes = _Boxes()
         tiles = {c: [np.empty(0)] * values.shape[1] for c in channels}
         by_image: dict[int, dict[tuple[int, int], list[tuple[int, int]]]] = defaultdict(
             lambda: defaultdict(list)
@@ -126,18 +151,18 @@ def neuron_features(
                 position = (int(rows[channel, rank]), int(cols[channel, rank]))
                 by_image[int(images[channel, rank])][position].append((local, rank))
         for index in sorted(by_image):
-            image = load_image(index)
-            pixels = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).to(device)
+            pixels = load_pixels(index)
+            image = torch.from_numpy(pixels).to(device).to(torch.float32).div_(255.0)
             for position, entries in by_image[index].items():
                 window = field.window(*position)
-                tile = cut_patch(image, window, step)[0]
+                tile = cut_patch(pixels, window, step)[0]
                 for local, rank in entries:
                     tiles[channels[local]][rank] = tile
-                _accumulate(sums, corners, pixels, window, entries, weights)
+                _accumulate(sums, boxes, image, window, entries, weights)
         totals = sums.cpu().numpy()
-        cover = torch.from_numpy(corners).cumsum_(1).cumsum_(2)[:, :height, :width].numpy()
+        cover = boxes.integrated(len(channels), height, width)
         for local, channel in enumerate(channels):
-            yield channel, _finish(totals[local], cover[local], tiles[channel])
+            yield channel, NeuronFeature(totals[local], cover[local], tiles[channel])
 
 
 def _normalised_weights(values: np.ndarray) -> np.ndarray:
@@ -146,40 +171,58 @@ def _normalised_weights(values: np.ndarray) -> np.ndarray:
     return weights / weights.sum()
 
 
+class _Boxes:
+    """Weighted boxes per chunk-local channel, summed into a coverage map in one go."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[int, int, int, int, int, float]] = []
+
+    def add(self, local: int, top: int, bottom: int, left: int, right: int, weight: float) -> None:
+        self.rows.append((local, top, bottom, left, right, weight))
+
+    def integrated(self, channels: int, height: int, width: int) -> np.ndarray:
+        """(channels, height, width) float32: each pixel's summed weight over the boxes that
+        hold it, from float64 corner increments integrated along both axes."""
+        corners = np.zeros((channels, height + 1, width + 1))
+        if self.rows:
+            table = np.array(self.rows)  # float64 holds the integer columns exactly
+            local, top, bottom, left, right = table[:, :5].astype(np.int64).T
+            weight = table[:, 5]
+            at = np.ravel_multi_index(
+                (np.tile(local, 4), np.concatenate([top, top, bottom, bottom]),
+                 np.concatenate([left, right, left, right])),
+                corners.shape,
+            )  # fmt: skip
+            signed = np.concatenate([weight, -weight, -weight, weight])
+            where, which = np.unique(at, return_inverse=True)
+            corners.flat[where] = np.bincount(which, weights=signed)  # np.add.at, 30× faster
+        cover = torch.from_numpy(corners).cumsum_(1).cumsum_(2)[:, :height, :width]
+        return cover.to(torch.float32).numpy()
+
+
 def _accumulate(
     sums: torch.Tensor,
-    corners: np.ndarray,
-    pixels: torch.Tensor,
+    boxes: _Boxes,
+    image: torch.Tensor,
     window: tuple[int, int, int, int],
     entries: list[tuple[int, int]],
     weights: list[list[float]],
 ) -> None:
     """Add each entry's weight × the part of ``window`` inside the image to its channel's sum,
-    and the box it covers to its coverage corners; ``entries`` are (chunk-local channel, rank)
-    pairs sharing this window."""
+    and the box it covers to ``boxes``; ``entries`` are (chunk-local channel, rank) pairs
+    sharing this window."""
     r0, r1, c0, c1 = window
-    height, width = pixels.shape[:2]
+    height, width = image.shape[:2]
     top, bottom, left, right = max(r0, 0), min(r1, height), max(c0, 0), min(c1, width)
     if top >= bottom or left >= right:
         return
-    inside = pixels[top:bottom, left:right]
+    inside = image[top:bottom, left:right]
     target = sums[:, top - r0 : bottom - r0, left - c0 : right - c0]  # one view for the group
-    chosen = [(local, weights[local][rank]) for local, rank in entries if weights[local][rank]]
-    for local, weight in chosen:
-        target[local].add_(inside, alpha=weight)
-    if chosen:
-        locals_, amounts = zip(*chosen, strict=True)
-        box = np.array(amounts)
-        corners[locals_, top - r0, left - c0] += box
-        corners[locals_, top - r0, right - c0] -= box
-        corners[locals_, bottom - r0, left - c0] -= box
-        corners[locals_, bottom - r0, right - c0] += box
-
-
-def _finish(total: np.ndarray, cover: np.ndarray, tiles: list[np.ndarray]) -> NeuronFeature:
-    """The NF from the (h, w, 3) weighted sum and the (h, w) coverage: grey where uncovered."""
-    cover = cover.astype(np.float32)
-    return NeuronFeature(total + np.float32(GREY) * (1.0 - cover)[..., None], cover, tiles)
+    for local, rank in entries:
+        weight = weights[local][rank]
+        if weight:
+            target[local].add_(inside, alpha=weight)
+            boxes.add(local, top - r0, bottom - r0, left - c0, right - c0, weight)
 
 
 def display_image(feature: np.ndarray, limit: int = NF_DISPLAY_LIMIT) -> np.ndarray:
@@ -196,12 +239,18 @@ def display_image(feature: np.ndarray, limit: int = NF_DISPLAY_LIMIT) -> np.ndar
 def contrast_stretched(image: np.ndarray) -> np.ndarray:
     """Map a float image linearly so its minimum is 0 and its maximum 255 (uint8, for display)."""
     low, high = float(image.min()), float(image.max())
-    scaled = (image - low) / (high - low) if high > low else np.full_like(image, GREY)
-    return np.round(scaled * 255).astype(np.uint8)
+    if high <= low:
+        return np.full(image.shape, GREY_UINT8, np.uint8)
+    scaled = image - low  # in place from here: a late layer's NF is megabytes
+    scaled /= high - low
+    scaled *= 255
+    return np.round(scaled, out=scaled).astype(np.uint8)
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
-    """A [0, 1] float image as uint8, without stretching (for patches)."""
+    """A [0, 1] float image as uint8, without stretching (for patches); uint8 passes as is."""
+    if image.dtype == np.uint8:
+        return image
     return np.round(np.clip(image, 0.0, 1.0) * 255).astype(np.uint8)
 
 

@@ -21,12 +21,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from analysis.data import ImageFolder, ImageTensors, ResizePolicy
+from analysis.data import ImageFolder, ImageTensors, ResizePolicy, model_pixels
 from analysis.fusion import batch_norms_folded
 from analysis.hooks import forward_until, layer_hooks
 from analysis.models import InputSpec
 
 ProgressCallback = Callable[[int, int], None]
+BatchKeeper = Callable[[torch.Tensor, torch.Tensor], None]
 
 
 @dataclass
@@ -300,8 +301,12 @@ def sweep(
     indices: range | None = None,
     workers: int = 2,
     progress: ProgressCallback | None = None,
+    keep: BatchKeeper | None = None,
 ) -> SweepResult:
     """Stream ``folder`` (or the ``indices`` shard of it) through ``model`` once.
+
+    ``keep(pixels, indices)`` is handed each batch's readable images as decoded, uint8
+    (N, H, W, 3) on the CPU, so the next stage can use them without decoding again.
 
     The network runs channels-last on every device (oneDNN's CPU convolutions are 1.2–1.7×
     faster so, as cuDNN's are), and under bf16 autocast on CUDA; reductions and the top-K are
@@ -330,8 +335,9 @@ def sweep(
     ):
         for images, image_indices, readable in loader:
             unreadable.extend(image_indices[~readable].tolist())
-            images = images.to(device, non_blocking=True)
-            images = images.contiguous(memory_format=torch.channels_last)
+            if keep:
+                keep(images[readable], image_indices[readable])
+            images = model_pixels(images.to(device, non_blocking=True))
             autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else nullcontext()
             with autocast:
                 recorder.forward(

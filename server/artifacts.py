@@ -28,7 +28,14 @@ class ArtifactStore:
         return self.root / key[:2] / key
 
     def put_bytes(self, data: bytes, suffix: str) -> str:
-        key = f"{hashlib.sha256(data).hexdigest()}.{suffix}"
+        return self.put_parts([data], suffix)
+
+    def put_parts(self, parts: list[bytes | memoryview], suffix: str) -> str:
+        """Store the concatenation of ``parts`` without joining them in memory first."""
+        digest = hashlib.sha256()
+        for part in parts:
+            digest.update(part)
+        key = f"{digest.hexdigest()}.{suffix}"
         target = self.path(key)
         if target.exists():
             return key
@@ -36,7 +43,8 @@ class ArtifactStore:
         handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=".partial-")
         try:
             with os.fdopen(handle, "wb") as file:
-                file.write(data)
+                for part in parts:
+                    file.write(part)
             Path(temporary).replace(target)
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
@@ -63,9 +71,11 @@ class ArtifactStore:
 
     def put_array(self, array: np.ndarray) -> str:
         """Store a float array as NPY (no pickle: ``allow_pickle`` stays off on load)."""
-        buffer = io.BytesIO()
-        np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
-        return self.put_bytes(buffer.getvalue(), "npy")
+        array = np.ascontiguousarray(array)
+        header = io.BytesIO()  # np.save's bytes, without copying the data into a buffer first
+        fields = np.lib.format.header_data_from_array_1_0(array)
+        np.lib.format.write_array_header_1_0(header, fields)
+        return self.put_parts([header.getvalue(), memoryview(array).cast("B")], "npy")
 
     def load_array(self, key: str) -> np.ndarray:
         return np.load(self.path(key), allow_pickle=False)

@@ -32,7 +32,7 @@ from analysis.neuron_feature import to_uint8
 from analysis.receptive_field import ReceptiveField
 from server.artifacts import ArtifactStore
 from server.models import Composition, Layer, Neuron, Run
-from server.pipeline import Progress, image_loader
+from server.pipeline import DecodedImages, Progress
 from server.results import load_layer_topk
 
 HEATMAPS_PER_LAYER = 16
@@ -181,7 +181,7 @@ class NeuronReader:
     ) -> None:
         self.session = session
         self.layers = {layer.name: layer for layer in run.layers}
-        self.load = image_loader(folder, input_spec, ResizePolicy(run.params["resize"]))
+        self.load = DecodedImages(folder, input_spec, ResizePolicy(run.params["resize"])).image
         self._topk: dict[str, Any] = {}
 
     def inputs(self, layer: str, channel: int) -> NeuronInputs | None:

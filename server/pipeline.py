@@ -17,6 +17,7 @@ from fnmatch import fnmatchcase
 from typing import Protocol
 
 import numpy as np
+import torch
 from sqlalchemy.orm import Session
 
 from analysis.data import ImageFolder, ResizePolicy, as_float, load_pixels
@@ -122,30 +123,48 @@ STORE_THREADS = 2  # threads encoding and writing a layer's NF files
 IMAGE_CACHE_BYTES = 1 << 30  # decoded images kept between the layers of a stage
 
 
-def image_loader(
-    folder: ImageFolder, input_spec: InputSpec, policy: ResizePolicy
-) -> Callable[[int], np.ndarray]:
-    """Load dataset images as the model saw them (float32 in [0, 1]), keeping recently used
-    ones decoded in memory, as uint8, up to IMAGE_CACHE_BYTES (emptied when full): an image
-    that several layers' neurons chose is decoded once per stage while it fits."""
-    cache: dict[int, np.ndarray] = {}
-    limit = max(1, IMAGE_CACHE_BYTES // (input_spec.height * input_spec.width * 3))
+class DecodedImages:
+    """Dataset images as the model saw them, decoded once and kept as uint8 in memory up to
+    IMAGE_CACHE_BYTES (emptied when full, so a million-image folder stays bounded).
 
-    def load(index: int) -> np.ndarray:
-        if index not in cache:
-            if len(cache) >= limit:
-                cache.clear()
-            path = folder.root / folder.images[index].path
-            cache[index] = load_pixels(path, input_spec.size, policy, input_spec.grey)
-        return as_float(cache[index])
+    The sweep hands over its batches (:meth:`keep`), so on a folder that fits, the Neuron
+    Feature stage decodes nothing; an image that several layers' neurons chose is decoded once
+    per stage while it fits."""
 
-    return load
+    def __init__(self, folder: ImageFolder, input_spec: InputSpec, policy: ResizePolicy) -> None:
+        self.folder = folder
+        self.input_spec = input_spec
+        self.policy = policy
+        self.capacity = max(1, IMAGE_CACHE_BYTES // (input_spec.height * input_spec.width * 3))
+        self._pixels: dict[int, np.ndarray] = {}
+
+    def _hold(self, index: int, pixels: np.ndarray) -> None:
+        if len(self._pixels) >= self.capacity:
+            self._pixels.clear()
+        self._pixels[index] = pixels
+
+    def keep(self, pixels: torch.Tensor, indices: torch.Tensor) -> None:
+        """Hold a decoded uint8 (N, H, W, 3) batch (the sweep's ``keep``)."""
+        for index, image in zip(indices.tolist(), pixels.numpy(), strict=True):
+            self._hold(index, image)
+
+    def pixels(self, index: int) -> np.ndarray:
+        """Image ``index`` as uint8 (H, W, 3)."""
+        if index not in self._pixels:
+            path = self.folder.root / self.folder.images[index].path
+            spec = self.input_spec
+            self._hold(index, load_pixels(path, spec.size, self.policy, spec.grey))
+        return self._pixels[index]
+
+    def image(self, index: int) -> np.ndarray:
+        """Image ``index`` as float32 (H, W, 3) in [0, 1], as :func:`load_rgb` gives it."""
+        return as_float(self.pixels(index))
 
 
 def compute_neuron_features(
     layer: LayerInfo,
     topk: LayerTopK,
-    load_image: Callable[[int], np.ndarray],
+    decoded: DecodedImages,
     store: ArtifactStore,
     device: str = "cpu",
     advance: Callable[[int], None] | None = None,
@@ -162,9 +181,10 @@ def compute_neuron_features(
         topk.rows.numpy(),
         topk.cols.numpy(),
         layer.receptive_field,
-        load_image,
+        decoded.pixels,
         topk.dead.numpy(),
         device=device,
+        resident_images=decoded.capacity,
     )
 
     def save(entry: StoredNeuron, feature: NeuronFeature) -> None:
@@ -202,9 +222,11 @@ def compute_indexes(
     recording: dict[str, tuple[Electrode, Electrode]],
     settings: AnalysisSettings,
     progress: Progress,
+    decoded: DecodedImages | None = None,
 ) -> None:
-    """Selectivity indexes, physiology and per-layer summaries of every stored layer."""
-    load_image = image_loader(folder, loaded.input, ResizePolicy(run.params["resize"]))
+    """Selectivity indexes, physiology and per-layer summaries of every stored layer
+    (``decoded``: images already held by an earlier stage of the same run)."""
+    decoded = decoded or DecodedImages(folder, loaded.input, ResizePolicy(run.params["resize"]))
     stored = {layer.name: layer for layer in run.layers}
     topks = {layer.name: load_layer_topk(session, stored[layer.name]) for layer in layers}
     total = sum(int((~t.dead).sum()) * t.k for t in topks.values())
@@ -224,7 +246,7 @@ def compute_indexes(
             model,
             layer,
             topk,
-            load_image,
+            decoded.image,
             folder.labels,
             loaded.input,
             device=settings.device,
@@ -248,8 +270,10 @@ def sweep_images(
     settings: AnalysisSettings,
     progress: Progress,
     indices: range | None = None,
+    decoded: DecodedImages | None = None,
 ) -> SweepResult:
-    """The sweep of a run over its whole dataset, or over the shard ``indices`` of it."""
+    """The sweep of a run over its whole dataset, or over the shard ``indices`` of it; its
+    decoded images are handed to ``decoded`` for the next stages."""
     images = indices if indices is not None else range(len(folder.images))
     progress.start("sweep", len(images))
     result = sweep(
@@ -264,6 +288,7 @@ def sweep_images(
         indices=indices,
         workers=settings.workers,
         progress=lambda done, _total: progress.update(done),
+        keep=decoded.keep if decoded else None,
     )
     progress.finish()
     return result
@@ -279,6 +304,7 @@ def store_features(
     store: ArtifactStore,
     progress: Progress,
     device: str = "cpu",
+    decoded: DecodedImages | None = None,
 ) -> dict[str, float]:
     """NFs and sprites of every layer, then the run's layers, neurons and top activations.
 
@@ -286,7 +312,7 @@ def store_features(
     repeating this is harmless. Returns seconds per layer.
     """
     trimmed = {name: topk.trimmed() for name, topk in result.layers.items()}
-    load_image = image_loader(folder, loaded.input, ResizePolicy(run.params["resize"]))
+    decoded = decoded or DecodedImages(folder, loaded.input, ResizePolicy(run.params["resize"]))
     neurons: dict[str, dict[int, StoredNeuron]] = {}
     seconds: dict[str, float] = {}
     progress.start("neuron features", sum(layer.channels for layer in layers))
@@ -296,7 +322,7 @@ def store_features(
         neurons[layer.name] = compute_neuron_features(
             layer,
             trimmed[layer.name],
-            load_image,
+            decoded,
             store,
             device,
             lambda finished, base=done: progress.update(base + finished),
@@ -346,19 +372,22 @@ def analyze_run(
     run.status = "running"
     session.commit()
 
+    decoded = DecodedImages(folder, loaded.input, ResizePolicy(run.params["resize"]))
     started = time.perf_counter()
-    result = sweep_images(loaded, folder, layers, run, settings, progress)
+    result = sweep_images(loaded, folder, layers, run, settings, progress, decoded=decoded)
     timings.sweep_s = time.perf_counter() - started
 
     started = time.perf_counter()
     timings.per_layer = store_features(
-        session, run, loaded, folder, layers, result, store, progress, settings.device
+        session, run, loaded, folder, layers, result, store, progress, settings.device, decoded
     )
     timings.features_s = time.perf_counter() - started
 
     if settings.indexes:
         started = time.perf_counter()
-        compute_indexes(session, run, loaded, folder, layers, recording, settings, progress)
+        compute_indexes(
+            session, run, loaded, folder, layers, recording, settings, progress, decoded
+        )
         timings.indexes_s = time.perf_counter() - started
     run.stats = {
         **sweep_stats(result, folder, settings),

@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from analysis.data import load_rgb, scan_image_folder
+from analysis.data import load_pixels, load_rgb, scan_image_folder
 from analysis.models import InputSpec
-from analysis.neuron_feature import contrast_stretched, cut_patch, neuron_features, sprite
+from analysis.neuron_feature import (
+    contrast_stretched,
+    cut_patch,
+    neuron_features,
+    sprite,
+    tile_step,
+    to_uint8,
+)
 from analysis.receptive_field import receptive_fields
 from analysis.sweep import sweep
 from tests.tiny_models import red_detector
@@ -36,7 +43,7 @@ def test_red_detector_has_a_red_neuron_feature(square_folder):
             result.rows.numpy(),
             result.cols.numpy(),
             field,
-            lambda i: load_rgb(folder.root / folder.images[i].path, SPEC.size),
+            lambda i: load_pixels(folder.root / folder.images[i].path, SPEC.size),
             result.dead.numpy(),
         )
     )
@@ -74,10 +81,19 @@ def test_nf_equals_the_definition_on_jpeg_photographs(tmp_path):
     result = sweep(model, folder, ["4"], SPEC, k=12, workers=0).layers["4"]
     field = receptive_fields(model, ["4"], SPEC.height)["4"]
     load = lambda i: load_rgb(folder.root / folder.images[i].path, SPEC.size)  # noqa: E731
+    pixels = lambda i: load_pixels(folder.root / folder.images[i].path, SPEC.size)  # noqa: E731
     values, images = result.values.numpy(), result.images.numpy()
     rows, cols = result.rows.numpy(), result.cols.numpy()
-    features = dict(neuron_features(values, images, rows, cols, field, load, result.dead.numpy()))
+    arrays = (values, images, rows, cols, field, pixels, result.dead.numpy())
+    features = dict(neuron_features(*arrays))
     assert features
+    # One channel per chunk, as when every image is held decoded and writes overlap: the
+    # same numbers, bit for bit, and the same sprite tiles.
+    one_at_a_time = dict(neuron_features(*arrays, memory_budget=1, resident_images=0))
+    assert one_at_a_time.keys() == features.keys()
+    for channel, feature in features.items():
+        assert np.array_equal(one_at_a_time[channel].mean, feature.mean)
+        assert all(map(np.array_equal, one_at_a_time[channel].tiles, feature.tiles))
     for channel, feature in features.items():
         weights = np.clip(values[channel] / values[channel, 0], 0, None).astype(np.float64)
         cut = [
@@ -97,5 +113,10 @@ def test_nf_equals_the_definition_on_jpeg_photographs(tmp_path):
             0.5,
         )
         assert np.abs(feature.mean - mean).max() < 1e-6
+        step = tile_step(field)
+        assert all(  # sprite tiles: the uint8 patch every ``step`` pixels, grey outside
+            np.array_equal(tile, to_uint8(patch[::step, ::step]))
+            for tile, (patch, _) in zip(feature.tiles, cut, strict=True)
+        )
         assert np.abs(feature.coverage_mean - coverage_mean).max() < 1e-6
         assert any(not mask.all() for _, mask in cut)  # windows do overrun the image

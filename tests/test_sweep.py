@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.data import ImageTensors, scan_image_folder
+from analysis.data import ImageTensors, model_pixels, scan_image_folder
 from analysis.models import InputSpec
 from analysis.sweep import loader_start_method, merge_sweeps, sweep
 from tests.tiny_models import random_net
@@ -24,7 +24,7 @@ def brute_force(model, folder, layer_index: int, k: int):
     with torch.no_grad():
         for position in range(len(dataset)):
             image, index, _ = dataset[position]
-            out = model[: layer_index + 1](SPEC.normalise(image[None]))[0]
+            out = model[: layer_index + 1](SPEC.normalise(model_pixels(image[None])))[0]
             flat = out.reshape(out.shape[0], -1)
             values, where = flat.max(1)
             results.append((index, values, where, out.shape[-1]))
@@ -150,3 +150,17 @@ def test_a_sweep_result_survives_its_shard_file(square_folder):
         assert again.count == topk.count
         for part in ("values", "images", "rows", "cols", "maxima_sum"):
             assert torch.equal(getattr(again, part), getattr(topk, part)), (name, part)
+
+
+def test_loader_pixels_become_exactly_the_float_images_of_load_rgb(square_folder):
+    from analysis.data import load_rgb
+
+    folder = scan_image_folder(square_folder)
+    dataset = ImageTensors(folder, (24, 40))
+    batch = torch.stack([dataset[i][0] for i in range(3)])
+    assert batch.dtype == torch.uint8 and batch.shape == (3, 24, 40, 3)
+    images = model_pixels(batch)
+    assert images.is_contiguous(memory_format=torch.channels_last)
+    for i in range(3):
+        expected = load_rgb(folder.root / folder.images[i].path, (24, 40))
+        assert torch.equal(images[i].permute(1, 2, 0), torch.from_numpy(expected))

@@ -10,6 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from analysis.allocator import reuse_freed_memory
 from server.cli import analyze, browse, decompose, demo, jobs, serve, visualize
 
 EXIT_FAILURE = 1
@@ -32,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    reuse_freed_memory()  # the analysis frees and reallocates large blocks all the time
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
