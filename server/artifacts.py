@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from server.png import encode_png
+
 
 class ArtifactStore:
     def __init__(self, root: Path) -> None:
@@ -52,15 +54,9 @@ class ArtifactStore:
         return key
 
     def put_png(self, pixels: np.ndarray) -> str:
-        """Store a uint8 (H, W, 3) image as PNG.
-
-        zlib level 1: a layer's NFs and sprites are thousands of PNGs, and the default level 6
-        spent most of the NF stage compressing them (35 of 54 s for ResNet-18 ``layer4``) to
-        save a fraction of their size.
-        """
-        buffer = io.BytesIO()
-        Image.fromarray(pixels).save(buffer, format="PNG", optimize=False, compress_level=1)
-        return self.put_bytes(buffer.getvalue(), "png")
+        """Store a uint8 image as PNG (:mod:`server.png`: a layer's NFs are thousands of them,
+        and Pillow's encoder spent most of the NF stage's encoding time choosing filters)."""
+        return self.put_bytes(encode_png(pixels), "png")
 
     def put_jpeg(self, pixels: np.ndarray, quality: int = 90) -> str:
         """Store a uint8 (H, W, 3) photograph-like image as JPEG (top-patch sprites: a tenth of
