@@ -127,6 +127,14 @@ class InputSpec:
         """One all-zero model input (1, channels, H, W): what layer listings trace."""
         return torch.zeros(1, self.channels, self.height, self.width, device=device)
 
+    def probe(self, device: torch.device | str = "cpu") -> torch.Tensor:
+        """One seeded random image (1, 3, H, W) in [0, 1], normalised as the model expects: an
+        input whose every pixel differs, for checks that a rewritten model computes the same."""
+        pixels = torch.rand(
+            1, 3, self.height, self.width, generator=torch.Generator().manual_seed(0)
+        )
+        return self.normalise(pixels.to(device))
+
     def as_seen(self, images: torch.Tensor) -> torch.Tensor:
         """RGB images (N, 3, H, W) as the model sees them: a greyscale model's luminance in all
         three channels (an optimised image's colours are invisible to it, so not shown)."""

@@ -329,7 +329,7 @@ def sweep(
     done = 0
     # no_grad rather than inference_mode: the recorder reads tensors' version counters.
     with (
-        batch_norms_folded(model, layers),
+        batch_norms_folded(model, layers, input_spec.probe(device)),
         TopKRecorder(model, layers, k, device) as recorder,
         torch.no_grad(),
     ):

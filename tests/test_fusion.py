@@ -46,3 +46,71 @@ def test_a_recorded_convolution_keeps_its_own_output():
         assert isinstance(model[1], nn.BatchNorm2d)
         folded = read(model, ["0"], images)
     torch.testing.assert_close(folded["0"], read(model, ["0"], images)["0"])
+
+
+class Block(nn.Module):
+    """ResNet's pattern: the convolution and its norm are attributes, not a Sequential."""
+
+    def __init__(self, shortcut_reads_raw_conv: bool = False) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(4)
+        self.relu = nn.ReLU()
+        self.conv2 = nn.Conv2d(4, 4, 1)
+        self.reads_raw = shortcut_reads_raw_conv
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raw = self.conv1(x)
+        out = self.relu(self.bn1(raw))
+        return self.conv2(out) + (raw if self.reads_raw else 0)
+
+
+def randomised(model: nn.Module) -> nn.Module:
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.uniform_(-1, 1)
+                module.running_var.uniform_(0.5, 2)
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.5, 0.5)
+    return model.eval()
+
+
+def test_attribute_pairs_are_found_by_the_probe_and_fold_to_the_same_outputs():
+    model = randomised(Block())
+    images, probe = torch.rand(2, 3, 9, 9), torch.rand(1, 3, 9, 9)
+    before = read(model, ["bn1", "relu"], images)
+    with batch_norms_folded(model, ["relu"], probe):
+        assert isinstance(model.bn1, nn.Identity) and isinstance(model.conv1, nn.Conv2d)
+        folded = read(model, ["bn1", "relu"], images)
+    assert isinstance(model.bn1, nn.BatchNorm2d) and model.conv1.bias is not None  # restored
+    for name in ("bn1", "relu", "output"):
+        torch.testing.assert_close(folded[name], before[name], rtol=1e-5, atol=1e-6)
+    with batch_norms_folded(model, ["relu"]):  # without a probe only Sequentials are folded
+        assert isinstance(model.bn1, nn.BatchNorm2d)
+
+
+def test_a_fold_that_would_change_what_another_module_reads_is_undone():
+    model = randomised(Block(shortcut_reads_raw_conv=True))
+    images, probe = torch.rand(2, 3, 9, 9), torch.rand(1, 3, 9, 9)
+    before = read(model, ["conv2"], images)
+    with batch_norms_folded(model, [], probe):
+        assert isinstance(model.bn1, nn.BatchNorm2d)  # the shortcut reads conv1's raw output
+        torch.testing.assert_close(read(model, ["conv2"], images)["output"], before["output"])
+
+
+def test_every_resnet_norm_folds_and_the_recorded_blocks_read_the_same():
+    from torchvision.models import resnet18
+
+    model = randomised(resnet18())
+    images = torch.rand(2, 3, 64, 64)
+    layers = ["layer2", "layer3.1.bn2"]
+    before = read(model, layers, images)
+    with batch_norms_folded(model, layers, torch.rand(1, 3, 64, 64)):
+        kinds = [type(module) for module in model.modules()]
+        assert nn.BatchNorm2d not in kinds and kinds.count(nn.Identity) == 20
+        folded = read(model, layers, images)
+    assert sum(isinstance(module, nn.BatchNorm2d) for module in model.modules()) == 20
+    for name in layers:
+        torch.testing.assert_close(folded[name], before[name], rtol=1e-4, atol=1e-4)

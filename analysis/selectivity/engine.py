@@ -161,7 +161,7 @@ def perturbation_responses(
     cache: dict[int, torch.Tensor] = {}
     samples = len(unique_keys)
     with (
-        batch_norms_folded(model, [layer]),
+        batch_norms_folded(model, [layer], input_spec.probe(device)),
         layer_hooks(model, [layer], keep, stop_early=True),
         torch.no_grad(),
         autocast,
