@@ -245,7 +245,7 @@ def compose_neuron(
     chain = [layer, *below[below.index(source) :]][: depth + 1]
     total = sum(3**level for level in range(len(chain) - 1))
     if progress is not None:
-        progress.start(f"relevance tree of {layer} #{channel}", total)
+        progress.start(f"relevance tree of {layer} #{channel}", total, "nodes")
     tree = relevance_tree(
         model,
         loaded.input.normalise,

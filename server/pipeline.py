@@ -41,15 +41,16 @@ from server.results import (
 
 
 class Progress(Protocol):
-    """Reports long work: ``start`` a stage of ``total`` steps, then ``update`` done counts."""
+    """Reports long work: ``start`` a stage of ``total`` steps (counted in ``unit``, such as
+    ``images``), then ``update`` done counts."""
 
-    def start(self, stage: str, total: int) -> None: ...
+    def start(self, stage: str, total: int, unit: str = "") -> None: ...
     def update(self, done: int) -> None: ...
     def finish(self) -> None: ...
 
 
 class SilentProgress:
-    def start(self, stage: str, total: int) -> None:
+    def start(self, stage: str, total: int, unit: str = "") -> None:
         pass
 
     def update(self, done: int) -> None:
@@ -232,7 +233,7 @@ def compute_indexes(
     total = sum(int((~t.dead).sum()) * t.k for t in topks.values())
     model = loaded.module.to(settings.device).eval()
     physiology = layer_physiology(model, recording, loaded.input, settings.device)
-    progress.start("selectivity indexes", total)
+    progress.start("selectivity indexes", total, "patches")
     done = 0
     for layer in layers:
         topk = topks[layer.name]
@@ -275,7 +276,7 @@ def sweep_images(
     """The sweep of a run over its whole dataset, or over the shard ``indices`` of it; its
     decoded images are handed to ``decoded`` for the next stages."""
     images = indices if indices is not None else range(len(folder.images))
-    progress.start("sweep", len(images))
+    progress.start("sweep", len(images), "images")
     result = sweep(
         loaded.module,
         folder,
@@ -315,7 +316,7 @@ def store_features(
     decoded = decoded or DecodedImages(folder, loaded.input, ResizePolicy(run.params["resize"]))
     neurons: dict[str, dict[int, StoredNeuron]] = {}
     seconds: dict[str, float] = {}
-    progress.start("neuron features", sum(layer.channels for layer in layers))
+    progress.start("neuron features", sum(layer.channels for layer in layers), "neurons")
     done = 0
     for layer in layers:
         started = time.perf_counter()

@@ -143,7 +143,7 @@ def render_and_store(
     key = settings_key(target, settings)
     done = stored_units(session, run.id, target.name, key)
     missing = [unit for unit in units if unit not in done]
-    progress.start(f"feature visualisations of {target.name}", len(missing))
+    progress.start(f"feature visualisations of {target.name}", len(missing), "units")
     model = loaded.module.to(device)
     rendered = 0
     batches = visualize_units(model, target, missing, loaded.input, settings, batch_size)
@@ -217,7 +217,7 @@ def dream_image(
         raise VisualisationError("octaves must be 1 to 8 and steps at least 1")
     model = loaded.module.to(device)
     if progress is not None:
-        progress.start(f"DeepDream at {layer}", octaves * steps)
+        progress.start(f"DeepDream at {layer}", octaves * steps, "steps")
     result = dream(
         model,
         image.to(device),

@@ -248,10 +248,14 @@ def test_job_progress_says_its_pace_and_the_time_left():
 
     monitor = Monitor()
     progress = JobProgress(monitor)
-    progress.start("sweep", 100)
-    assert monitor.message == "sweep: 0 of 100"
+    progress.start("sweep", 100, "images")
+    assert monitor.message == "sweep: 0 of 100 images"
     progress._started = clock.perf_counter() - 10  # ten seconds in
     progress.update(25)
-    assert monitor.message.startswith("sweep: 25 of 100 · 2.5/s · 0:3")  # 30 s left
+    assert monitor.message.startswith("sweep: 25 of 100 images · 2.5 images/s · 0:3")  # 30 s
     progress.finish()
-    assert monitor.message == "sweep: 100 of 100" and monitor.progress == 1.0
+    assert monitor.message == "sweep: 100 of 100 images" and monitor.progress == 1.0
+    progress.start("decomposing", 4)  # a stage without a unit counts bare steps
+    progress._started = clock.perf_counter() - 2
+    progress.update(1)
+    assert monitor.message.startswith("decomposing: 1 of 4 · 0.5/s · 0:0")

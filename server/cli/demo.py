@@ -77,7 +77,7 @@ def ensure_demo_model(demo_dir: Path, dataset_root: Path, per_class: int) -> Pat
     labels = np.array([CLASSES.index(p.parent.name) for p in paths])
     print(f"training the demo CNN on {len(paths)} images (CPU, a few minutes, once) ...")
     progress = TerminalProgress()
-    progress.start("training epochs", 8)
+    progress.start("training", 8, "epochs")
 
     def on_epoch(epoch: int, _total: int, accuracy: float) -> None:
         progress.update(epoch, note=f"val_acc={accuracy:.3f}")

@@ -14,10 +14,16 @@ class TerminalProgress:
         self.enabled = enabled
         self._bar: tqdm | None = None
 
-    def start(self, stage: str, total: int) -> None:
+    def start(self, stage: str, total: int, unit: str = "") -> None:
         self.finish()
         if self.enabled:
-            self._bar = tqdm(total=total, desc=stage, unit="", file=sys.stderr, dynamic_ncols=True)
+            self._bar = tqdm(
+                total=total,
+                desc=stage,
+                unit=unit or "it",  # the rate reads "118.2images/s", tqdm's way
+                file=sys.stderr,
+                dynamic_ncols=True,
+            )
 
     def update(self, done: int, note: str | None = None) -> None:
         if self._bar is not None:

@@ -81,10 +81,11 @@ class JobProgress:
         self.monitor = monitor
         self._stage = ""
         self._total = 1
+        self._unit = ""
         self._started = time.perf_counter()
 
-    def start(self, stage: str, total: int) -> None:
-        self._stage, self._total = stage, max(total, 1)
+    def start(self, stage: str, total: int, unit: str = "") -> None:
+        self._stage, self._total, self._unit = stage, max(total, 1), f" {unit}" if unit else ""
         self._started = time.perf_counter()
         self.update(0)
 
@@ -94,7 +95,9 @@ class JobProgress:
         if self.monitor.cancelled.is_set():
             raise JobCancelledError()
         self.monitor.progress = min(done / self._total, 1.0)
-        self.monitor.message = f"{self._stage}: {done:,} of {self._total:,}{self._pace(done)}"
+        self.monitor.message = (
+            f"{self._stage}: {done:,} of {self._total:,}{self._unit}{self._pace(done)}"
+        )
 
     def _pace(self, done: int) -> str:
         """Items per second and the time left, so a user sees which stage is slow."""
@@ -103,7 +106,7 @@ class JobProgress:
             return ""
         rate = done / seconds
         left = (self._total - done) / rate
-        return f" · {rate:,.1f}/s · {_clock(left)} left" if done < self._total else ""
+        return f" · {rate:,.1f}{self._unit}/s · {_clock(left)} left" if done < self._total else ""
 
     def finish(self) -> None:
         self.update(self._total)
