@@ -176,6 +176,30 @@ def test_bad_input_exits_non_zero_with_one_readable_line(
     assert err.startswith("neuronscope: error:") and err.count("\n") == 1
 
 
+def test_the_command_exits_at_once_with_its_output_and_code_intact(tmp_path):
+    """The console entry point skips the interpreter's teardown: what was printed must still
+    arrive whole, through a pipe, with the command's own exit code."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "NEURONSCOPE_DATA_DIR": str(tmp_path)}
+    env.pop("NEURONSCOPE_DATABASE_URL", None)
+    command = [sys.executable, "-m", "server.cli.main", "layers"]
+    listed = subprocess.run(
+        [*command, "torchvision:vgg16", "--json"], capture_output=True, text=True, env=env
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert len(json.loads(listed.stdout)) > 30  # the whole JSON document, not a cut-off one
+    refused = subprocess.run(
+        [*command, "torchvision:nonsense"], capture_output=True, text=True, env=env
+    )
+    assert refused.returncode == 1
+    assert (
+        refused.stderr.startswith("neuronscope: error:") and "unknown torchvision" in refused.stderr
+    )
+
+
 def test_unknown_layer_of_an_existing_run_is_named(capsys, data_dir, square_folder):
     result = analyze(capsys, square_folder)
     code, _, err = run_cli(capsys, "neuron", str(result["run"]), "9", "0")
