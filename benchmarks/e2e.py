@@ -5,7 +5,7 @@
 
 It writes (once, seeded) a folder of photograph-like JPEGs, 500×375 at quality 90: 1/f² noise
 (the power spectrum of natural images) in colour, with discs, bars and rings on top. Then, in
-one process family on one machine, it times
+one process family on one machine (a fresh child process for (a) and (b) each repeat), it times
 
   (a) decode: every image decoded and resized once, by the sweep's own loader and worker count;
   (b) forward: a plain forward over those decoded batches (no hooks, no top-K), under the
@@ -154,9 +154,16 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=min(os.cpu_count() or 1, 8))
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--bounds-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     device = torch.device(args.device)
     folder = photo_folder(args.folder / str(args.images), args.images)
+    if args.bounds_only:  # a child process, so each repeat starts with the default allocator
+        bounds = decode_and_forward(
+            folder, args.model, args.size, device, args.batch_size, args.workers
+        )
+        print(json.dumps(bounds))
+        return
     print(machine_description(device))
     print(
         f"{args.images} JPEGs {WIDTH}×{HEIGHT} q90 in {folder}; {args.model} at {args.size} px, "
@@ -165,9 +172,11 @@ def main() -> None:
     )
     rows = []
     for _ in range(args.repeats):
-        decode, default_forward, forward = decode_and_forward(
-            folder, args.model, args.size, device, args.batch_size, args.workers
-        )
+        measured = subprocess.run(
+            [sys.executable, __file__, *sys.argv[1:], "--bounds-only"],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        decode, default_forward, forward = json.loads(measured.stdout.splitlines()[-1])
         summary = analyze_through_cli(
             folder, args.model, args.layers, args.top_k, args.device, args.batch_size, args.workers
         )
