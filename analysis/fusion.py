@@ -149,10 +149,14 @@ def _recorded_outputs(
 
 
 def _agree(before: list[torch.Tensor], after: list[torch.Tensor]) -> bool:
-    return bool(before) and len(before) == len(after) and all(
-        a.shape == b.shape
-        and float((a - b).abs().max()) <= AGREEMENT * max(float(b.abs().max()), 1e-6)
-        for a, b in zip(after, before, strict=True)
+    return (
+        bool(before)
+        and len(before) == len(after)
+        and all(
+            a.shape == b.shape
+            and float((a - b).abs().max()) <= AGREEMENT * max(float(b.abs().max()), 1e-6)
+            for a, b in zip(after, before, strict=True)
+        )
     )
 
 
