@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torchvision
 from torch import nn
 
 from analysis.safetensors_io import SafetensorsError, load_safetensors
@@ -171,6 +170,10 @@ class LoadedModel:
 def build_architecture(spec: str) -> nn.Module:
     """Instantiate the network named by ``spec`` (see the module docstring)."""
     if spec.startswith("torchvision:"):
+        # Imported here, not at the top: torchvision's ``ops`` import ``torch._dynamo``, a
+        # second of start-up that a model of one's own never needs.
+        import torchvision
+
         name = spec.removeprefix("torchvision:")
         available = set(torchvision.models.list_models(module=torchvision.models))
         if name not in available:
