@@ -12,12 +12,14 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import NoReturn
 
 from analysis.allocator import reuse_freed_memory
 from server.cli import analyze, browse, decompose, demo, jobs, serve, visualize
 
 EXIT_FAILURE = 1
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer whose reader left
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,7 +80,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 def run() -> NoReturn:
-    """The console entry point: :func:`main`, then leave at once.
+    """The console entry point: :func:`main` with the working directory importable, then
+    leave at once.
 
     Tearing down an interpreter that imported torch and torchvision takes 0.8–1.2 s on this
     project's 2-core VM and achieves nothing: by the time ``main`` returns, every command has
@@ -86,7 +89,13 @@ def run() -> NoReturn:
     the process ends. An exception ``main`` does not turn into a message still propagates, with
     its traceback, through the normal exit.
     """
-    code = main()
+    working = str(Path.cwd())
+    if working not in sys.path:  # as with `python -m`: `--model mymodels:net` finds
+        sys.path.insert(0, working)  # ./mymodels.py; a console script alone would not
+    try:
+        code = main()
+    except BrokenPipeError:  # the reader (`| head`) left: nothing more to say, no traceback
+        code = EXIT_BROKEN_PIPE
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(BrokenPipeError, ValueError):  # reader gone, stream closed
             stream.flush()
