@@ -9,7 +9,7 @@ failure are harmless orphans, and a failed run is cleared and recomputed next ti
 from __future__ import annotations
 
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -126,36 +126,40 @@ IMAGE_CACHE_BYTES = 1 << 30  # decoded images kept between the layers of a stage
 
 class DecodedImages:
     """Dataset images as the model saw them, decoded once and kept as uint8 in memory up to
-    IMAGE_CACHE_BYTES (emptied when full, so a million-image folder stays bounded).
+    IMAGE_CACHE_BYTES; beyond that the least recently used are let go, so a million-image
+    folder stays bounded.
 
     The sweep hands over its batches (:meth:`keep`), so on a folder that fits, the Neuron
-    Feature stage decodes nothing; an image that several layers' neurons chose is decoded once
-    per stage while it fits."""
+    Feature and index stages decode nothing; an image that several layers' neurons chose is
+    decoded once per stage while it fits."""
 
     def __init__(self, folder: ImageFolder, input_spec: InputSpec, policy: ResizePolicy) -> None:
         self.folder = folder
         self.input_spec = input_spec
         self.policy = policy
         self.capacity = max(1, IMAGE_CACHE_BYTES // (input_spec.height * input_spec.width * 3))
-        self._pixels: dict[int, np.ndarray] = {}
+        self._pixels: OrderedDict[int, np.ndarray] = OrderedDict()
 
     def _hold(self, index: int, pixels: np.ndarray) -> None:
-        if len(self._pixels) >= self.capacity:
-            self._pixels.clear()
         self._pixels[index] = pixels
+        self._pixels.move_to_end(index)
+        while len(self._pixels) > self.capacity:
+            self._pixels.popitem(last=False)
 
     def keep(self, pixels: torch.Tensor, indices: torch.Tensor) -> None:
         """Hold a decoded uint8 (N, H, W, 3) batch (the sweep's ``keep``)."""
         for index, image in zip(indices.tolist(), pixels.numpy(), strict=True):
-            self._hold(index, image)
+            self._hold(index, image.copy())  # a view would keep its whole batch alive
 
     def pixels(self, index: int) -> np.ndarray:
         """Image ``index`` as uint8 (H, W, 3)."""
-        if index not in self._pixels:
+        found = self._pixels.get(index)
+        if found is None:
             path = self.folder.root / self.folder.images[index].path
             spec = self.input_spec
-            self._hold(index, load_pixels(path, spec.size, self.policy, spec.grey))
-        return self._pixels[index]
+            found = load_pixels(path, spec.size, self.policy, spec.grey)
+        self._hold(index, found)
+        return found
 
     def image(self, index: int) -> np.ndarray:
         """Image ``index`` as float32 (H, W, 3) in [0, 1], as :func:`load_rgb` gives it."""
