@@ -118,11 +118,12 @@ def _traced_pairs(model: nn.Module, probe: torch.Tensor) -> list[tuple[nn.Module
     finally:
         for handle in handles:
             handle.remove()
+    by_output = {id(output): conv for conv, output in returned.items()}  # all still alive
+    pairs = [(by_output.get(id(tensor)), norm) for norm, tensor in read.items()]
     return [
         (conv, norm)
-        for norm, tensor in read.items()
-        for conv, output in returned.items()
-        if tensor is output and calls[conv] == 1 and calls[norm] == 1
+        for conv, norm in pairs
+        if conv is not None and calls[conv] == 1 and calls[norm] == 1
     ]
 
 

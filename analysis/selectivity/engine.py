@@ -84,7 +84,7 @@ Overlap = tuple[tuple[slice, slice], tuple[slice, slice]]
 
 
 def _cut_windows(
-    crops: torch.Tensor, window_top: torch.Tensor, window_left: torch.Tensor, field: ReceptiveField
+    crops: torch.Tensor, overlaps: list[Overlap], field: ReceptiveField
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Window patches (B, 3, h, w), grey where the window leaves the crop, and the mask of
     where it does not (B, h, w)."""
@@ -94,9 +94,7 @@ def _cut_windows(
         (batch, channels, height, width), GREY, dtype=crops.dtype, device=crops.device
     )
     mask = torch.zeros(batch, height, width, device=crops.device)
-    for sample, (crop_part, patch_part) in enumerate(
-        _overlaps(window_top, window_left, crops, field)
-    ):
+    for sample, (crop_part, patch_part) in enumerate(overlaps):
         patches[(sample, slice(None), *patch_part)] = crops[(sample, slice(None), *crop_part)]
         mask[(sample, *patch_part)] = 1.0
     return patches, mask
@@ -233,14 +231,13 @@ def _perturbed_stimuli(
     device = crops.device
     window_top = plan.window_top[chunk].to(device)
     window_left = plan.window_left[chunk].to(device)
-    patches, mask = _cut_windows(crops, window_top, window_left, field)
+    overlaps = _overlaps(window_top, window_left, crops, field)
+    patches, mask = _cut_windows(crops, overlaps, field)
     variant_patches = torch.cat([p.apply(patches, mask) for p in perturbations], dim=1)
     batch, channels, crop_h, crop_w = crops.shape
     stimuli = crops[:, None].repeat(1, variants, 1, 1, 1)
     everything = slice(None)
-    for sample, (crop_part, patch_part) in enumerate(
-        _overlaps(window_top, window_left, crops, field)
-    ):
+    for sample, (crop_part, patch_part) in enumerate(overlaps):
         stimuli[(sample, everything, everything, *crop_part)] = variant_patches[
             (sample, everything, everything, *patch_part)
         ]
