@@ -7,7 +7,7 @@ It writes (once, seeded) a folder of photograph-like JPEGs, 500×375 at quality 
 (the power spectrum of natural images) in colour, with discs, bars and rings on top. Then, in
 one process family on one machine (a fresh child process for (a) and (b) each repeat), it times
 
-  (a) decode: every image decoded and resized once, by the sweep's own loader and worker count;
+  (a) decode: every image decoded and resized once by the sweep's loader, one process per core;
   (b) forward: a plain forward over those decoded batches (no hooks, no top-K), under the
       allocator settings the CLI uses (the default allocator's time is printed beside it);
   (c) ``neuronscope analyze --no-indexes`` through the CLI in a fresh data directory, with the
@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from analysis.allocator import reuse_freed_memory
 from analysis.data import ImageTensors, model_pixels, scan_image_folder
 from analysis.models import load_model
+from analysis.sweep import loader_workers
 from benchmarks.common import autocast, machine_description
 
 WIDTH, HEIGHT = 500, 375
@@ -119,7 +120,7 @@ def decode_and_forward(
 
 
 def analyze_through_cli(
-    folder: Path, spec: str, layers: str, k: int, device: str, batch: int, workers: int
+    folder: Path, spec: str, layers: str, k: int, device: str, batch: int, workers: int | None
 ) -> dict:
     """``neuronscope analyze --no-indexes`` in a fresh data directory; its summary and wall."""
     with tempfile.TemporaryDirectory() as data_dir:
@@ -128,8 +129,10 @@ def analyze_through_cli(
         command = [
             sys.executable, "-m", "server.cli.main", "analyze", "--model", spec,
             "--data", str(folder), "--top-k", str(k), "--no-indexes", "--json",
-            "--device", device, "--batch-size", str(batch), "--workers", str(workers),
+            "--device", device, "--batch-size", str(batch),
         ]  # fmt: skip
+        if workers is not None:
+            command += ["--workers", str(workers)]
         if layers != "all":
             command += ["--layers", layers]
         started = time.perf_counter()
@@ -152,15 +155,18 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--workers", type=int, default=min(os.cpu_count() or 1, 8))
+    parser.add_argument(
+        "--workers", type=int, help="loader processes (default: the CLI's, one per core)"
+    )
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--bounds-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     device = torch.device(args.device)
+    cores = len(os.sched_getaffinity(0))
     folder = photo_folder(args.folder / str(args.images), args.images)
     if args.bounds_only:  # a child process, so each repeat starts with the default allocator
         bounds = decode_and_forward(
-            folder, args.model, args.size, device, args.batch_size, args.workers
+            folder, args.model, args.size, device, args.batch_size, args.workers or cores
         )
         print(json.dumps(bounds))
         return
@@ -168,7 +174,8 @@ def main() -> None:
     print(
         f"{args.images} JPEGs {WIDTH}×{HEIGHT} q90 in {folder}; {args.model} at {args.size} px, "
         f"layers {args.layers}, K = {args.top_k}, batch {args.batch_size}, "
-        f"{args.workers} loader workers"
+        f"loaders: {args.workers or cores} decoding the bound, "
+        f"{args.workers or loader_workers(device)} in the analysis"
     )
     rows = []
     for _ in range(args.repeats):

@@ -74,7 +74,7 @@ class AnalysisSettings:
 
     device: str = "cpu"
     batch_size: int = 64
-    workers: int = 2
+    workers: int | None = None  # image-loading processes; None: one per core (loader_workers)
     indexes: bool = True
 
 

@@ -160,6 +160,10 @@ def test_layers_command_lists_receptive_fields(capsys):
             ],
             "not a readable weights file",
         ),
+        (
+            ["analyze", *RED_DETECTOR_ARGS, "--data", "{folder}", "--workers", "-1"],
+            "--workers must be 0 or more",
+        ),
         (["neuron", "99", "4", "0"], "no run 99"),
         (["layers", "torchvision:nonsense"], "unknown torchvision model"),
     ],

@@ -10,7 +10,7 @@ import torch
 
 from analysis.data import ImageTensors, model_pixels, scan_image_folder
 from analysis.models import InputSpec
-from analysis.sweep import loader_start_method, merge_sweeps, sweep
+from analysis.sweep import loader_start_method, loader_workers, merge_sweeps, sweep
 from tests.tiny_models import random_net
 
 SPEC = InputSpec(size=32, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
@@ -164,3 +164,21 @@ def test_loader_pixels_become_exactly_the_float_images_of_load_rgb(square_folder
     for i in range(3):
         expected = load_rgb(folder.root / folder.images[i].path, (24, 40))
         assert torch.equal(images[i].permute(1, 2, 0), torch.from_numpy(expected))
+
+
+@pytest.mark.parametrize(
+    ("cores", "device", "expected"),
+    [
+        (1, "cpu", 1),
+        (2, "cpu", 2),
+        (16, "cpu", 16),
+        (2, "cuda", 2),
+        (16, "cuda", 15),
+        (96, "cuda", 32),
+    ],
+)
+def test_loaders_default_to_one_per_usable_core(monkeypatch, cores, device, expected):
+    """One per core the process may run on (not the machine's count: containers pin fewer); a
+    GPU's feeding process keeps a core of its own once there are cores to spare."""
+    monkeypatch.setattr("os.sched_getaffinity", lambda _pid: set(range(cores)), raising=False)
+    assert loader_workers(torch.device(device)) == expected

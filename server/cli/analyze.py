@@ -29,7 +29,9 @@ def add_commands(commands: Any) -> None:
     analyze.add_argument("--resize", choices=["whole", "center-crop"], default="whole")
     analyze.add_argument("--device", help="torch device (default $NEURONSCOPE_DEVICE or cpu)")
     analyze.add_argument("--batch-size", type=int, default=64)
-    analyze.add_argument("--workers", type=int, default=2, help="data-loading processes")
+    analyze.add_argument(
+        "--workers", type=int, help="image-loading processes (default: one per core)"
+    )
     analyze.add_argument(
         "--no-indexes", action="store_true", help="skip selectivity indexes and physiology"
     )
@@ -103,6 +105,8 @@ def run_analyze(args: argparse.Namespace) -> int:
         raise DatasetError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.shards < 1:
         raise DatasetError(f"--shards must be at least 1, got {args.shards}")
+    if args.workers is not None and args.workers < 0:
+        raise DatasetError(f"--workers must be 0 or more, got {args.workers}")
     settings, database, store = open_database()
     device = args.device or settings.device
     loaded = load_model_from_args(args.model, args)

@@ -17,7 +17,9 @@ FINAL_RUN_STATES = ("done", "failed", "cancelled")
 def add_commands(commands: Any) -> None:
     worker = commands.add_parser("worker", help="run queued jobs (one worker per GPU)")
     worker.add_argument("--device", help="torch device, e.g. cuda:0 (default $NEURONSCOPE_DEVICE)")
-    worker.add_argument("--loader-workers", type=int, default=2, help="image-loading processes")
+    worker.add_argument(
+        "--loader-workers", type=int, help="image-loading processes (default: one per core)"
+    )
     worker.add_argument("--name", help="how jobs name this worker (default host:pid:device)")
     worker.set_defaults(handler=run_worker_command)
 
@@ -44,7 +46,7 @@ def run_worker_command(args: argparse.Namespace) -> int:
     )
     logging.getLogger("huey").setLevel(logging.WARNING)  # one line per message is noise
     settings, _database, _store = open_database()
-    if args.loader_workers < 0:
+    if args.loader_workers is not None and args.loader_workers < 0:
         raise DatasetError("--loader-workers must be 0 or more")
     options = WorkerOptions(
         device=args.device or settings.device, loader_workers=args.loader_workers, name=args.name

@@ -31,7 +31,7 @@ log = logging.getLogger("neuronscope.worker")
 @dataclass(frozen=True)
 class WorkerOptions:
     device: str = "cpu"
-    loader_workers: int = 2
+    loader_workers: int | None = None  # None: one per core (analysis.sweep.loader_workers)
     name: str | None = None
 
     def worker_name(self) -> str:
