@@ -317,12 +317,14 @@ def sweep(
     policy: ResizePolicy = ResizePolicy.WHOLE,
     indices: range | None = None,
     workers: int | None = None,
+    draft: bool = False,
     progress: ProgressCallback | None = None,
     keep: BatchKeeper | None = None,
 ) -> SweepResult:
     """Stream ``folder`` (or the ``indices`` shard of it) through ``model`` once.
 
-    ``workers`` loader processes decode the images (None: :func:`loader_workers`).
+    ``workers`` loader processes decode the images (None: :func:`loader_workers`); ``draft``
+    lets JPEGs decode at a reduced DCT scale (:func:`analysis.data.load_pixels`).
     ``keep(pixels, indices)`` is handed each batch's readable images as decoded, uint8
     (N, H, W, 3) on the CPU, so the next stage can use them without decoding again.
 
@@ -333,7 +335,7 @@ def sweep(
     device = torch.device(device)
     cuda = device.type == "cuda"
     workers = loader_workers(device) if workers is None else workers
-    dataset = ImageTensors(folder, input_spec.size, policy, indices, input_spec.grey)
+    dataset = ImageTensors(folder, input_spec.size, policy, indices, input_spec.grey, draft)
     loader = DataLoader(
         dataset,
         batch_size=batch_size,

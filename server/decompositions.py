@@ -32,7 +32,7 @@ from analysis.neuron_feature import to_uint8
 from analysis.receptive_field import ReceptiveField
 from server.artifacts import ArtifactStore
 from server.models import Composition, Layer, Neuron, Run
-from server.pipeline import DecodedImages, Progress
+from server.pipeline import DecodedImages, Progress, run_decoding
 from server.results import load_layer_topk
 
 HEATMAPS_PER_LAYER = 16
@@ -89,9 +89,9 @@ def decompose_image(
     max_overlap: float = 0.0,
 ) -> dict[str, Any]:
     """Decompose the image file at ``path`` at every stored layer of ``run``; the result object."""
-    policy = ResizePolicy(run.params["resize"])
+    policy, draft = run_decoding(run)
     size = loaded.input.size
-    pixels = load_rgb(path, size, policy, loaded.input.grey)
+    pixels = load_rgb(path, size, policy, loaded.input.grey, draft)
     with Image.open(path) as original:
         width, height = original.size
     layers = {layer.name: layer for layer in run.layers}
@@ -181,7 +181,7 @@ class NeuronReader:
     ) -> None:
         self.session = session
         self.layers = {layer.name: layer for layer in run.layers}
-        self.load = DecodedImages(folder, input_spec, ResizePolicy(run.params["resize"])).image
+        self.load = DecodedImages.of_run(folder, input_spec, run).image
         self._topk: dict[str, Any] = {}
 
     def inputs(self, layer: str, channel: int) -> NeuronInputs | None:

@@ -124,6 +124,12 @@ STORE_THREADS = 2  # threads encoding and writing a layer's NF files
 IMAGE_CACHE_BYTES = 1 << 30  # decoded images kept between the layers of a stage
 
 
+def run_decoding(run: Run) -> tuple[ResizePolicy, bool]:
+    """How ``run`` turns files into the model's pixels: its resize policy, and whether JPEGs may
+    decode at a reduced DCT scale (a run parameter, as it changes the pixels)."""
+    return ResizePolicy(run.params["resize"]), bool(run.params.get("jpeg_draft", False))
+
+
 class DecodedImages:
     """Dataset images as the model saw them, decoded once and kept as uint8 in memory up to
     IMAGE_CACHE_BYTES; beyond that the least recently used are let go, so a million-image
@@ -133,12 +139,25 @@ class DecodedImages:
     Feature and index stages decode nothing; an image that several layers' neurons chose is
     decoded once per stage while it fits."""
 
-    def __init__(self, folder: ImageFolder, input_spec: InputSpec, policy: ResizePolicy) -> None:
+    def __init__(
+        self,
+        folder: ImageFolder,
+        input_spec: InputSpec,
+        policy: ResizePolicy,
+        draft: bool = False,
+    ) -> None:
         self.folder = folder
         self.input_spec = input_spec
         self.policy = policy
+        self.draft = draft
         self.capacity = max(1, IMAGE_CACHE_BYTES // (input_spec.height * input_spec.width * 3))
         self._pixels: OrderedDict[int, np.ndarray] = OrderedDict()
+
+    @classmethod
+    def of_run(cls, folder: ImageFolder, input_spec: InputSpec, run: Run) -> DecodedImages:
+        """Decoding as ``run`` decodes: its resize policy, and its JPEG draft choice."""
+        policy, draft = run_decoding(run)
+        return cls(folder, input_spec, policy, draft)
 
     def _hold(self, index: int, pixels: np.ndarray) -> None:
         self._pixels[index] = pixels
@@ -157,7 +176,7 @@ class DecodedImages:
         if found is None:
             path = self.folder.root / self.folder.images[index].path
             spec = self.input_spec
-            found = load_pixels(path, spec.size, self.policy, spec.grey)
+            found = load_pixels(path, spec.size, self.policy, spec.grey, self.draft)
         self._hold(index, found)
         return found
 
@@ -231,7 +250,7 @@ def compute_indexes(
 ) -> None:
     """Selectivity indexes, physiology and per-layer summaries of every stored layer
     (``decoded``: images already held by an earlier stage of the same run)."""
-    decoded = decoded or DecodedImages(folder, loaded.input, ResizePolicy(run.params["resize"]))
+    decoded = decoded or DecodedImages.of_run(folder, loaded.input, run)
     stored = {layer.name: layer for layer in run.layers}
     topks = {layer.name: load_layer_topk(session, stored[layer.name]) for layer in layers}
     total = sum(int((~t.dead).sum()) * t.k for t in topks.values())
@@ -280,6 +299,7 @@ def sweep_images(
     """The sweep of a run over its whole dataset, or over the shard ``indices`` of it; its
     decoded images are handed to ``decoded`` for the next stages."""
     images = indices if indices is not None else range(len(folder.images))
+    policy, draft = run_decoding(run)
     progress.start("sweep", len(images), "images")
     result = sweep(
         loaded.module,
@@ -289,9 +309,10 @@ def sweep_images(
         k=run.params["top_k"],
         batch_size=settings.batch_size,
         device=settings.device,
-        policy=ResizePolicy(run.params["resize"]),
+        policy=policy,
         indices=indices,
         workers=settings.workers,
+        draft=draft,
         progress=lambda done, _total: progress.update(done),
         keep=decoded.keep if decoded else None,
     )
@@ -317,7 +338,7 @@ def store_features(
     repeating this is harmless. Returns seconds per layer.
     """
     trimmed = {name: topk.trimmed() for name, topk in result.layers.items()}
-    decoded = decoded or DecodedImages(folder, loaded.input, ResizePolicy(run.params["resize"]))
+    decoded = decoded or DecodedImages.of_run(folder, loaded.input, run)
     neurons: dict[str, dict[int, StoredNeuron]] = {}
     seconds: dict[str, float] = {}
     progress.start("neuron features", sum(layer.channels for layer in layers), "neurons")
@@ -377,7 +398,7 @@ def analyze_run(
     run.status = "running"
     session.commit()
 
-    decoded = DecodedImages(folder, loaded.input, ResizePolicy(run.params["resize"]))
+    decoded = DecodedImages.of_run(folder, loaded.input, run)
     started = time.perf_counter()
     result = sweep_images(loaded, folder, layers, run, settings, progress, decoded=decoded)
     timings.sweep_s = time.perf_counter() - started
@@ -424,6 +445,7 @@ def analyze_folder(
     resize: ResizePolicy = ResizePolicy.WHOLE,
     settings: AnalysisSettings | None = None,
     progress: Progress | None = None,
+    jpeg_draft: bool = False,
 ) -> AnalysisOutcome:
     """Register the model, dataset and run; compute unless an identical run is already done.
 
@@ -437,7 +459,7 @@ def analyze_folder(
     recording = {layer.name: electrodes(layer, by_name) for layer in layers}
     model = register_model(session, loaded, available)
     dataset = register_dataset(session, folder)
-    params = RunParams(tuple(layer.name for layer in layers), top_k, resize.value)
+    params = RunParams(tuple(layer.name for layer in layers), top_k, resize.value, jpeg_draft)
     run, finished = find_or_create_run(session, model, dataset, params)
     session.commit()
     if finished:

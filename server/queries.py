@@ -45,6 +45,8 @@ def run_summary(run: Run, layers: list[Layer] | None = None) -> dict[str, Any]:
         "images": run.dataset.image_count,
         "layers": [layer.name for layer in layers] or list(run.params.get("layers", [])),
         "top_k": run.params.get("top_k"),
+        "resize": run.params.get("resize"),
+        "jpeg_draft": bool(run.params.get("jpeg_draft", False)),
         "neurons": sum(layer.channels for layer in layers),
         "dead": sum(layer.dead_count for layer in layers),
         "created": run.created.isoformat(),

@@ -25,10 +25,15 @@ class RunParams:
     layers: tuple[str, ...]
     top_k: int
     resize: str
+    jpeg_draft: bool = False  # JPEGs decoded at a reduced DCT scale (analysis.data.load_pixels)
 
     def as_json(self) -> dict[str, Any]:
+        """The parameters as stored and hashed into the run's key. A later option is left out
+        at its default, so runs made before it existed keep their keys."""
         data = asdict(self)
         data["layers"] = list(self.layers)
+        if not self.jpeg_draft:
+            del data["jpeg_draft"]
         return data
 
 

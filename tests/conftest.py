@@ -26,6 +26,19 @@ def write_square_folder(root: Path, per_class: int = 8, size: int = 32, seed: in
     return root
 
 
+def write_photo(path: Path, width: int, height: int, fmt: str = "JPEG", seed: int = 0) -> Path:
+    """A smooth colour field with a sharp-edged disc (placed by ``seed``): a shifted or
+    mis-scaled decode shows."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    centre = np.random.default_rng(seed).uniform(0.3, 0.7, 2)
+    rows, cols = np.mgrid[0:height, 0:width]
+    image = np.stack([cols / width, rows / height, 0.5 + 0.0 * rows], axis=-1)
+    disc = np.hypot(rows - height * centre[0], cols - width * centre[1]) < min(width, height) / 4
+    image[disc] = (1.0, 0.1, 0.2)
+    Image.fromarray(np.round(image * 255).astype(np.uint8)).save(path, fmt, quality=92)
+    return path
+
+
 @pytest.fixture
 def square_folder(tmp_path: Path) -> Path:
     return write_square_folder(tmp_path / "squares")

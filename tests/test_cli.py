@@ -110,12 +110,19 @@ def test_the_same_analysis_reuses_its_run(capsys, data_dir, square_folder):
     assert second["run"] == first["run"] and second["reused"] is True
     other = analyze(capsys, square_folder, "--resize", "center-crop")
     assert other["run"] != first["run"]
+    drafted = analyze(capsys, square_folder, "--jpeg-draft")  # decodes other pixels: its own run
+    assert drafted["run"] not in (first["run"], other["run"])
 
     code, out, _ = run_cli(capsys, "runs", "--json")
     assert code == 0
     runs = json.loads(out)
-    assert [run["id"] for run in runs] == [first["run"], other["run"]]
+    assert [run["id"] for run in runs] == [first["run"], other["run"], drafted["run"]]
     assert {"id", "status", "model", "dataset", "layers", "created"} <= set(runs[0])
+    assert [(run["resize"], run["jpeg_draft"]) for run in runs] == [
+        ("whole", False),
+        ("center-crop", False),
+        ("whole", True),
+    ]
 
 
 def test_layers_command_lists_receptive_fields(capsys):

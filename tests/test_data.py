@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from analysis.data import ResizePolicy, load_pixels
+from tests.conftest import write_photo
 
 MODES = ["RGB", "L", "RGBA", "P", "CMYK", "LA", "I;16"]
 
@@ -44,3 +45,29 @@ def test_every_image_mode_decodes_to_pillows_own_conversion(tmp_path, policy, gr
         pixels = load_pixels(path, (16, 20), policy, grey)
         assert pixels.shape == (16, 20, 3) and pixels.dtype == np.uint8, mode
         assert np.array_equal(pixels, _reference(path, (16, 20), policy, grey)), mode
+
+
+@pytest.mark.parametrize("policy", list(ResizePolicy))
+def test_jpeg_draft_decodes_a_big_photo_at_reduced_scale_to_nearly_the_same_pixels(
+    tmp_path, policy
+):
+    path = tmp_path / "photo.jpg"
+    write_photo(path, 1003, 757)  # 1/8 scale (126×95) still covers 48×64, and 1003 is no multiple
+    full = load_pixels(path, (48, 64), policy).astype(int)
+    draft = load_pixels(path, (48, 64), policy, draft=True).astype(int)
+    assert draft.shape == full.shape
+    difference = np.abs(draft - full)
+    assert difference.mean() < 0.5 and difference.max() < 12  # without the extent: 0.67, 26
+    assert difference.any()  # a reduced scale really was decoded
+    with Image.open(path) as image:
+        assert image.draft(image.mode, (64, 48))[1] == (0, 0, 1003 / 8, 757 / 8)
+
+
+def test_jpeg_draft_leaves_other_formats_and_small_jpegs_as_a_full_decode(tmp_path):
+    write_photo(tmp_path / "big.png", 1003, 757, "PNG")
+    write_photo(tmp_path / "small.jpg", 120, 90)  # under twice the input size: no scale applies
+    for name in ("big.png", "small.jpg"):
+        path = tmp_path / name
+        for grey in (False, True):
+            full = load_pixels(path, (48, 64), grey=grey)
+            assert np.array_equal(load_pixels(path, (48, 64), grey=grey, draft=True), full)

@@ -1,7 +1,9 @@
 """The run's decoded-image holder: what the sweep hands over is reused, least recently used
-images go first, and memory stays bounded."""
+images go first, and memory stays bounded; a run's decoding choices reach every stage."""
 
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -9,6 +11,10 @@ import torch
 import server.pipeline as pipeline
 from analysis.data import ResizePolicy, load_pixels, scan_image_folder
 from analysis.models import InputSpec
+from analysis.sweep import sweep
+from server.registry import RunParams, run_key
+from tests.conftest import write_photo
+from tests.tiny_models import random_net
 
 SPEC = InputSpec(size=16, mean=(0, 0, 0), std=(1, 1, 1))
 
@@ -40,3 +46,34 @@ def test_images_are_decoded_once_and_the_least_recently_used_go_first(square_fol
     assert reads == [3, 1]
     assert np.array_equal(decoded.image(1), decoded.pixels(1).astype(np.float32) / 255)
     assert len(decoded._pixels) == 3
+
+
+def test_a_draft_run_decodes_at_reduced_scale_in_the_sweep_and_after_it(tmp_path):
+    """The sweep and the later stages must see the same pixels, so the draft choice is the
+    run's: images the holder decodes again are drafted too."""
+    paths = [write_photo(tmp_path / "big" / f"{i}.jpg", 1003, 757, seed=i) for i in range(3)]
+    folder = scan_image_folder(tmp_path / "big")
+    kept: dict[int, np.ndarray] = {}
+
+    def keep(pixels: torch.Tensor, indices: torch.Tensor) -> None:
+        kept.update(zip(indices.tolist(), pixels.numpy(), strict=True))
+
+    sweep(random_net(), folder, ["4"], SPEC, k=2, workers=0, draft=True, keep=keep)
+    run = SimpleNamespace(params={"resize": "whole", "jpeg_draft": True})
+    decoded = pipeline.DecodedImages.of_run(folder, SPEC, run)  # holds nothing: decodes again
+    for index, path in enumerate(paths):
+        drafted = load_pixels(path, 16, draft=True)
+        assert np.array_equal(kept[index], drafted)
+        assert np.array_equal(decoded.pixels(index), drafted)
+        assert not np.array_equal(drafted, load_pixels(path, 16))
+    plain = SimpleNamespace(params={"resize": "center-crop", "top_k": 5})  # a run made before
+    assert pipeline.run_decoding(plain) == (ResizePolicy.CENTER_CROP, False)
+
+
+def test_the_draft_choice_is_part_of_a_runs_key_and_absent_from_older_ones():
+    plain = RunParams(("4",), 5, "whole")
+    assert plain.as_json() == {"layers": ["4"], "top_k": 5, "resize": "whole"}  # keys kept
+    drafted = RunParams(("4",), 5, "whole", jpeg_draft=True)
+    assert drafted.as_json()["jpeg_draft"] is True
+    model, dataset = SimpleNamespace(identity="m"), SimpleNamespace(fingerprint="d")
+    assert run_key(model, dataset, plain) != run_key(model, dataset, drafted)

@@ -93,6 +93,16 @@ def test_register_a_folder_and_start_a_sharded_run_from_the_browser(lab):
         follow_redirects=False,
     )
     assert again.headers["location"] == run_url
+    drafted = web.post(  # JPEGs at reduced scale are other pixels: another run, which says so
+        "/runs",
+        data={"model": "1", "dataset": str(dataset_id), "top_k": "3", "jpeg_draft": "1"},
+        follow_redirects=False,
+    )
+    assert drafted.headers["location"] != run_url
+    assert "JPEGs decoded at reduced scale" in web.get(drafted.headers["location"]).text
+    assert "JPEGs decoded at reduced scale" not in web.get(run_url).text
+    drafted_id = int(drafted.headers["location"].rsplit("/", 1)[1])
+    assert web.get(f"/api/runs/{drafted_id}").json()["run"]["jpeg_draft"] is True
     before = len(jobs(settings))
 
     drain(settings)

@@ -166,6 +166,7 @@ class RunRequest:
     layers: list[str]
     top_k: int = 100
     resize: str = "whole"
+    jpeg_draft: bool = False  # JPEGs decoded at a reduced DCT scale: faster, pixels differ a bit
     shards: int = 1
     batch_size: int = 64
     indexes: bool = True
@@ -196,7 +197,11 @@ def start_run(session: Session, request: RunRequest) -> tuple[int, list[Job], li
     order = list(known)
     layers = tuple(sorted(set(chosen), key=order.index))
     run, _finished = find_or_create_run(
-        session, model, dataset, RunParams(layers, request.top_k, request.resize), clear=False
+        session,
+        model,
+        dataset,
+        RunParams(layers, request.top_k, request.resize, request.jpeg_draft),
+        clear=False,
     )
     options = PlanOptions(
         request.shards, request.batch_size, request.indexes, {} if request.featureviz else None

@@ -198,6 +198,7 @@ async def start_run_form(
     layers: Annotated[list[str] | None, Form()] = None,
     top_k: FormText = "100",
     resize: FormText = "whole",
+    jpeg_draft: OptionalFormText = None,
     shards: FormText = "1",
     batch_size: FormText = "64",
     indexes: OptionalFormText = None,
@@ -211,6 +212,7 @@ async def start_run_form(
         layers=list(layers or []),
         top_k=_required_int(top_k, "top-K"),
         resize=resize,
+        jpeg_draft=bool(jpeg_draft),
         shards=_required_int(shards, "the number of shards"),
         batch_size=_required_int(batch_size, "the batch size"),
         indexes=bool(indexes),
@@ -326,6 +328,11 @@ class RunBody(BaseModel):
     layers: list[str] = Field(default_factory=list, description="default: every conv activation")
     top_k: int = Field(100, ge=1, le=actions.MAX_TOP_K)
     resize: str = Field("whole", pattern="^(whole|center-crop)$")
+    jpeg_draft: bool = Field(
+        False,
+        description="decode JPEGs at the smallest DCT scale that covers the input size "
+        "(several times faster on camera photos; pixels differ slightly from a full decode)",
+    )
     shards: int = Field(1, ge=1, le=actions.MAX_SHARDS)
     batch_size: int = Field(64, ge=1, le=4096)
     indexes: bool = True
