@@ -2,9 +2,11 @@
 
     python benchmarks/e2e.py                       # 600 JPEGs, ResNet-18 layer3+layer4, K = 50
     python benchmarks/e2e.py --images 500 --model torchvision:vgg16 --layers all --device cuda
+    python benchmarks/e2e.py --images 100 --photo-size 4000x3000 [--jpeg-draft]  # camera photos
 
 It writes (once, seeded) a folder of photograph-like JPEGs, 500×375 at quality 90: 1/f² noise
-(the power spectrum of natural images) in colour, with discs, bars and rings on top. Then, in
+(the power spectrum of natural images) in colour, with discs, bars and rings on top (scaled up,
+with grain, for ``--photo-size``). Then, in
 one process family on one machine (a fresh child process for (a) and (b) each repeat), it times
 
   (a) decode: every image decoded and resized once by the sweep's loader, one process per core;
@@ -75,26 +77,42 @@ def photo_like(rng: np.random.Generator) -> np.ndarray:
     return np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
 
 
-def photo_folder(root: Path, count: int, seed: int = 0) -> Path:
-    """``count`` JPEGs in ``root`` (kept between runs: only missing ones are written)."""
+def photo_folder(
+    root: Path, count: int, seed: int = 0, size: tuple[int, int] = (WIDTH, HEIGHT)
+) -> Path:
+    """``count`` JPEGs of ``size`` (width, height) in ``root`` (kept between runs: only missing
+    ones are written). Larger than 500×375, each is scaled up bicubically with fine grain on
+    top, so the file is as dense as a camera's."""
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     for index in range(count):
         pixels = photo_like(rng)
         path = root / f"{index:05d}.jpg"
-        if not path.exists():
-            Image.fromarray(pixels).save(path, quality=90)
+        if path.exists():
+            continue
+        image = Image.fromarray(pixels)
+        if size != (WIDTH, HEIGHT):
+            grain = rng.integers(-6, 7, (size[1], size[0], 3), dtype=np.int16)
+            scaled = np.asarray(image.resize(size, Image.BICUBIC), dtype=np.int16) + grain
+            image = Image.fromarray(np.clip(scaled, 0, 255).astype(np.uint8))
+        image.save(path, quality=90)
     return root
 
 
 def decode_and_forward(
-    folder: Path, spec: str, size: int, device: torch.device, batch: int, workers: int
+    folder: Path,
+    spec: str,
+    size: int,
+    device: torch.device,
+    batch: int,
+    workers: int,
+    draft: bool = False,
 ) -> tuple[float, float, float]:
     """(a) seconds to decode and resize every image once with the sweep's loader, and (b) a
     plain forward over the decoded batches, first with the C library's default allocator
     settings, then with those ``neuronscope`` runs under (:mod:`analysis.allocator`)."""
     listing = scan_image_folder(folder)
-    dataset = ImageTensors(listing, size)
+    dataset = ImageTensors(listing, size, draft=draft)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch, num_workers=workers)
     started = time.perf_counter()
     batches = [images for images, _index, _ok in loader]
@@ -120,7 +138,14 @@ def decode_and_forward(
 
 
 def analyze_through_cli(
-    folder: Path, spec: str, layers: str, k: int, device: str, batch: int, workers: int | None
+    folder: Path,
+    spec: str,
+    layers: str,
+    k: int,
+    device: str,
+    batch: int,
+    workers: int | None,
+    draft: bool = False,
 ) -> dict:
     """``neuronscope analyze --no-indexes`` in a fresh data directory; its summary and wall."""
     with tempfile.TemporaryDirectory() as data_dir:
@@ -133,6 +158,8 @@ def analyze_through_cli(
         ]  # fmt: skip
         if workers is not None:
             command += ["--workers", str(workers)]
+        if draft:
+            command.append("--jpeg-draft")
         if layers != "all":
             command += ["--layers", layers]
         started = time.perf_counter()
@@ -158,21 +185,36 @@ def main() -> None:
     parser.add_argument(
         "--workers", type=int, help="loader processes (default: the CLI's, one per core)"
     )
+    parser.add_argument(
+        "--photo-size", default=f"{WIDTH}x{HEIGHT}", help="WIDTHxHEIGHT, e.g. 4000x3000"
+    )
+    parser.add_argument(
+        "--jpeg-draft", action="store_true", help="decode (bound and analysis) with --jpeg-draft"
+    )
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--bounds-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     device = torch.device(args.device)
     cores = len(os.sched_getaffinity(0))
-    folder = photo_folder(args.folder / str(args.images), args.images)
+    photo = tuple(int(side) for side in args.photo_size.lower().split("x"))
+    name = str(args.images) if photo == (WIDTH, HEIGHT) else f"{args.images}-{args.photo_size}"
+    folder = photo_folder(args.folder / name, args.images, size=photo)
     if args.bounds_only:  # a child process, so each repeat starts with the default allocator
         bounds = decode_and_forward(
-            folder, args.model, args.size, device, args.batch_size, args.workers or cores
+            folder,
+            args.model,
+            args.size,
+            device,
+            args.batch_size,
+            args.workers or cores,
+            args.jpeg_draft,
         )
         print(json.dumps(bounds))
         return
     print(machine_description(device))
     print(
-        f"{args.images} JPEGs {WIDTH}×{HEIGHT} q90 in {folder}; {args.model} at {args.size} px, "
+        f"{args.images} JPEGs {photo[0]}×{photo[1]} q90{' (--jpeg-draft)' * args.jpeg_draft} "
+        f"in {folder}; {args.model} at {args.size} px, "
         f"layers {args.layers}, K = {args.top_k}, batch {args.batch_size}, "
         f"loaders: {args.workers or cores} decoding the bound, "
         f"{args.workers or loader_workers(device)} in the analysis"
@@ -185,7 +227,14 @@ def main() -> None:
         )  # fmt: skip
         decode, default_forward, forward = json.loads(measured.stdout.splitlines()[-1])
         summary = analyze_through_cli(
-            folder, args.model, args.layers, args.top_k, args.device, args.batch_size, args.workers
+            folder,
+            args.model,
+            args.layers,
+            args.top_k,
+            args.device,
+            args.batch_size,
+            args.workers,
+            args.jpeg_draft,
         )
         stats = summary["stats"]
         rows.append((decode, default_forward, forward, summary["wall"], stats["sweep_seconds"],
