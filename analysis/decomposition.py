@@ -293,7 +293,7 @@ def _centre_position(field: ReceptiveField, size: int, axis: int) -> int:
 
 def _cut(image: torch.Tensor, window: Window) -> torch.Tensor:
     """The unclipped ``window`` of a (3, H, W) image, grey outside it (as an NF's patches)."""
-    patch, _inside = cut_patch(image.permute(1, 2, 0).numpy(), window)
+    patch = cut_patch(image.permute(1, 2, 0).numpy(), window)
     return torch.from_numpy(patch).permute(2, 0, 1).to(image.dtype)
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 import numpy as np
 import torch
@@ -36,7 +36,8 @@ class NeuronFeature:
 
     The NF itself is finished from the weighted sum and the coverage on first use, so the
     caller's writer threads do that last full-window pass in parallel, not the accumulating
-    loop.
+    loop. It is finished in the sum's own memory (a late layer's NF is megabytes, and every
+    fresh page costs).
     """
 
     def __init__(self, total: np.ndarray, cover: np.ndarray, tiles: list[np.ndarray]) -> None:
@@ -47,7 +48,8 @@ class NeuronFeature:
     @cached_property
     def mean(self) -> np.ndarray:
         """(h, w, 3) float32, the NF of SPEC §3: grey where no patch's image reaches."""
-        return self._total + np.float32(GREY) * (1.0 - self.cover)[..., None]
+        grey = np.float32(GREY) * (1.0 - self.cover)
+        return np.add(self._total, grey[..., None], out=self._total)
 
     @property
     def coverage_mean(self) -> np.ndarray:
@@ -61,35 +63,32 @@ class NeuronFeature:
         )
 
 
-def cut_patch(
-    image: np.ndarray, window: tuple[int, int, int, int], step: int = 1
-) -> tuple[np.ndarray, np.ndarray]:
+def cut_patch(image: np.ndarray, window: tuple[int, int, int, int], step: int = 1) -> np.ndarray:
     """The unclipped ``window`` (r0, r1, c0, c1) of ``image`` (H, W, 3), sampled every ``step``
-    pixels, and its inside mask (both as strided slices: no index arrays). Outside the image
-    the patch is grey, in the image's own dtype (float in [0, 1], or uint8)."""
+    pixels (strided slices: no index arrays). Outside the image the patch is grey, in the
+    image's own dtype (float in [0, 1], or uint8)."""
     r0, r1, c0, c1 = window
     height, width = image.shape[:2]
-    rows, row_span = _inside(r0, r1, step, height)
-    cols, col_span = _inside(c0, c1, step, width)
-    shape = (len(range(r0, r1, step)), len(range(c0, c1, step)), 3)
+    row_count, rows, row_span = _inside(r0, r1, step, height)
+    col_count, cols, col_span = _inside(c0, c1, step, width)
     if image.dtype == np.uint8:
-        patch = np.full(shape, GREY_UINT8, np.uint8)
+        patch = np.full((row_count, col_count, 3), GREY_UINT8, np.uint8)
     else:
-        patch = np.full(shape, GREY, np.float32)
-    mask = np.zeros(patch.shape[:2], dtype=bool)
+        patch = np.full((row_count, col_count, 3), GREY, np.float32)
     if rows.start < rows.stop and cols.start < cols.stop:
         patch[rows, cols] = image[row_span, col_span]
-        mask[rows, cols] = True
-    return patch, mask
+    return patch
 
 
-def _inside(start: int, stop: int, step: int, extent: int) -> tuple[slice, slice]:
-    """Of the samples start, start + step, … < stop: those inside [0, extent), as a slice of the
-    sample indices and the matching strided slice of the image."""
+@lru_cache(maxsize=1 << 14)
+def _inside(start: int, stop: int, step: int, extent: int) -> tuple[int, slice, slice]:
+    """Of the samples start, start + step, … < stop: their count, and those inside [0, extent)
+    as a slice of the sample indices and the matching strided slice of the image. Cached: a
+    layer's windows repeat for every image (a sprite tile is cut per image and position)."""
     count = len(range(start, stop, step))
     first = max(0, -(start // step))
     last = min(count, max(0, -(-(extent - start) // step)))
-    return slice(first, last), slice(start + first * step, start + last * step, step)
+    return count, slice(first, last), slice(start + first * step, start + last * step, step)
 
 
 def tile_step(field: ReceptiveField) -> int:
@@ -155,7 +154,7 @@ def neuron_features(
             image = torch.from_numpy(pixels).to(device).to(torch.float32).div_(255.0)
             for position, entries in by_image[index].items():
                 window = field.window(*position)
-                tile = cut_patch(pixels, window, step)[0]
+                tile = cut_patch(pixels, window, step)
                 for local, rank in entries:
                     tiles[channels[local]][rank] = tile
                 _accumulate(sums, boxes, image, window, entries, weights)
