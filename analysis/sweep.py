@@ -13,10 +13,12 @@ sweeps merge to the unsharded result, ties included (post-ReLU zeros tie a lot).
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from multiprocessing.context import BaseContext
 
 import torch
 from torch import nn
@@ -300,10 +302,19 @@ def loader_workers(device: torch.device) -> int:
     return min(usable - 1 if device.type == "cuda" and usable > 2 else usable, MAX_LOADER_WORKERS)
 
 
-def loader_start_method(device: torch.device, workers: int) -> str | None:
-    """How image-loading processes start: forking a process that has initialised CUDA is unsafe,
-    so on a GPU they come from a fresh forkserver (the dataset is pickled to them)."""
-    return "forkserver" if device.type == "cuda" and workers > 0 else None
+def loader_start_method(device: torch.device, workers: int) -> BaseContext | None:
+    """How image-loading processes start (None: the default, forking).
+
+    Forking a process that has initialised CUDA is unsafe, so on a GPU they come from a
+    forkserver (the dataset is pickled to them). The forkserver imports the loader's module, and
+    with it torch, once: each sweep's loaders then start in 0.2 s instead of importing torch
+    each (1.6–2.0 s a sweep with two loaders on a 2-core CPU; a worker sweeps many shards).
+    """
+    if device.type != "cuda" or workers == 0:
+        return None
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([ImageTensors.__module__])  # read when the server starts
+    return context
 
 
 def sweep(

@@ -7,6 +7,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import DataLoader
 
 from analysis.data import ImageTensors, model_pixels, scan_image_folder
 from analysis.models import InputSpec
@@ -129,13 +130,19 @@ def test_data_loader_workers_give_the_same_result(square_folder, workers):
 
 
 def test_image_loaders_never_fork_a_cuda_process(square_folder):
-    assert loader_start_method(torch.device("cuda:1"), 2) == "forkserver"
+    context = loader_start_method(torch.device("cuda:1"), 2)
+    assert context is not None and context.get_start_method() == "forkserver"
     assert loader_start_method(torch.device("cuda"), 0) is None  # no loader processes at all
     assert loader_start_method(torch.device("cpu"), 2) is None  # forking is fine without CUDA
     # A forkserver child receives the dataset pickled: it must survive the trip intact.
     dataset = ImageTensors(scan_image_folder(square_folder), 32)
     copy = pickle.loads(pickle.dumps(dataset))
     assert torch.equal(copy[5][0], dataset[5][0]) and copy[5][1:] == dataset[5][1:]
+    # Loaders from the preloading forkserver (no GPU needed to start one) give the same batches.
+    served = DataLoader(dataset, batch_size=8, num_workers=2, multiprocessing_context=context)
+    inline = DataLoader(dataset, batch_size=8)
+    for (a, index_a, ok_a), (b, index_b, ok_b) in zip(served, inline, strict=True):
+        assert torch.equal(a, b) and torch.equal(index_a, index_b) and torch.equal(ok_a, ok_b)
 
 
 def test_a_sweep_result_survives_its_shard_file(square_folder):
