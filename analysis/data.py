@@ -144,6 +144,24 @@ def load_pixels(
             return np.array(image, dtype=np.uint8)  # writable: torch wraps it as is
 
 
+def jpeg_draft_scale(
+    path: str | Path, size: int | tuple[int, int], policy: ResizePolicy = ResizePolicy.WHOLE
+) -> int:
+    """How many times smaller ``draft`` decoding would decode ``path`` (8, 4 or 2; 1 for a file
+    that is no JPEG, cannot be read, or is under twice the size it is resized to). Reads the
+    header only, so a folder can be sampled before a run to suggest it."""
+    height, width = (size, size) if isinstance(size, int) else size
+    try:
+        with Image.open(path) as image:
+            if image.format != "JPEG":
+                return 1
+            resized = _resized_size(image.size, (height, width), policy)
+            fits = min(image.width // resized[0], image.height // resized[1])
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
+        return 1
+    return next((scale for scale in (8, 4, 2) if fits >= scale), 1)
+
+
 def _resized_size(
     original: tuple[int, int], size: tuple[int, int], policy: ResizePolicy
 ) -> tuple[int, int]:

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from server.cli.main import main
+from tests.conftest import write_photo
 from tests.tiny_models import RED_DETECTOR_ARGS
 
 
@@ -281,3 +282,18 @@ def test_the_same_schema_and_queries_work_on_postgresql(
         assert [r["channel"] for r in table["rows"]] == [0, 1, 2]
         assert table["rows"][0]["spectral_class"] in {"opponent", "non-opponent", "unresponsive"}
         assert client.get(f"/runs/{result['run']}/layers/4/neurons/0").status_code == 200
+
+
+def test_a_folder_of_camera_sized_jpegs_gets_the_draft_suggestion(
+    capsys, data_dir, tmp_path, square_folder
+):
+    for i in range(3):
+        write_photo(tmp_path / "photos" / f"{i}.jpg", 400, 300, seed=i)
+    argv = [*RED_DETECTOR_ARGS, "--data", str(tmp_path / "photos"), "--layers", "4"]
+    code, _out, err = run_cli(capsys, "analyze", *argv, "--top-k", "2", "--no-indexes")
+    assert code == 0
+    assert "3 of 3 sampled images are JPEGs" in err and "1/8 scale" in err
+    code, _out, err = run_cli(capsys, "analyze", *argv, "--top-k", "2", "--jpeg-draft")
+    assert code == 0 and "sampled" not in err
+    code, _out, err = run_cli(capsys, "analyze", *RED_DETECTOR_ARGS, "--data", str(square_folder))
+    assert code == 0 and "sampled" not in err  # PNG squares: nothing to suggest

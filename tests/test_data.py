@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from analysis.data import ResizePolicy, load_pixels
+from analysis.data import ResizePolicy, jpeg_draft_scale, load_pixels
 from tests.conftest import write_photo
 
 MODES = ["RGB", "L", "RGBA", "P", "CMYK", "LA", "I;16"]
@@ -71,3 +71,19 @@ def test_jpeg_draft_leaves_other_formats_and_small_jpegs_as_a_full_decode(tmp_pa
         for grey in (False, True):
             full = load_pixels(path, (48, 64), grey=grey)
             assert np.array_equal(load_pixels(path, (48, 64), grey=grey, draft=True), full)
+
+
+def test_the_draft_scale_is_read_from_the_header_as_libjpeg_would_apply_it(tmp_path):
+    big = write_photo(tmp_path / "big.jpg", 1003, 757)
+    assert jpeg_draft_scale(big, (48, 64)) == 8  # 1003 // 64 = 15, 757 // 48 = 15
+    assert jpeg_draft_scale(big, (224, 224)) == 2  # 757 // 224 = 3
+    assert jpeg_draft_scale(big, (48, 64), ResizePolicy.CENTER_CROP) == 8
+    assert jpeg_draft_scale(big, 300, ResizePolicy.CENTER_CROP) == 2  # resized to 397×300 first
+    assert jpeg_draft_scale(write_photo(tmp_path / "small.jpg", 120, 90), (48, 64)) == 1
+    assert jpeg_draft_scale(tmp_path / "small.jpg", 224) == 1  # smaller than the input
+    assert jpeg_draft_scale(write_photo(tmp_path / "big.png", 1003, 757, "PNG"), (48, 64)) == 1
+    (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
+    assert jpeg_draft_scale(tmp_path / "broken.jpg", (48, 64)) == 1
+    with Image.open(big) as image:  # the scale the decoder really takes
+        image.draft(image.mode, (64, 48))
+        assert image.size == (-(-1003 // 8), -(-757 // 8))

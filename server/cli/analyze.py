@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from server.cli.common import add_model_options, load_model_from_args, open_database
 from server.cli.output import print_json, print_table
 from server.cli.progress import TerminalProgress
+
+if TYPE_CHECKING:  # the CLI imports torch only for the commands that need it
+    from analysis.data import ImageFolder, ResizePolicy
 
 
 def add_commands(commands: Any) -> None:
@@ -119,6 +123,8 @@ def run_analyze(args: argparse.Namespace) -> int:
     requested = (
         [name.strip() for name in args.layers.split(",") if name.strip()] if args.layers else None
     )
+    if not args.jpeg_draft and not args.json:
+        suggest_jpeg_draft(folder, loaded.input.size, ResizePolicy(args.resize))
     if args.queue:
         return enqueue_analysis(args, settings, database, loaded, folder, requested)
     started = time.perf_counter()
@@ -155,6 +161,28 @@ def run_analyze(args: argparse.Namespace) -> int:
         return 0
     print_run_report(summary, settings.artifact_dir)
     return 0
+
+
+DRAFT_SAMPLE = 16  # images whose headers are read to suggest --jpeg-draft
+
+
+def suggest_jpeg_draft(folder: ImageFolder, size: tuple[int, int], policy: ResizePolicy) -> None:
+    """Tell the user about ``--jpeg-draft`` when most of a sample of the folder are JPEGs it
+    would decode at a reduced scale: camera photos spend most of a CPU sweep decoding."""
+    from analysis.data import jpeg_draft_scale
+
+    count = len(folder.images)
+    drawn = min(count, DRAFT_SAMPLE)
+    sample = [i * count // drawn for i in range(drawn)]  # evenly spaced, each image once
+    scales = [jpeg_draft_scale(folder.root / folder.images[i].path, size, policy) for i in sample]
+    reduced = [scale for scale in scales if scale > 1]
+    if reduced and 2 * len(reduced) >= len(scales):
+        print(
+            f"neuronscope: {len(reduced)} of {len(scales)} sampled images are JPEGs at least "
+            f"twice the input size; --jpeg-draft would decode them at 1/{min(reduced)} scale or "
+            "less, several times faster (their pixels differ slightly, so it is another run)",
+            file=sys.stderr,
+        )
 
 
 def featureviz_options(args: argparse.Namespace) -> dict[str, Any]:
