@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import os
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from torch.utils.data import DataLoader
 from analysis.data import ImageFolder, ImageTensors, ResizePolicy, model_pixels
 from analysis.fusion import batch_norms_folded
 from analysis.hooks import forward_until, layer_hooks
+from analysis.machine import usable_cores
 from analysis.models import InputSpec
 
 ProgressCallback = Callable[[int, int], None]
@@ -292,14 +292,13 @@ MAX_LOADER_WORKERS = 32
 def loader_workers(device: torch.device) -> int:
     """Image-loading processes for a sweep when the user names no number: one per usable core.
 
-    On a GPU decoding is the bound (a 16-core machine decodes 500 px JPEGs at about 4,000 a
-    second, an H100 runs VGG16 faster), so every core should decode. On a CPU the forward needs
-    the cores, but a loader that is ahead of it waits on its queue rather than spinning, so
-    spare loaders cost nothing, and big camera photos (90 ms each to decode) need them.
+    On a GPU decoding is usually the bound (one core decodes about 300 photos of 500×375 a
+    second), so every core but the one feeding the GPU decodes. On a CPU the forward needs the
+    cores, but a loader that is ahead of it waits on its queue rather than spinning, so spare
+    loaders cost nothing, and camera photos (65 ms each to decode) need them.
     """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    usable = max(1, cores or 1)
-    return min(usable - 1 if device.type == "cuda" and usable > 2 else usable, MAX_LOADER_WORKERS)
+    cores = usable_cores()
+    return min(cores - 1 if device.type == "cuda" and cores > 2 else cores, MAX_LOADER_WORKERS)
 
 
 def loader_start_method(device: torch.device, workers: int) -> BaseContext | None:

@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from analysis.allocator import reuse_freed_memory
 from analysis.data import ImageTensors, model_pixels, scan_image_folder
+from analysis.machine import usable_cores
 from analysis.models import load_model
 from analysis.sweep import loader_workers
 from benchmarks.common import autocast, machine_description
@@ -195,7 +196,7 @@ def main() -> None:
     parser.add_argument("--bounds-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     device = torch.device(args.device)
-    cores = len(os.sched_getaffinity(0))
+    cores = usable_cores()
     photo = tuple(int(side) for side in args.photo_size.lower().split("x"))
     name = str(args.images) if photo == (WIDTH, HEIGHT) else f"{args.images}-{args.photo_size}"
     folder = photo_folder(args.folder / name, args.images, size=photo)

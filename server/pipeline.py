@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from analysis.data import ImageFolder, ResizePolicy, as_float, load_pixels
 from analysis.layers import LayerInfo, default_layers, list_layers
+from analysis.machine import usable_cores
 from analysis.models import InputSpec, LoadedModel
 from analysis.neuron_feature import NeuronFeature, display_image, neuron_features, sprite
 from analysis.physiology import Electrode, electrodes, fractions, layer_physiology
@@ -120,7 +121,7 @@ def select_layers(available: list[LayerInfo], requested: list[str] | None) -> li
     return sorted(chosen, key=lambda layer: order[layer.name])
 
 
-STORE_THREADS = 2  # threads encoding and writing a layer's NF files
+MAX_STORE_THREADS = 16  # threads encoding and writing a layer's NF files: one per core
 IMAGE_CACHE_BYTES = 1 << 30  # decoded images kept between the layers of a stage
 
 
@@ -196,8 +197,9 @@ def compute_neuron_features(
     """NF (float NPY at full resolution + stretched display PNG) and top-patch sprite (JPEG)
     for every live channel of a layer; ``advance(n)`` is told how many are finished.
 
-    Encoding, hashing and writing a neuron's files run on a small thread pool (they release the
-    GIL) while the next neurons are finished; every write is done when this returns."""
+    Encoding, hashing and writing a neuron's files run on a thread per core (they release the
+    GIL; a GPU's NFs come faster than two threads write them) while the next neurons are
+    finished; every write is done when this returns."""
     stored = {channel: StoredNeuron(channel) for channel in range(topk.channels)}
     features = neuron_features(
         topk.values.numpy(),
@@ -216,13 +218,14 @@ def compute_neuron_features(
         entry.nf_key = store.put_png(display_image(feature.mean))
         entry.sprite_key = store.put_jpeg(sprite(feature.tiles))
 
-    with ThreadPoolExecutor(max_workers=STORE_THREADS) as pool:
+    threads = min(usable_cores(), MAX_STORE_THREADS)
+    with ThreadPoolExecutor(max_workers=threads) as pool:
         pending: deque[Future[None]] = deque()
         for finished, (channel, feature) in enumerate(features, start=1):
             pending.append(pool.submit(save, stored[channel], feature))
             if advance:
                 advance(finished)
-            if len(pending) > 4 * STORE_THREADS:  # bounded: a few NFs in flight, not a layer
+            if len(pending) > 4 * threads:  # bounded: a few NFs in flight, not a layer
                 pending.popleft().result()
         for done in pending:
             done.result()  # re-raises a failed write here
