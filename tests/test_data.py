@@ -63,6 +63,21 @@ def test_jpeg_draft_decodes_a_big_photo_at_reduced_scale_to_nearly_the_same_pixe
         assert image.draft(image.mode, (64, 48))[1] == (0, 0, 1003 / 8, 757 / 8)
 
 
+@pytest.mark.parametrize("grey", [False, True])
+def test_jpeg_draft_reads_progressive_cmyk_and_greyscale_jpegs(tmp_path, grey):
+    with Image.open(write_photo(tmp_path / "photo.png", 1003, 757, "PNG")) as opened:
+        photo = opened.convert("RGB")
+    photo.save(tmp_path / "progressive.jpg", quality=90, progressive=True)
+    photo.convert("CMYK").save(tmp_path / "cmyk.jpg", quality=90)
+    photo.convert("L").save(tmp_path / "grey.jpg", quality=90)
+    for name in ("progressive.jpg", "cmyk.jpg", "grey.jpg"):
+        full = load_pixels(tmp_path / name, 224, grey=grey).astype(int)
+        draft = load_pixels(tmp_path / name, 224, grey=grey, draft=True).astype(int)
+        difference = np.abs(draft - full)
+        assert difference.mean() < 0.5 and difference.max() < 12, name
+        assert difference.any(), name  # decoded at half scale: 502×379 still covers 224
+
+
 def test_jpeg_draft_leaves_other_formats_and_small_jpegs_as_a_full_decode(tmp_path):
     write_photo(tmp_path / "big.png", 1003, 757, "PNG")
     write_photo(tmp_path / "small.jpg", 120, 90)  # under twice the input size: no scale applies
