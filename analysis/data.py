@@ -126,7 +126,7 @@ def load_pixels(
     ``draft`` lets a JPEG decode at the smallest DCT scale (1/2, 1/4 or 1/8) that still covers
     the size it is resized to, which libjpeg does from fewer coefficients: a 12-megapixel photo
     for a 224 px model decodes about 4× faster. The pixels differ from a full decode by the
-    scaling's own low-pass filter (a grey level or so on average), so it is a run's choice;
+    scaling's own low-pass filter (a fraction of a grey level on average), so it is a run's choice;
     the image's extent maps to the same place either way, and other formats decode in full.
     """
     height, width = (size, size) if isinstance(size, int) else size
