@@ -26,6 +26,8 @@ def test_the_worker_image_has_a_cuda_base_and_runs_a_worker_on_a_gpu():
     assert '"neuronscope", "worker", "--device", "cuda:0"' in worker_stage
     worker = COMPOSE["services"]["worker-0"]
     assert worker["deploy"]["resources"]["reservations"]["devices"][0]["driver"] == "nvidia"
+    # A loader per core with two batches of 256 images in flight each: far past Docker's 64 MB.
+    assert worker["shm_size"] == "4gb"
 
 
 def test_web_and_worker_share_the_database_and_the_data_directory():
