@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from analysis.hooks import forward_until, layer_hooks, model_device, resolve_layers
-from analysis.neuron_feature import cut_patch
+from analysis.neuron_feature import GREY, cut_patch
 from analysis.receptive_field import ReceptiveField
 
 Window = tuple[int, int, int, int]
@@ -202,21 +202,38 @@ def decompose(
 
 
 def paste_features(
-    image: np.ndarray, placements: Sequence[Placement], features: dict[int, np.ndarray]
+    image: np.ndarray,
+    placements: Sequence[Placement],
+    features: dict[int, np.ndarray],
+    reach: Window | None = None,
 ) -> np.ndarray:
     """``image`` (H, W, 3) with each placement's NF pasted over its window, the strongest on top;
-    the parts of a window outside the image are cut off."""
+    the parts of a window outside the image are cut off. ``features`` may hold each NF over
+    the part ``reach`` of its window only (as stored): the rest of the window is grey."""
     canvas = image.copy()
-    height, width = canvas.shape[:2]
     for placement in sorted(placements, key=lambda p: p.normalised):
         feature = features.get(placement.channel)
         if feature is None:
             continue
         r0, r1, c0, c1 = placement.window
-        top, bottom, left, right = max(r0, 0), min(r1, height), max(c0, 0), min(c1, width)
-        if top < bottom and left < right:
-            canvas[top:bottom, left:right] = feature[top - r0 : bottom - r0, left - c0 : right - c0]
+        if reach is not None and feature.shape[:2] != (r1 - r0, c1 - c0):
+            _paste_clipped(canvas, np.float32(GREY), placement.window)
+            r0, c0 = r0 + reach[0], c0 + reach[2]
+            r1, c1 = r0 + feature.shape[0], c0 + feature.shape[1]
+        _paste_clipped(canvas, feature, (r0, r1, c0, c1))
     return canvas
+
+
+def _paste_clipped(canvas: np.ndarray, patch: np.ndarray | np.float32, window: Window) -> None:
+    """Write ``patch`` (the window's size, or one value) over ``window`` of the (H, W, 3)
+    ``canvas``, clipped to the canvas."""
+    r0, r1, c0, c1 = window
+    height, width = canvas.shape[:2]
+    top, bottom, left, right = max(r0, 0), min(r1, height), max(c0, 0), min(c1, width)
+    if top < bottom and left < right:
+        if isinstance(patch, np.ndarray):
+            patch = patch[top - r0 : bottom - r0, left - c0 : right - c0]
+        canvas[top:bottom, left:right] = patch
 
 
 # ---- a neuron described by a shallower layer ---------------------------------------------------

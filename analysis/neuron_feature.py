@@ -8,6 +8,10 @@ stretched only for display.
 Work is grouped by image and map position, so each image is loaded once per chunk of channels
 and each window cut once, however many of the layer's neurons chose it; only the part of each
 window inside the image is ever read, and the weighted sums run on the analysis device.
+
+Outside the layer's *reach* (the part of the window any image pixel can fall in, see
+:meth:`ReceptiveField.reach`) every patch is grey, so the NF is exactly grey there: it is
+computed and kept over the reach only, and :func:`full_window` restores the rest losslessly.
 """
 
 from __future__ import annotations
@@ -29,10 +33,12 @@ TILE_LIMIT = 96  # sprite tiles: at most this many pixels a side (the NF keeps f
 NF_DISPLAY_LIMIT = 256  # the NF's display PNG: at most this many pixels a side
 OVERLAP_BUDGET = 256 << 20  # accumulator bytes per chunk when every top image is held decoded
 PixelLoader = Callable[[int], np.ndarray]
+Box = tuple[int, int, int, int]  # (r0, r1, c0, c1)
 
 
 class NeuronFeature:
-    """A neuron's NF, the coverage of its window, and its top patches for display.
+    """A neuron's NF and the coverage of its window over the layer's reach, and its top
+    patches for display.
 
     The NF itself is finished from the weighted sum and the coverage on first use, so the
     caller's writer threads do that last full-window pass in parallel, not the accumulating
@@ -40,14 +46,24 @@ class NeuronFeature:
     fresh page costs).
     """
 
-    def __init__(self, total: np.ndarray, cover: np.ndarray, tiles: list[np.ndarray]) -> None:
+    def __init__(
+        self,
+        total: np.ndarray,
+        cover: np.ndarray,
+        tiles: list[np.ndarray],
+        reach: Box,
+        window: tuple[int, int],
+    ) -> None:
         self._total = total  # (h, w, 3) float32: Σ_j ŵ_j · image_j over the inside of windows
         self.cover = cover  # (h, w) float32: Σ_j ŵ_j over the patches whose image covers it
         self.tiles = tiles  # per rank: uint8, the patch every ``tile_step`` pixels, grey outside
+        self.reach = reach  # where (h, w) lies in the window
+        self.window = window  # the whole window's (rows, cols)
 
     @cached_property
     def mean(self) -> np.ndarray:
-        """(h, w, 3) float32, the NF of SPEC §3: grey where no patch's image reaches."""
+        """(h, w, 3) float32, the NF of SPEC §3 over the reach: grey where no patch's image
+        reaches (and, by definition, everywhere outside the reach)."""
         grey = np.float32(GREY) * (1.0 - self.cover)
         return np.add(self._total, grey[..., None], out=self._total)
 
@@ -91,6 +107,17 @@ def _inside(start: int, stop: int, step: int, extent: int) -> tuple[int, slice, 
     return count, slice(first, last), slice(start + first * step, start + last * step, step)
 
 
+def full_window(feature: np.ndarray, reach: Box, window: tuple[int, int]) -> np.ndarray:
+    """The NF over its whole ``window`` (rows, cols) from its part over ``reach``: grey
+    elsewhere, exactly as it was defined there."""
+    if feature.shape[:2] == window:
+        return feature
+    r0, r1, c0, c1 = reach
+    whole = np.full((*window, 3), GREY, np.float32)
+    whole[r0:r1, c0:c1] = feature
+    return whole
+
+
 def tile_step(field: ReceptiveField) -> int:
     """The sampling step that keeps a sprite tile within TILE_LIMIT pixels a side."""
     return max(1, -(-max(field.size) // TILE_LIMIT))
@@ -107,8 +134,10 @@ def neuron_features(
     memory_budget: int = 2 << 30,
     device: torch.device | str = "cpu",
     resident_images: int = 0,
+    reach: Box | None = None,
 ) -> Iterator[tuple[int, NeuronFeature]]:
-    """Yield ``(channel, NF)`` for every live channel of a layer from its top-K arrays (C, K).
+    """Yield ``(channel, NF)`` for every live channel of a layer from its top-K arrays (C, K),
+    each over ``reach`` (:meth:`ReceptiveField.reach`; the whole window when not given).
 
     ``load_pixels(index)`` returns the image the model saw as uint8 (H, W, 3); it is read as
     float in [0, 1] exactly as :func:`analysis.data.load_rgb` gives it. Patches with a_j ≤ 0
@@ -131,7 +160,9 @@ def neuron_features(
     next one accumulates.
     """
     live = [int(c) for c in np.flatnonzero(~dead)]
-    height, width = field.size
+    reach = reach or (0, field.size[0], 0, field.size[1])
+    top, left = reach[0], reach[2]
+    height, width = reach[1] - reach[0], reach[3] - reach[2]
     distinct = len(np.unique(images[live])) if live else 0
     budget = OVERLAP_BUDGET if distinct <= resident_images else memory_budget
     chunk = max(1, budget // max(1, height * width * (3 * 4 + 8)))
@@ -153,15 +184,17 @@ def neuron_features(
             pixels = load_pixels(index)
             image = torch.from_numpy(pixels).to(device).to(torch.float32).div_(255.0)
             for position, entries in by_image[index].items():
-                window = field.window(*position)
+                r0, _, c0, _ = window = field.window(*position)
                 tile = cut_patch(pixels, window, step)
                 for local, rank in entries:
                     tiles[channels[local]][rank] = tile
-                _accumulate(sums, boxes, image, window, entries, weights)
+                reached = (r0 + top, r0 + top + height, c0 + left, c0 + left + width)
+                _accumulate(sums, boxes, image, reached, entries, weights)
         totals = sums.cpu().numpy()
         cover = boxes.integrated(len(channels), height, width)
         for local, channel in enumerate(channels):
-            yield channel, NeuronFeature(totals[local], cover[local], tiles[channel])
+            feature = NeuronFeature(totals[local], cover[local], tiles[channel], reach, field.size)
+            yield channel, feature
 
 
 def _normalised_weights(values: np.ndarray) -> np.ndarray:
@@ -224,12 +257,30 @@ def _accumulate(
             boxes.add(local, top - r0, bottom - r0, left - c0, right - c0, weight)
 
 
-def display_image(feature: np.ndarray, limit: int = NF_DISPLAY_LIMIT) -> np.ndarray:
-    """The NF contrast-stretched to uint8 and shrunk by the smallest whole factor that fits
-    ``limit`` pixels a side (box averaging): what the dashboard shows. The full-resolution
+def display_image(
+    feature: np.ndarray,
+    reach: Box | None = None,
+    window: tuple[int, int] | None = None,
+    limit: int = NF_DISPLAY_LIMIT,
+) -> np.ndarray:
+    """The NF over its whole ``window`` contrast-stretched to uint8 and shrunk by the smallest
+    whole factor that fits ``limit`` pixels a side (box averaging): what the dashboard shows.
+
+    ``feature`` may hold the NF over ``reach`` only: the grey around it is stretched and drawn
+    as if it were there, so the picture is the one the whole window gives. The full-resolution
     float NF is stored beside it."""
-    stretched = contrast_stretched(feature)
-    factor = -(-max(feature.shape[:2]) // limit)
+    window = window or feature.shape[:2]
+    height, width = window
+    low, high = float(feature.min()), float(feature.max())
+    if reach is not None and feature.shape[:2] != (height, width):
+        low, high = min(low, GREY), max(high, GREY)
+        r0, r1, c0, c1 = reach
+        stretched = np.empty((height, width, 3), np.uint8)
+        stretched[...] = _stretched(np.full((1, 1, 3), GREY, np.float32), low, high)
+        stretched[r0:r1, c0:c1] = _stretched(feature, low, high)
+    else:
+        stretched = _stretched(feature, low, high)
+    factor = -(-max(height, width) // limit)
     if factor <= 1:
         return stretched
     return np.asarray(Image.fromarray(stretched).reduce(factor))
@@ -237,7 +288,11 @@ def display_image(feature: np.ndarray, limit: int = NF_DISPLAY_LIMIT) -> np.ndar
 
 def contrast_stretched(image: np.ndarray) -> np.ndarray:
     """Map a float image linearly so its minimum is 0 and its maximum 255 (uint8, for display)."""
-    low, high = float(image.min()), float(image.max())
+    return _stretched(image, float(image.min()), float(image.max()))
+
+
+def _stretched(image: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Map ``low`` to 0 and ``high`` to 255, rounded to uint8; all grey when they are equal."""
     if high <= low:
         return np.full(image.shape, GREY_UINT8, np.uint8)
     scaled = image - low  # in place from here: a late layer's NF is megabytes

@@ -51,6 +51,26 @@ class ReceptiveField:
         c0 = self.offset[1] + col * self.stride[1]
         return r0, r0 + self.size[0], c0, c0 + self.size[1]
 
+    def reach(self, image: tuple[int, int], grid: tuple[int, int]) -> tuple[int, int, int, int]:
+        """The box ``(r0, r1, c0, c1)``, in window coordinates, that holds every pixel of an
+        ``image`` (rows, cols) seen from any position of a ``grid`` (rows, cols) map.
+
+        A Neuron Feature is exactly grey outside it, whatever the patches, so only this box
+        is accumulated and stored. For a late layer whose window is many times the image it is
+        a small part of the window (DenseNet-121's last block at 224 px: 416 of 2,071 px a side).
+        """
+        rows = self._reach_axis(0, image[0], grid[0])
+        cols = self._reach_axis(1, image[1], grid[1])
+        return (*rows, *cols)
+
+    def _reach_axis(self, axis: int, extent: int, positions: int) -> tuple[int, int]:
+        """Along one axis: from where the last position's window meets the image's first pixel
+        to where the first position's window meets its last; the whole window if none does."""
+        offset, stride, size = self.offset[axis], self.stride[axis], self.size[axis]
+        start = min(size, max(0, -(offset + (positions - 1) * stride)))
+        stop = max(0, min(size, extent - offset))
+        return (start, stop) if start < stop else (0, size)
+
 
 def _name(func: Any) -> str:
     return getattr(func, "__name__", str(func)).split(".")[0]

@@ -28,7 +28,7 @@ from analysis.decomposition import (
     relevance_tree,
 )
 from analysis.models import InputSpec, LoadedModel
-from analysis.neuron_feature import to_uint8
+from analysis.neuron_feature import full_window, to_uint8
 from analysis.receptive_field import ReceptiveField
 from server.artifacts import ArtifactStore
 from server.models import Composition, Layer, Neuron, Run
@@ -46,6 +46,11 @@ class DecompositionError(ValueError):
 
 def stored_field(layer: Layer) -> ReceptiveField:
     return ReceptiveField(tuple(layer.rf_size), tuple(layer.rf_stride), tuple(layer.rf_offset))
+
+
+def stored_reach(layer: Layer) -> tuple[int, int, int, int] | None:
+    """The part of the window ``layer``'s NF arrays hold; None: the whole window."""
+    return tuple(layer.nf_box) if layer.nf_box else None  # type: ignore[return-value]
 
 
 def layer_neurons(session: Session, layer: Layer) -> list[Neuron]:
@@ -115,13 +120,14 @@ def decompose_image(
     }
     for name, decomposition in found.items():
         result["layers"][name] = _store_layer(
-            decomposition, neurons[name], pixels, store, (size, width, height, policy)
+            decomposition, layers[name], neurons[name], pixels, store, (size, width, height, policy)
         )
     return result
 
 
 def _store_layer(
     found: LayerDecomposition,
+    layer: Layer,
     neurons: list[Neuron],
     pixels: np.ndarray,
     store: ArtifactStore,
@@ -141,7 +147,9 @@ def _store_layer(
             )
     return {
         "map_size": list(found.normalised.shape[1:]),
-        "composite": store.put_png(to_uint8(paste_features(pixels, found.placements, features))),
+        "composite": store.put_png(
+            to_uint8(paste_features(pixels, found.placements, features, stored_reach(layer)))
+        ),
         "top_channels": store.put_array(found.top_channels.astype(np.int32)),
         "top_values": store.put_array(found.top_values.astype(np.float32)),
         "neurons": [
@@ -281,15 +289,20 @@ def _activation_result(
         maxima,
     )
     own = nfs[layer][channel]
-    base = store.load_array(own.nf_array_key) if own.nf_array_key else None
     composite = None
-    if base is not None:
+    if own.nf_array_key:
+        target = stored[layer]
+        reach = stored_reach(target)
+        base = store.load_array(own.nf_array_key)
+        if reach:  # the canvas is the whole window: its source windows lie anywhere in it
+            base = full_window(base, reach, (target.rf_size[0], target.rf_size[1]))
         features = {
             p.channel: store.load_array(nfs[source][p.channel].nf_array_key)
             for p in placements
             if nfs[source][p.channel].nf_array_key
         }
-        composite = store.put_png(to_uint8(paste_features(base, placements, features)))
+        pasted = paste_features(base, placements, features, stored_reach(stored[source]))
+        composite = store.put_png(to_uint8(pasted))
     return {
         "mode": "activation",
         "source": source,

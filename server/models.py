@@ -139,6 +139,10 @@ class Layer(Base):
     rf_size: Mapped[list[Any]] = mapped_column(JSON)
     rf_stride: Mapped[list[Any]] = mapped_column(JSON)
     rf_offset: Mapped[list[Any]] = mapped_column(JSON)
+    # The part [r0, r1, c0, c1] of the window that its neurons' NF arrays hold (the layer's
+    # reach: grey beyond it by definition); null for runs stored before 0008, whose NF arrays
+    # hold the whole window.
+    nf_box: Mapped[list[int] | None] = mapped_column(JSON)
     dead_count: Mapped[int] = mapped_column(Integer, default=0)
     summary: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 

@@ -186,6 +186,12 @@ class DecodedImages:
         return as_float(self.pixels(index))
 
 
+def nf_box(layer: LayerInfo, spec: InputSpec) -> tuple[int, int, int, int]:
+    """The part of ``layer``'s window that its NF arrays hold: its reach on the model's input
+    (outside it an NF is grey by definition)."""
+    return layer.receptive_field.reach(spec.size, (layer.height, layer.width))
+
+
 def compute_neuron_features(
     layer: LayerInfo,
     topk: LayerTopK,
@@ -194,8 +200,9 @@ def compute_neuron_features(
     device: str = "cpu",
     advance: Callable[[int], None] | None = None,
 ) -> dict[int, StoredNeuron]:
-    """NF (float NPY at full resolution + stretched display PNG) and top-patch sprite (JPEG)
-    for every live channel of a layer; ``advance(n)`` is told how many are finished.
+    """NF (float NPY at full resolution over the layer's :func:`nf_box` + stretched display
+    PNG of the whole window) and top-patch sprite (JPEG) for every live channel of a layer;
+    ``advance(n)`` is told how many are finished.
 
     Encoding, hashing and writing a neuron's files run on a thread per core (they release the
     GIL; a GPU's NFs come faster than two threads write them) while the next neurons are
@@ -211,11 +218,12 @@ def compute_neuron_features(
         topk.dead.numpy(),
         device=device,
         resident_images=decoded.capacity,
+        reach=nf_box(layer, decoded.input_spec),
     )
 
     def save(entry: StoredNeuron, feature: NeuronFeature) -> None:
         entry.nf_array_key = store.put_array(feature.mean)
-        entry.nf_key = store.put_png(display_image(feature.mean))
+        entry.nf_key = store.put_png(display_image(feature.mean, feature.reach, feature.window))
         entry.sprite_key = store.put_jpeg(sprite(feature.tiles))
 
     threads = min(usable_cores(), MAX_STORE_THREADS)
@@ -367,6 +375,7 @@ def store_features(
         layers,
         SweepResult(trimmed, result.image_count, result.unreadable),
         neurons,
+        {layer.name: nf_box(layer, loaded.input) for layer in layers},
     )
     session.flush()
     session.refresh(run)

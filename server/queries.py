@@ -132,6 +132,8 @@ def neuron_detail(
         "max_activation": neuron.max_activation,
         "nf": str(store.path(neuron.nf_key)) if neuron.nf_key else None,
         "nf_array": str(store.path(neuron.nf_array_key)) if neuron.nf_array_key else None,
+        # nf_box: the part [r0, r1, c0, c1] of the window that nf_array holds; grey beyond it
+        "nf_box": layer.nf_box or [0, hy, 0, hx],
         "sprite": str(store.path(neuron.sprite_key)) if neuron.sprite_key else None,
         # window: the unclipped input window [r0, r1, c0, c1] (see analysis.receptive_field)
         "top": [

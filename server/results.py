@@ -38,8 +38,10 @@ def store_sweep_results(
     layers: list[LayerInfo],
     result: SweepResult,
     neurons: dict[str, dict[int, StoredNeuron]],
+    nf_boxes: dict[str, tuple[int, int, int, int]],
 ) -> None:
-    """Insert layers, neurons and top activations of ``run`` (the caller commits)."""
+    """Insert layers, neurons and top activations of ``run`` (the caller commits);
+    ``nf_boxes``: the part of each layer's window its NF arrays hold."""
     for position, info in enumerate(layers):
         topk = result.layers[info.name]
         dead = topk.dead
@@ -55,6 +57,7 @@ def store_sweep_results(
             rf_size=list(field.size),
             rf_stride=list(field.stride),
             rf_offset=list(field.offset),
+            nf_box=list(nf_boxes[info.name]),
             dead_count=int(dead.sum()),
         )
         session.add(layer)

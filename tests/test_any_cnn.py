@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -36,6 +37,47 @@ def test_every_family_is_analysed_end_to_end(capsys, data_dir, square_folder, fa
     neuron = json.loads(out)
     assert code == 0 and len(neuron["top"]) == 3
     assert neuron["dead"] or neuron["nf"]
+
+
+def test_a_window_thirty_times_the_image_stores_only_what_the_image_reaches(
+    capsys, data_dir, square_folder
+):
+    """DenseNet-121's last layers see 2,071 px windows; on 64 px images a 2 × 2 map reaches
+    96 px of them. The NF array holds that part (0.1 MB, not 51 MB); the rest is grey."""
+    import numpy as np
+    from PIL import Image
+
+    from analysis.neuron_feature import GREY, full_window
+
+    layer = "features.denseblock4.denselayer16.conv2"
+    code, out, err = run_cli(
+        capsys, "analyze", "--model", "torchvision:densenet121", "--data", str(square_folder),
+        "--layers", f"features.conv0,{layer}", "--input-size", "64", *SMALL,
+    )  # fmt: skip
+    assert code == 0, err
+    run = json.loads(out)["run"]
+    code, out, err = run_cli(capsys, "neuron", str(run), layer, "0", "--json")
+    assert code == 0, err
+    neuron = json.loads(out)
+    assert neuron["top"][0]["window"][1] - neuron["top"][0]["window"][0] == 2071
+    assert neuron["nf_box"] == [1021 - 32, 1021 + 64, 1021 - 32, 1021 + 64]
+    nf = np.load(neuron["nf_array"])
+    assert nf.shape == (96, 96, 3) and not np.all(nf == GREY)
+    whole = full_window(nf, tuple(neuron["nf_box"]), (2071, 2071))
+    assert whole.shape == (2071, 2071, 3) and whole[0, 0].tolist() == [GREY] * 3
+    with Image.open(neuron["nf"]) as shown:  # the whole window, shrunk 9 times
+        assert shown.size == (231, 231)
+    code, out, err = run_cli(capsys, "neuron", str(run), "features.conv0", "0", "--json")
+    first = json.loads(out)  # a window inside the image keeps all of it
+    assert first["nf_box"] == [0, 7, 0, 7] and np.load(first["nf_array"]).shape == (7, 7, 3)
+    # Decompositions paste these parts where the whole NFs went (tested in test_decomposition).
+    code, out, err = run_cli(capsys, "compose", str(run), layer, "0", "--source",
+                             "features.conv0", "--mode", "activation", "--json")  # fmt: skip
+    assert code == 0, err
+    key = json.loads(out)["image"].rsplit("/", 1)[-1]  # /artifacts/KEY
+    store = Path(neuron["nf"]).parent.parent
+    with Image.open(store / key[:2] / key) as composite:  # the neuron's whole window
+        assert composite.size == (2071, 2071)
 
 
 @pytest.mark.parametrize("factory", ["varied_tuple_net", "varied_dict_net"])

@@ -15,6 +15,7 @@ from analysis.decomposition import (
     paste_features,
     relevance_tree,
 )
+from analysis.neuron_feature import full_window
 from analysis.receptive_field import ReceptiveField, receptive_fields
 from tests.tiny_models import colour_kernel, vertical_edge_kernel
 
@@ -146,6 +147,22 @@ def test_pasting_puts_the_strongest_on_top_and_clips_at_the_border():
         {0: np.full((4, 4, 3), 0.2, np.float32), 1: np.full((4, 4, 3), 0.7, np.float32)},
     )
     assert canvas[1, 1, 0] == np.float32(0.7)  # channel 1 is stronger, so it is on top
+
+
+def test_pasting_nfs_kept_over_their_reach_gives_the_whole_windows_picture():
+    field = ReceptiveField(size=(9, 9), stride=(3, 3), offset=(-4, -4))
+    scores = torch.zeros(2, 4, 4)
+    scores[0, 0, 3], scores[1, 2, 1] = 0.5, 0.9
+    chosen = greedy_placements(scores, scores, field, max_overlap=1.0)
+    reach = (2, 7, 3, 8)
+    rng = np.random.default_rng(2)
+    parts = {c: rng.random((5, 5, 3)).astype(np.float32) for c in (0, 1)}
+    whole = {c: full_window(part, reach, field.size) for c, part in parts.items()}
+    for canvas in (np.zeros((10, 12, 3), np.float32), np.ones((4, 5, 3), np.float32)):
+        expected = paste_features(canvas, chosen, whole)
+        assert np.array_equal(paste_features(canvas, chosen, parts, reach), expected)
+        assert not np.array_equal(expected, canvas)
+    assert (expected == 0.5).any()  # grey from outside the reach was pasted too
 
 
 def test_relevance_tree_follows_the_chain_and_stops_at_dead_neurons():

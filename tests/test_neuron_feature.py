@@ -7,8 +7,11 @@ import numpy as np
 from analysis.data import load_pixels, load_rgb, scan_image_folder
 from analysis.models import InputSpec
 from analysis.neuron_feature import (
+    GREY,
     contrast_stretched,
     cut_patch,
+    display_image,
+    full_window,
     neuron_features,
     sprite,
     tile_step,
@@ -63,6 +66,16 @@ def test_display_helpers():
     assert stretched.tolist() == [[[0, 64, 255]]]
     sheet = sprite([np.zeros((2, 3, 3))] * 3, columns=2, gap=1)
     assert sheet.shape == (5, 7, 3)
+    # An NF kept over part of its window is shown as the whole window: the grey around it
+    # takes part in the stretch (here it is the darkest value) and is drawn.
+    part = np.linspace(0.7, 0.9, 4 * 5 * 3, dtype=np.float32).reshape(4, 5, 3)
+    reach, window = (3, 7, 1, 6), (9, 8)
+    shown = display_image(part, reach, window)
+    assert shown.shape == (9, 8, 3) and shown[0, 0].tolist() == [0, 0, 0]
+    assert np.array_equal(shown, display_image(full_window(part, reach, window)))
+    reduced = display_image(part, reach, window, limit=4)
+    assert reduced.shape == (3, 3, 3)
+    assert np.array_equal(reduced, display_image(full_window(part, reach, window), limit=4))
 
 
 def test_nf_equals_the_definition_on_jpeg_photographs(tmp_path):
@@ -119,3 +132,51 @@ def test_nf_equals_the_definition_on_jpeg_photographs(tmp_path):
         )
         assert np.abs(feature.coverage_mean - coverage_mean).max() < 1e-6
         assert not inside.all()  # windows do overrun the image
+
+
+def test_a_window_many_times_the_image_is_kept_over_its_reach_losslessly(tmp_path):
+    """Five stride-2 convolutions: 63 px windows on 20 px photographs. The NF kept over the
+    reach is the whole-window NF's part there, bit for bit; the rest of the window is exactly
+    grey; and the display PNG is the whole window's."""
+    import torch
+    from PIL import Image
+    from torch import nn
+
+    torch.manual_seed(0)
+    convs = [nn.Conv2d(3 if i == 0 else 4, 4, 3, stride=2, padding=1) for i in range(5)]
+    model = nn.Sequential(*[m for conv in convs for m in (conv, nn.ReLU())]).eval()
+    spec = InputSpec(size=20, mean=(0, 0, 0), std=(1, 1, 1))
+    rng = np.random.default_rng(5)
+    for i in range(6):
+        Image.fromarray((rng.random((30, 30, 3)) * 255).astype(np.uint8)).save(
+            tmp_path / f"{i}.jpg", quality=90
+        )
+    folder = scan_image_folder(tmp_path)
+    result = sweep(model, folder, ["9"], spec, k=4, workers=0).layers["9"]
+    field = receptive_fields(model, ["9"], spec.height)["9"]
+    assert field.size == (63, 63) and result.values.shape[0] == 4
+    reach = field.reach(spec.size, (1, 1))
+    r0, r1, c0, c1 = reach
+    assert (r1 - r0, c1 - c0) == (20, 20)
+    pixels = lambda i: load_pixels(folder.root / folder.images[i].path, spec.size)  # noqa: E731
+    arrays = (result.values.numpy(), result.images.numpy(), result.rows.numpy())
+    arrays += (result.cols.numpy(), field, pixels, result.dead.numpy())
+    whole = dict(neuron_features(*arrays))
+    kept = dict(neuron_features(*arrays, reach=reach))
+    assert whole and whole.keys() == kept.keys()
+    for channel, feature in kept.items():
+        expected = whole[channel].mean
+        assert feature.mean.shape == (20, 20, 3) and expected.shape == (63, 63, 3)
+        assert np.array_equal(feature.mean, expected[r0:r1, c0:c1])
+        assert np.array_equal(full_window(feature.mean, reach, field.size), expected)
+        outside = np.ones((63, 63), bool)
+        outside[r0:r1, c0:c1] = False
+        assert np.all(expected[outside] == GREY)
+        assert np.array_equal(
+            display_image(feature.mean, reach, field.size), display_image(expected)
+        )
+        assert np.array_equal(
+            display_image(feature.mean, reach, field.size, limit=16),
+            display_image(expected, limit=16),
+        )
+        assert all(map(np.array_equal, feature.tiles, whole[channel].tiles))

@@ -7,7 +7,7 @@ import torch
 import torchvision
 from torch import nn
 
-from analysis.receptive_field import receptive_fields
+from analysis.receptive_field import ReceptiveField, receptive_fields
 
 REFERENCE = [
     ("vgg16", "features.28", 196, 16),
@@ -88,3 +88,28 @@ def test_efficientnet_and_regnet_y_with_squeeze_excitation_are_probed():
         model = load_model(spec, input_size=64).module
         field = receptive_fields(model, [layer], 64)[layer]
         assert field.size[0] < 64 and field.stride[0] in (2, 4, 8)
+
+
+@pytest.mark.parametrize(
+    ("size", "stride", "offset", "image", "grid"),
+    [(100, 8, -46, 32, 4), (31, 16, -15, 16, 1), (10, 2, -4, 8, 4), (7, 3, 2, 20, 5)],
+)
+def test_the_reach_holds_every_image_pixel_any_window_sees_and_no_more(
+    size, stride, offset, image, grid
+):
+    field = ReceptiveField(size=(size, size + 2), stride=(stride, stride), offset=(offset, offset))
+    rows = set()
+    cols = set()
+    for position in range(grid):
+        r0, r1, c0, c1 = field.window(position, position)
+        rows |= {r - r0 for r in range(r0, r1) if 0 <= r < image}
+        cols |= {c - c0 for c in range(c0, c1) if 0 <= c < image + 1}
+    reach = field.reach((image, image + 1), (grid, grid))
+    assert reach == (min(rows), max(rows) + 1, min(cols), max(cols) + 1)
+
+
+def test_a_window_many_times_the_image_reaches_a_small_part_of_it():
+    # DenseNet-121's last block at 224 px: 2,071 px windows, stride 32, a 7 × 7 map.
+    field = ReceptiveField(size=(2071, 2071), stride=(32, 32), offset=(-1023, -1023))
+    r0, r1, c0, c1 = field.reach((224, 224), (7, 7))
+    assert (r1 - r0, c1 - c0) == (416, 416)
