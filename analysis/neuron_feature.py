@@ -266,24 +266,39 @@ def display_image(
     """The NF over its whole ``window`` contrast-stretched to uint8 and shrunk by the smallest
     whole factor that fits ``limit`` pixels a side (box averaging): what the dashboard shows.
 
-    ``feature`` may hold the NF over ``reach`` only: the grey around it is stretched and drawn
-    as if it were there, so the picture is the one the whole window gives. The full-resolution
+    ``feature`` may hold the NF over ``reach`` only: the grey around it takes part in the
+    stretch and is drawn, so the picture is the one the whole window gives. A block of the
+    shrunk picture that does not meet the reach is all grey, so only the blocks that do are
+    drawn and averaged (a late layer's window can be 20 times its reach). The full-resolution
     float NF is stored beside it."""
-    window = window or feature.shape[:2]
-    height, width = window
-    low, high = float(feature.min()), float(feature.max())
-    if reach is not None and feature.shape[:2] != (height, width):
-        low, high = min(low, GREY), max(high, GREY)
-        r0, r1, c0, c1 = reach
-        stretched = np.empty((height, width, 3), np.uint8)
-        stretched[...] = _stretched(np.full((1, 1, 3), GREY, np.float32), low, high)
-        stretched[r0:r1, c0:c1] = _stretched(feature, low, high)
-    else:
-        stretched = _stretched(feature, low, high)
+    height, width = window or feature.shape[:2]
     factor = -(-max(height, width) // limit)
+    low, high = float(feature.min()), float(feature.max())
+    if reach is None or feature.shape[:2] == (height, width):
+        return _reduced(_stretched(feature, low, high), factor)
+    low, high = min(low, GREY), max(high, GREY)
+    grey = _stretched(np.full((1, 1, 3), GREY, np.float32), low, high)
+    r0, r1, c0, c1 = reach
+    top, left = r0 // factor * factor, c0 // factor * factor  # the blocks meeting the reach
+    bottom = min(height, -(-r1 // factor) * factor)
+    right = min(width, -(-c1 // factor) * factor)
+    part = np.empty((bottom - top, right - left, 3), np.uint8)
+    part[...] = grey
+    part[r0 - top : r1 - top, c0 - left : c1 - left] = _stretched(feature, low, high)
+    shown = np.empty((-(-height // factor), -(-width // factor), 3), np.uint8)
+    shown[...] = grey
+    reduced = _reduced(part, factor)
+    row, col = top // factor, left // factor
+    shown[row : row + reduced.shape[0], col : col + reduced.shape[1]] = reduced
+    return shown
+
+
+def _reduced(pixels: np.ndarray, factor: int) -> np.ndarray:
+    """``pixels`` (uint8) shrunk by box averages of ``factor`` × ``factor`` (Pillow's reduce:
+    the last block in a row or column averages what is left)."""
     if factor <= 1:
-        return stretched
-    return np.asarray(Image.fromarray(stretched).reduce(factor))
+        return pixels
+    return np.asarray(Image.fromarray(pixels).reduce(factor))
 
 
 def contrast_stretched(image: np.ndarray) -> np.ndarray:

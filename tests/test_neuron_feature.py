@@ -76,6 +76,16 @@ def test_display_helpers():
     reduced = display_image(part, reach, window, limit=4)
     assert reduced.shape == (3, 3, 3)
     assert np.array_equal(reduced, display_image(full_window(part, reach, window), limit=4))
+    rng = np.random.default_rng(1)  # reaches anywhere, factors that leave partial blocks
+    for _ in range(40):
+        height, width = rng.integers(5, 120, 2)
+        r0, c0 = rng.integers(0, height), rng.integers(0, width)
+        reach = (r0, rng.integers(r0 + 1, height + 1), c0, rng.integers(c0 + 1, width + 1))
+        part = rng.random((reach[1] - r0, reach[3] - c0, 3)).astype(np.float32) * 0.4 + 0.3
+        limit = int(rng.integers(3, 40))
+        whole = full_window(part, reach, (height, width))
+        shown = display_image(part, reach, (height, width), limit)
+        assert np.array_equal(shown, display_image(whole, limit=limit))
 
 
 def test_nf_equals_the_definition_on_jpeg_photographs(tmp_path):
