@@ -41,7 +41,7 @@ class NeuronFeature:
     patches for display.
 
     The NF itself is finished from the weighted sum and the coverage on first use, so the
-    caller's writer threads do that last full-window pass in parallel, not the accumulating
+    caller's writer threads do that last pass over the reach in parallel, not the accumulating
     loop. It is finished in the sum's own memory (a late layer's NF is megabytes, and every
     fresh page costs).
     """

@@ -50,7 +50,10 @@ def stored_field(layer: Layer) -> ReceptiveField:
 
 def stored_reach(layer: Layer) -> tuple[int, int, int, int] | None:
     """The part of the window ``layer``'s NF arrays hold; None: the whole window."""
-    return tuple(layer.nf_box) if layer.nf_box else None  # type: ignore[return-value]
+    if not layer.nf_box:
+        return None
+    r0, r1, c0, c1 = layer.nf_box
+    return r0, r1, c0, c1
 
 
 def layer_neurons(session: Session, layer: Layer) -> list[Neuron]:
