@@ -171,7 +171,7 @@ def neuron_data(
     detail = neuron_detail(session, store, run_id, layer_name, channel)
     layer = get_layer(session, run_id, layer_name)
     keys = session.execute(
-        select(Neuron.nf_key, Neuron.sprite_key).where(
+        select(Neuron.nf_key, Neuron.nf_array_key, Neuron.sprite_key).where(
             Neuron.layer_id == layer.id, Neuron.channel == channel
         )
     ).one()
@@ -185,6 +185,7 @@ def neuron_data(
         "run": run_summary(layer.run),
         "layer": layer_summary(layer),
         "nf_key": keys.nf_key,
+        "nf_array_key": keys.nf_array_key,
         "sprite_key": keys.sprite_key,
         "fv": featureviz_section(session, store, run_id, layer_name, channel),
         "previous": channel - 1 if channel > 0 else None,
