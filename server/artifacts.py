@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -75,3 +76,8 @@ class ArtifactStore:
 
     def load_array(self, key: str) -> np.ndarray:
         return np.load(self.path(key), allow_pickle=False)
+
+    def free_bytes(self) -> int:
+        """Bytes free on the file system the store is (or will be) on."""
+        existing = next(p for p in (self.root, *self.root.parents) if p.exists())
+        return shutil.disk_usage(existing).free

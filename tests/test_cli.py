@@ -126,6 +126,24 @@ def test_the_same_analysis_reuses_its_run(capsys, data_dir, square_folder):
     ]
 
 
+def test_a_run_that_cannot_fit_on_the_disk_is_refused_before_it_starts(
+    capsys, data_dir, square_folder, monkeypatch
+):
+    from server.artifacts import ArtifactStore
+
+    monkeypatch.setattr(ArtifactStore, "free_bytes", lambda self: 2_000_000_000)
+    code, out, err = run_cli(
+        capsys, "analyze", "--model", "torchvision:densenet121", "--data", str(square_folder),
+        "--layers", "features.norm5", "--input-size", "224", "--workers", "0", "--no-indexes",
+    )  # fmt: skip
+    # 1,024 neurons, each 416 × 416 × 3 float32 over the reach of a 2,071 px window.
+    assert code == 1 and out == ""
+    assert "need 2.1 GB" in err and "2.0 GB free" in err and "fewer or earlier layers" in err
+    assert not list(data_dir.rglob("*.npy"))  # nothing computed, nothing written
+    code, out, _ = run_cli(capsys, "runs", "--json")
+    assert [run["status"] for run in json.loads(out)] == ["failed"]
+
+
 def test_layers_command_lists_receptive_fields(capsys):
     code, out, _ = run_cli(capsys, "layers", "torchvision:vgg16", "--json")
     assert code == 0

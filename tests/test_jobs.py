@@ -259,3 +259,22 @@ def test_job_progress_says_its_pace_and_the_time_left():
     progress._started = clock.perf_counter() - 2
     progress.update(1)
     assert monitor.message.startswith("decomposing: 1 of 4 · 0.5/s · 0:0")
+
+
+def test_a_run_whose_features_cannot_fit_on_the_disk_fails_before_its_sweep(
+    capsys, data_dir, square_folder, monkeypatch
+):
+    from server.artifacts import ArtifactStore
+
+    settings = settings_for(data_dir)
+    with monkeypatch.context() as patched:
+        patched.setattr(ArtifactStore, "free_bytes", lambda self: 1000)
+        queued = queue_run(capsys, square_folder)
+        drain(settings)
+    sweep, merge, *_ = jobs(settings)
+    assert sweep.status == "failed"
+    assert "Neuron Features of 2 layer(s) need" in sweep.error and "1.0 kB free" in sweep.error
+    assert merge.status == "cancelled" and run_status(settings, queued["run"]) == "failed"
+    queue_run(capsys, square_folder)  # space was freed: the same run goes through
+    drain(settings)
+    assert run_status(settings, queued["run"]) == "done"

@@ -59,7 +59,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from analysis.layers import LayerListingError
     from analysis.models import ModelError
     from server.decompositions import DecompositionError
-    from server.pipeline import LayerSelectionError
+    from server.pipeline import LayerSelectionError, StorageError
     from server.queries import NotFoundError
     from server.registry import RunBusyError
     from server.uploads import UploadError
@@ -70,6 +70,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         ModelError,
         LayerListingError,
         LayerSelectionError,
+        StorageError,
         NotFoundError,
         RunBusyError,
         VisualisationError,

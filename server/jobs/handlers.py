@@ -27,6 +27,7 @@ from server.models import Decomposition, Job, Model, Run, Upload
 from server.pipeline import (
     AnalysisSettings,
     Progress,
+    check_room_for_features,
     compute_indexes,
     select_layers,
     store_features,
@@ -136,6 +137,7 @@ def run_sweep_shard(context: JobContext) -> dict[str, Any]:
     with context.database.session() as session:
         run = _run_of(session, context.job)
         inputs = open_run_inputs(run, context.models)
+    check_room_for_features(context.store, inputs.layers, inputs.loaded.input)
     # No transaction stays open through the sweep, which only reads images.
     started = time.perf_counter()
     result = sweep_images(
