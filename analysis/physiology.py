@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import colorsys
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 
@@ -72,6 +72,14 @@ def black_stimulus(size: tuple[int, int]) -> torch.Tensor:
     return torch.zeros(1, 3, *size)
 
 
+def stimulus_count(input_spec: InputSpec) -> int:
+    """Stimuli :func:`layer_physiology` shows a model: black, the hues (not to a greyscale
+    model) and the gratings, 1,321 or 961; one forward each, so on a heavy model this is a
+    stage of its own to watch."""
+    gratings = len(GRATING_ORIENTATIONS) * len(GRATING_PHASES) * len(GRATING_FREQUENCIES)
+    return 1 + (0 if input_spec.grey else len(HUES)) + gratings
+
+
 def record_centre(
     model: nn.Module,
     electrodes: Sequence[Electrode],
@@ -79,8 +87,10 @@ def record_centre(
     input_spec: InputSpec,
     device: torch.device | str = "cpu",
     batch_size: int = 128,
+    advance: Callable[[int], None] | None = None,
 ) -> dict[Electrode, np.ndarray]:
-    """Responses (stimuli, channels) at the map centre of every electrode, in one pass."""
+    """Responses (stimuli, channels) at the map centre of every electrode, in one pass;
+    ``advance(n)`` is told how many stimuli are done."""
     device = torch.device(device)
     found: dict[Electrode, list[torch.Tensor]] = {e: [] for e in electrodes}
 
@@ -113,6 +123,8 @@ def record_centre(
             forward_until(
                 model, batch.contiguous(memory_format=torch.channels_last) if cuda else batch
             )
+            if advance:
+                advance(start + len(batch))
     return {e: torch.cat(parts).numpy() for e, parts in found.items()}
 
 
@@ -219,15 +231,17 @@ def layer_physiology(
     layers: dict[str, tuple[Electrode, Electrode]],
     input_spec: InputSpec,
     device: torch.device | str = "cpu",
+    advance: Callable[[int], None] | None = None,
 ) -> dict[str, list[UnitPhysiology]]:
     """Physiology of every unit of every layer; ``layers`` maps a layer to its (pre-activation,
     post-activation) electrodes. All layers share one pass over the 1,321 stimuli (961 for a
-    greyscale model, which is shown no hues). Stimuli fill the model's input size."""
+    greyscale model, which is shown no hues). Stimuli fill the model's input size;
+    ``advance(n)`` is told how many are done."""
     size = input_spec.size
     hues = [] if input_spec.grey else [hue_stimuli(size)]
     stimuli = torch.cat([black_stimulus(size), *hues, grating_stimuli(size)])
     electrodes = sorted({e for pair in layers.values() for e in pair}, key=str)
-    recorded = record_centre(model, electrodes, stimuli, input_spec, device)
+    recorded = record_centre(model, electrodes, stimuli, input_spec, device, advance=advance)
     hue_rows = slice(1, 1 + len(HUES)) if hues else None
     grating_rows = slice(1 + (len(HUES) if hues else 0), None)
     result = {}

@@ -25,7 +25,13 @@ from analysis.layers import LayerInfo, default_layers, list_layers
 from analysis.machine import usable_cores
 from analysis.models import InputSpec, LoadedModel
 from analysis.neuron_feature import NeuronFeature, display_image, neuron_features, sprite
-from analysis.physiology import Electrode, electrodes, fractions, layer_physiology
+from analysis.physiology import (
+    Electrode,
+    electrodes,
+    fractions,
+    layer_physiology,
+    stimulus_count,
+)
 from analysis.selectivity.indexes import population_summary
 from analysis.selectivity.layer import layer_indexes
 from analysis.sweep import LayerTopK, SweepResult, sweep
@@ -309,7 +315,11 @@ def compute_indexes(
     topks = {layer.name: load_layer_topk(session, stored[layer.name]) for layer in layers}
     total = sum(int((~t.dead).sum()) * t.k for t in topks.values())
     model = loaded.module.to(settings.device).eval()
-    physiology = layer_physiology(model, recording, loaded.input, settings.device)
+    progress.start("physiology", stimulus_count(loaded.input), "stimuli")
+    physiology = layer_physiology(
+        model, recording, loaded.input, settings.device, advance=progress.update
+    )
+    progress.finish()
     progress.start("selectivity indexes", total, "patches")
     done = 0
     for layer in layers:

@@ -16,6 +16,7 @@ from analysis.physiology import (
     layer_physiology,
     spatial_class,
     spectral_class,
+    stimulus_count,
 )
 from tests import tiny_models
 
@@ -32,6 +33,16 @@ def test_stimulus_sets_have_the_specified_sizes():
     gratings = grating_stimuli((8, 8))
     assert gratings.shape == (960, 3, 8, 8)
     assert float(gratings.min()) >= 0.0 and float(gratings.max()) <= 1.0
+
+
+def test_the_stimuli_are_counted_as_they_go_through():
+    model = tiny_models.single_filter(tiny_models.colour_kernel(1, 1, 1), bias=0.1)
+    layers = {info.name: info for info in list_layers(model, SPEC)}
+    done: list[int] = []
+    layer_physiology(model, {"1": electrodes(layers["1"], layers)}, SPEC, advance=done.append)
+    assert done == [128 * i for i in range(1, 11)] + [1321] and stimulus_count(SPEC) == 1321
+    grey = InputSpec(size=16, mean=(0,), std=(1,), channels=1)
+    assert stimulus_count(grey) == 961
 
 
 def test_red_minus_green_with_a_positive_bias_is_spectrally_opponent():
