@@ -232,16 +232,21 @@ def layer_physiology(
     input_spec: InputSpec,
     device: torch.device | str = "cpu",
     advance: Callable[[int], None] | None = None,
+    batch_size: int = 128,
 ) -> dict[str, list[UnitPhysiology]]:
     """Physiology of every unit of every layer; ``layers`` maps a layer to its (pre-activation,
     post-activation) electrodes. All layers share one pass over the 1,321 stimuli (961 for a
     greyscale model, which is shown no hues). Stimuli fill the model's input size;
-    ``advance(n)`` is told how many are done."""
+    ``advance(n)`` is told how many are done. A CPU wants smaller batches than
+    ``batch_size``'s default: DenseNet-121 at 224 px took 41 ms a stimulus in batches of 64 and
+    58–65 ms in batches of 128, with the same responses."""
     size = input_spec.size
     hues = [] if input_spec.grey else [hue_stimuli(size)]
     stimuli = torch.cat([black_stimulus(size), *hues, grating_stimuli(size)])
     electrodes = sorted({e for pair in layers.values() for e in pair}, key=str)
-    recorded = record_centre(model, electrodes, stimuli, input_spec, device, advance=advance)
+    recorded = record_centre(
+        model, electrodes, stimuli, input_spec, device, batch_size, advance=advance
+    )
     hue_rows = slice(1, 1 + len(HUES)) if hues else None
     grating_rows = slice(1 + (len(HUES) if hues else 0), None)
     result = {}

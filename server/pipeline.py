@@ -317,7 +317,12 @@ def compute_indexes(
     model = loaded.module.to(settings.device).eval()
     progress.start("physiology", stimulus_count(loaded.input), "stimuli")
     physiology = layer_physiology(
-        model, recording, loaded.input, settings.device, advance=progress.update
+        model,
+        recording,
+        loaded.input,
+        settings.device,
+        advance=progress.update,
+        batch_size=index_batch_size(settings),
     )
     progress.finish()
     progress.start("selectivity indexes", total, "patches")

@@ -43,6 +43,10 @@ def test_the_stimuli_are_counted_as_they_go_through():
     assert done == [128 * i for i in range(1, 11)] + [1321] and stimulus_count(SPEC) == 1321
     grey = InputSpec(size=16, mean=(0,), std=(1,), channels=1)
     assert stimulus_count(grey) == 961
+    # The batch size (the run's on a CPU) changes the pace, not the responses.
+    small = layer_physiology(model, {"1": electrodes(layers["1"], layers)}, SPEC, batch_size=7)
+    large = layer_physiology(model, {"1": electrodes(layers["1"], layers)}, SPEC)
+    assert small == large
 
 
 def test_red_minus_green_with_a_positive_bias_is_spectrally_opponent():
