@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +11,20 @@ import pytest
 from PIL import Image
 
 COLOURS = {"red": (1.0, 0.0, 0.0), "green": (0.0, 0.8, 0.0), "blue": (0.0, 0.0, 1.0)}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def throwaway_default_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A test that does not name its data directory writes to a throwaway one, never to the
+    user's (~/.local/share/neuronscope). Set outside ``monkeypatch``, so even a test's
+    ``monkeypatch.undo()`` falls back to it."""
+    before = os.environ.get("NEURONSCOPE_DATA_DIR")
+    os.environ["NEURONSCOPE_DATA_DIR"] = str(tmp_path_factory.mktemp("default-data"))
+    yield
+    if before is None:
+        del os.environ["NEURONSCOPE_DATA_DIR"]
+    else:
+        os.environ["NEURONSCOPE_DATA_DIR"] = before
 
 
 def write_square_folder(root: Path, per_class: int = 8, size: int = 32, seed: int = 0) -> Path:
