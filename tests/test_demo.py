@@ -61,3 +61,41 @@ def test_demo_command_end_to_end(data_dir, capsys):
     assert len(decomposed) == 1 and set(decomposed[0].result["layers"]) == {
         "features.2", "features.6", "features.10", "features.13", "features.17"
     }  # fmt: skip
+
+
+def test_stopping_the_demo_with_sigterm_stops_its_worker(tmp_path):
+    """``kill`` or ``docker stop`` used to leave the demo's background worker running."""
+    import contextlib
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from server.cli.demo import background_worker\n"
+        "with background_worker('cpu', Path(sys.argv[1])) as worker:\n"
+        "    print(worker.pid, flush=True)\n"
+        "    time.sleep(120)\n"
+    )
+    env = {**os.environ, "NEURONSCOPE_DATA_DIR": str(tmp_path / "data")}
+    demo = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path / "worker.log")],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    worker = int(demo.stdout.readline())
+    demo.send_signal(signal.SIGTERM)
+    try:
+        assert demo.wait(timeout=60) == 128 + signal.SIGTERM
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            return  # stopped and reaped with the demo
+        raise AssertionError(f"the worker {worker} outlived the demo")
+    finally:
+        for pid in (demo.pid, worker):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

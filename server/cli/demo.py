@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -276,17 +277,27 @@ def render_demo_visualisations(
 
 
 @contextmanager
-def background_worker(device: str, log: Path) -> Iterator[None]:
+def background_worker(device: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
     """``neuronscope worker`` in a child process (a fresh interpreter) for as long as the block
-    runs; stopping it puts an unfinished job back on the queue."""
+    runs; stopping it puts an unfinished job back on the queue.
+
+    SIGTERM (``kill``, ``docker stop``) ends the block as Ctrl-C does, so the worker stops
+    too: by default the signal killed this process at once (uvicorn, after its own graceful
+    shutdown, raises it again) and left the worker running on its own."""
     with log.open("a") as handle:
         worker = subprocess.Popen(
             [sys.executable, "-m", "server.cli.main", "worker", "--device", device],
             stdout=handle,
             stderr=subprocess.STDOUT,
         )
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
-        yield
+        yield worker
     finally:
         worker.terminate()
         worker.wait(timeout=30)
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
