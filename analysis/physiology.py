@@ -76,8 +76,7 @@ def stimulus_count(input_spec: InputSpec) -> int:
     """Stimuli :func:`layer_physiology` shows a model: black, the hues (not to a greyscale
     model) and the gratings, 1,321 or 961; one forward each, so on a heavy model this is a
     stage of its own to watch."""
-    gratings = len(GRATING_ORIENTATIONS) * len(GRATING_PHASES) * len(GRATING_FREQUENCIES)
-    return 1 + (0 if input_spec.grey else len(HUES)) + gratings
+    return 1 + (0 if input_spec.grey else len(HUES)) + len(grating_conditions())
 
 
 def record_centre(
