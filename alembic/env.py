@@ -1,9 +1,9 @@
-"""Alembic environment: batch mode so SQLite can alter tables, naming convention from the models."""
+"""Alembic environment: batch mode so SQLite can alter tables, naming convention from the schema."""
 
 from alembic import context
 
-from server.db import make_engine
-from server.models import Base
+from server.storage.db import make_engine
+from server.storage.schema import Base
 
 config = context.config
 target_metadata = Base.metadata

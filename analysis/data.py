@@ -13,13 +13,14 @@ import hashlib
 import os
 import warnings
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
+
+from analysis.resize import InputMap, ResizePolicy
 
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
@@ -28,13 +29,6 @@ IMAGE_SUFFIXES = frozenset(
 
 class DatasetError(ValueError):
     """An image folder that cannot be used; the message names the problem."""
-
-
-class ResizePolicy(StrEnum):
-    """How a raw image becomes a model input of (height, width) (SPEC §1)."""
-
-    WHOLE = "whole"  # the whole image squeezed to height x width
-    CENTER_CROP = "center-crop"  # scaled to cover height x width, then the central part
 
 
 @dataclass(frozen=True)
@@ -120,8 +114,9 @@ def load_pixels(
     quarter of the float array's memory, for caches).
 
     ``size`` is (height, width), or one int for a square. Bilinear resampling in Pillow low-pass
-    filters when shrinking (antialiasing), as SPEC §1 asks. ``grey`` reads the image as a
-    greyscale model sees it (luminance, R = G = B), so its patches and NFs show what it saw.
+    filters when shrinking (antialiasing), as docs/algorithms.md §1 asks. ``grey`` reads the
+    image as a greyscale model sees it (luminance, R = G = B), so its patches and NFs show what
+    it saw.
 
     ``draft`` lets a JPEG decode at the smallest DCT scale (1/2, 1/4 or 1/8) that still covers
     the size it is resized to, which libjpeg does from fewer coefficients: a 12-megapixel photo
@@ -133,14 +128,13 @@ def load_pixels(
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         with Image.open(path) as image:
-            resized = _resized_size(image.size, (height, width), policy)
-            drafted = image.draft(image.mode, resized) if draft else None
+            placed = InputMap.of(image.size, (height, width), policy)
+            drafted = image.draft(image.mode, placed.resized) if draft else None
             extent = drafted[1] if drafted else None  # the full image, in the decoded pixels
             image = _in_mode(_in_mode(image, "L"), "RGB") if grey else _in_mode(image, "RGB")
-            image = image.resize(resized, Image.BILINEAR, box=extent)
+            image = image.resize(placed.resized, Image.BILINEAR, box=extent)
             if policy is ResizePolicy.CENTER_CROP:
-                left, top = (image.width - width) // 2, (image.height - height) // 2
-                image = image.crop((left, top, left + width, top + height))
+                image = image.crop(placed.crop)
             return np.array(image, dtype=np.uint8)  # writable: torch wraps it as is
 
 
@@ -155,23 +149,11 @@ def jpeg_draft_scale(
         with Image.open(path) as image:
             if image.format != "JPEG":
                 return 1
-            resized = _resized_size(image.size, (height, width), policy)
+            resized = InputMap.of(image.size, (height, width), policy).resized
             fits = min(image.width // resized[0], image.height // resized[1])
     except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
         return 1
     return next((scale for scale in (8, 4, 2) if fits >= scale), 1)
-
-
-def _resized_size(
-    original: tuple[int, int], size: tuple[int, int], policy: ResizePolicy
-) -> tuple[int, int]:
-    """(width, height) an image of ``original`` (width, height) is resized to before any crop:
-    the input size itself, or for a centre crop the smallest scaling that covers it."""
-    height, width = size
-    if policy is not ResizePolicy.CENTER_CROP:
-        return width, height
-    scale = max(height / original[1], width / original[0])
-    return max(round(original[0] * scale), width), max(round(original[1] * scale), height)
 
 
 def _in_mode(image: Image.Image, mode: str) -> Image.Image:

@@ -23,11 +23,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from analysis.data import ImageFolder, ImageTensors, ResizePolicy, model_pixels
+from analysis.data import ImageFolder, ImageTensors, model_pixels
 from analysis.fusion import batch_norms_folded
 from analysis.hooks import forward_until, layer_hooks
 from analysis.machine import usable_cores
 from analysis.models import InputSpec
+from analysis.resize import ResizePolicy
 
 ProgressCallback = Callable[[int, int], None]
 BatchKeeper = Callable[[torch.Tensor, torch.Tensor], None]

@@ -19,13 +19,9 @@ import time
 import numpy as np
 import torch
 
-from analysis.decomposition import (
-    NeuronInputs,
-    decompose,
-    layer_outputs,
-    paste_features,
-    relevance_tree,
-)
+from analysis.decomposition.composition import NeuronInputs, relevance_tree
+from analysis.decomposition.image import decompose, paste_features
+from analysis.decomposition.placement import layer_outputs
 from analysis.layers import default_layers, list_layers
 from analysis.models import load_model
 from benchmarks.common import machine_description, median

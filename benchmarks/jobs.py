@@ -34,8 +34,8 @@ from analysis.demo.stimuli import generate, write_image_folder
 from benchmarks.common import machine_description, median
 from server.cli.main import main as neuronscope
 from server.config import load_settings
-from server.db import Database
-from server.models import Run
+from server.storage.db import Database
+from server.storage.schema import Run
 
 REPO = Path(__file__).resolve().parent.parent
 

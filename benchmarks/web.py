@@ -29,10 +29,10 @@ import httpx
 import numpy as np
 from sqlalchemy import insert
 
-from server.artifacts import ArtifactStore
 from server.config import load_settings
-from server.db import Database
-from server.models import (
+from server.storage.artifacts import ArtifactStore
+from server.storage.db import Database
+from server.storage.schema import (
     Dataset,
     DatasetImage,
     Layer,

@@ -17,15 +17,15 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from server.artifacts import ArtifactStore
 from server.cli.main import main
 from server.config import Settings, load_settings
-from server.db import Database
 from server.jobs.queue import JobQueue, create_huey
 from server.jobs.runner import JobRunner
-from server.models import Job, Layer, Run
-from server.pipeline import AnalysisSettings
-from server.queries import neuron_detail
+from server.runs.read import neuron_detail
+from server.runs.stages import AnalysisSettings
+from server.storage.artifacts import ArtifactStore
+from server.storage.db import Database
+from server.storage.schema import Job, Layer, Run
 from tests.conftest import write_square_folder
 from tests.tiny_models import RED_DETECTOR_ARGS
 

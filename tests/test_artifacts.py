@@ -8,7 +8,7 @@ import io
 import numpy as np
 import pytest
 
-from server.artifacts import ArtifactStore
+from server.storage.artifacts import ArtifactStore
 
 
 @pytest.mark.parametrize(
@@ -74,7 +74,7 @@ def test_png_files_decode_to_the_exact_pixels(tmp_path, shape, mode):
 
 
 def test_png_refuses_what_it_cannot_encode(tmp_path):
-    from server.png import encode_png
+    from server.storage.png import encode_png
 
     for bad in (
         np.zeros((4, 4, 3), np.float32),

@@ -129,7 +129,7 @@ def test_the_same_analysis_reuses_its_run(capsys, data_dir, square_folder):
 def test_a_run_that_cannot_fit_on_the_disk_is_refused_before_it_starts(
     capsys, data_dir, square_folder, monkeypatch
 ):
-    from server.artifacts import ArtifactStore
+    from server.storage.artifacts import ArtifactStore
 
     monkeypatch.setattr(ArtifactStore, "free_bytes", lambda self: 2_000_000_000)
     code, out, err = run_cli(

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from analysis.data import ResizePolicy, jpeg_draft_scale, load_pixels
+from analysis.data import jpeg_draft_scale, load_pixels
+from analysis.resize import ResizePolicy
 from tests.conftest import write_photo
 
 MODES = ["RGB", "L", "RGBA", "P", "CMYK", "LA", "I;16"]

@@ -8,11 +8,12 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-import server.pipeline as pipeline
-from analysis.data import ResizePolicy, load_pixels, scan_image_folder
+from analysis.data import load_pixels, scan_image_folder
 from analysis.models import InputSpec
+from analysis.resize import ResizePolicy
 from analysis.sweep import sweep
-from server.registry import RunParams, run_key
+from server.runs import decoded as decoded_images
+from server.runs.register import RunParams, run_key
 from tests.conftest import write_photo
 from tests.tiny_models import random_net
 
@@ -21,7 +22,7 @@ SPEC = InputSpec(size=16, mean=(0, 0, 0), std=(1, 1, 1))
 
 def test_images_are_decoded_once_and_the_least_recently_used_go_first(square_folder, monkeypatch):
     folder = scan_image_folder(square_folder)
-    decoded = pipeline.DecodedImages(folder, SPEC, ResizePolicy.WHOLE)
+    decoded = decoded_images.DecodedImages(folder, SPEC, ResizePolicy.WHOLE)
     decoded.capacity = 3
     reads: list[int] = []
 
@@ -29,7 +30,7 @@ def test_images_are_decoded_once_and_the_least_recently_used_go_first(square_fol
         reads.append(next(i for i, e in enumerate(folder.images) if folder.root / e.path == path))
         return load_pixels(path, *args)
 
-    monkeypatch.setattr(pipeline, "load_pixels", counted)
+    monkeypatch.setattr(decoded_images, "load_pixels", counted)
     batch = torch.stack(
         [torch.from_numpy(load_pixels(folder.root / folder.images[i].path, 16)) for i in range(3)]
     )
@@ -60,14 +61,14 @@ def test_a_draft_run_decodes_at_reduced_scale_in_the_sweep_and_after_it(tmp_path
 
     sweep(random_net(), folder, ["4"], SPEC, k=2, workers=0, draft=True, keep=keep)
     run = SimpleNamespace(params={"resize": "whole", "jpeg_draft": True})
-    decoded = pipeline.DecodedImages.of_run(folder, SPEC, run)  # holds nothing: decodes again
+    decoded = decoded_images.DecodedImages.of_run(folder, SPEC, run)  # holds nothing: decodes again
     for index, path in enumerate(paths):
         drafted = load_pixels(path, 16, draft=True)
         assert np.array_equal(kept[index], drafted)
         assert np.array_equal(decoded.pixels(index), drafted)
         assert not np.array_equal(drafted, load_pixels(path, 16))
     plain = SimpleNamespace(params={"resize": "center-crop", "top_k": 5})  # a run made before
-    assert pipeline.run_decoding(plain) == (ResizePolicy.CENTER_CROP, False)
+    assert decoded_images.run_decoding(plain) == (ResizePolicy.CENTER_CROP, False)
 
 
 def test_the_draft_choice_is_part_of_a_runs_key_and_absent_from_older_ones():

@@ -6,15 +6,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from analysis.decomposition import (
+from analysis.decomposition.composition import (
     NeuronInputs,
     ablation_relevance,
     activation_composition,
-    decompose,
-    greedy_placements,
-    paste_features,
     relevance_tree,
 )
+from analysis.decomposition.image import decompose, paste_features
+from analysis.decomposition.placement import greedy_placements
 from analysis.neuron_feature import full_window
 from analysis.receptive_field import ReceptiveField, receptive_fields
 from tests.tiny_models import colour_kernel, vertical_edge_kernel

@@ -13,8 +13,8 @@ from analysis.demo.train import train_demo_cnn
 from analysis.models import load_model
 from server.cli.main import main
 from server.config import load_settings
-from server.db import Database
-from server.models import Decomposition, FeatureVis
+from server.storage.db import Database
+from server.storage.schema import Decomposition, FeatureVis
 
 
 def test_stimuli_are_deterministic_and_cover_every_class():

@@ -14,10 +14,10 @@ from sqlalchemy import update
 
 from analysis.shards import plan_shards
 from server.cli.main import main
-from server.db import Database
-from server.jobs import records
+from server.jobs import state
 from server.jobs.queue import JsonMessageSerializer
-from server.models import Job, Run, utcnow
+from server.storage.db import Database
+from server.storage.schema import Job, Run, utcnow
 from tests.job_helpers import (
     assert_same_results,
     drain,
@@ -143,8 +143,8 @@ def test_a_job_whose_worker_stops_heartbeating_is_requeued_until_attempts_run_ou
     sweep_id = queued["jobs"][0]["id"]
     for attempt in range(1, 4):
         with database.session() as session:
-            assert records.claim(session, sweep_id, f"doomed-{attempt}")
-            assert records.claim(session, sweep_id, "other") is None  # one holder at a time
+            assert state.claim(session, sweep_id, f"doomed-{attempt}")
+            assert state.claim(session, sweep_id, "other") is None  # one holder at a time
         with database.session() as session:  # the worker dies: its heartbeat gets old
             session.execute(
                 update(Job)
@@ -152,7 +152,7 @@ def test_a_job_whose_worker_stops_heartbeating_is_requeued_until_attempts_run_ou
                 .values(heartbeat=utcnow() - timedelta(minutes=5))
             )
         with database.session() as session:
-            requeued = records.requeue_stale(session, timedelta(seconds=30))
+            requeued = state.requeue_stale(session, timedelta(seconds=30))
         job = jobs(settings)[0]
         if attempt < 3:
             assert requeued == [sweep_id] and job.status == "queued" and job.attempts == attempt
@@ -167,11 +167,11 @@ def test_a_lost_lease_cannot_write(capsys, data_dir, square_folder):
     database = Database(settings_for(data_dir).database_url)
     sweep_id = queued["jobs"][0]["id"]
     with database.session() as session:
-        lease = records.claim(session, sweep_id, "slow")
+        lease = state.claim(session, sweep_id, "slow")
         session.execute(update(Job).where(Job.id == sweep_id).values(lease="someone-else"))
     with database.session() as session:
-        assert records.heartbeat(session, sweep_id, lease, 0.5) is None
-        assert records.close(session, sweep_id, lease, "done", result={}) is False
+        assert state.heartbeat(session, sweep_id, lease, 0.5) is None
+        assert state.close(session, sweep_id, lease, "done", result={}) is False
 
 
 def test_analyze_queue_wait_shows_progress_until_workers_finish(capsys, data_dir, square_folder):
@@ -208,8 +208,8 @@ def test_computing_in_process_a_run_that_workers_hold_is_refused(capsys, data_di
 def test_a_worker_reuses_its_loaded_model_only_while_the_weights_file_is_unchanged(tmp_path):
     from analysis.models import load_model
     from analysis.safetensors_io import save_safetensors
-    from server.jobs.handlers import JobInputError, ModelCache
-    from server.models import Model
+    from server.runs.inputs import ModelCache, RunInputError
+    from server.storage.schema import Model
     from tests.tiny_models import red_detector
 
     weights = tmp_path / "red.safetensors"
@@ -230,7 +230,7 @@ def test_a_worker_reuses_its_loaded_model_only_while_the_weights_file_is_unchang
     changed = red_detector().state_dict()
     changed["0.bias"] = changed["0.bias"] + 1.0
     save_safetensors(changed, weights)
-    with pytest.raises(JobInputError, match="changed since they were registered"):
+    with pytest.raises(RunInputError, match="changed since they were registered"):
         cache.load(model)
 
 
@@ -264,7 +264,7 @@ def test_job_progress_says_its_pace_and_the_time_left():
 def test_a_run_whose_features_cannot_fit_on_the_disk_fails_before_its_sweep(
     capsys, data_dir, square_folder, monkeypatch
 ):
-    from server.artifacts import ArtifactStore
+    from server.storage.artifacts import ArtifactStore
 
     settings = settings_for(data_dir)
     with monkeypatch.context() as patched:

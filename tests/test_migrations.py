@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from sqlalchemy import create_engine, inspect
 
-from server.db import downgrade, upgrade
-from server.models import Base
+from server.storage.db import downgrade, upgrade
+from server.storage.schema import Base
 
 
 def table_names(url: str) -> set[str]:

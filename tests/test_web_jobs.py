@@ -11,8 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from server.config import load_settings
-from server.db import Database
-from server.jobs.records import report_worker
+from server.jobs.state import report_worker
+from server.storage.db import Database
 from server.web.app import create_app
 from tests.conftest import write_square_folder
 from tests.job_helpers import drain, jobs, operator_lab, run_status, settings_for

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from server.db import Database
-from server.queries import list_workers
+from server.jobs.read import list_workers
+from server.storage.db import Database
 from server.web.app import create_app
 from tests.conftest import write_square_folder
 from tests.job_helpers import (

@@ -12,7 +12,8 @@ from server.cli.output import print_json, print_table
 from server.cli.progress import TerminalProgress
 
 if TYPE_CHECKING:  # the CLI imports torch only for the commands that need it
-    from analysis.data import ImageFolder, ResizePolicy
+    from analysis.data import ImageFolder
+    from analysis.resize import ResizePolicy
 
 
 def add_commands(commands: Any) -> None:
@@ -104,9 +105,10 @@ def run_layers(args: argparse.Namespace) -> int:
 
 
 def run_analyze(args: argparse.Namespace) -> int:
-    from analysis.data import DatasetError, ResizePolicy, scan_image_folder
+    from analysis.data import DatasetError, scan_image_folder
     from analysis.models import ModelError
-    from server.pipeline import AnalysisSettings, analyze_folder
+    from analysis.resize import ResizePolicy
+    from server.runs.stages import AnalysisSettings, analyze_folder
 
     if args.top_k < 1:
         raise ModelError(f"--top-k must be at least 1, got {args.top_k}")
@@ -147,7 +149,7 @@ def run_analyze(args: argparse.Namespace) -> int:
             jpeg_draft=args.jpeg_draft,
             progress=TerminalProgress(enabled=not args.json),
         )
-        from server.queries import get_run, run_summary
+        from server.runs.read import get_run, run_summary
 
         if args.featureviz:
             render_run_visualisations(
@@ -196,7 +198,7 @@ def print_featureviz_estimate(
     """How long the visualisations of ``layers`` take, measured by trial steps on ``device``."""
     from analysis.featureviz.units import Target, estimate_seconds
     from server.cli.visualize import _duration
-    from server.visualisations import render_settings
+    from server.featureviz.render import render_settings
 
     settings = render_settings(options)
     model = loaded.module.to(device)
@@ -224,8 +226,8 @@ def render_run_visualisations(
     will take is estimated and printed first."""
     from analysis.featureviz.units import Target
     from analysis.layers import list_layers
-    from server.queries import get_run
-    from server.visualisations import render_and_store, render_settings
+    from server.featureviz.render import render_and_store, render_settings
+    from server.runs.read import get_run
 
     run = get_run(session, run_id)
     settings = render_settings(options)
@@ -283,10 +285,10 @@ def enqueue_analysis(
     from server.cli.jobs import watch_run
     from server.jobs.planning import PlanOptions, plan_analysis
     from server.jobs.queue import JobQueue, create_huey
-    from server.jobs.service import submit_work
-    from server.pipeline import select_layers
-    from server.queries import job_record
-    from server.registry import RunParams, find_or_create_run, register_dataset, register_model
+    from server.jobs.read import job_record
+    from server.jobs.submit import submit_work
+    from server.runs.register import RunParams, find_or_create_run, register_dataset, register_model
+    from server.runs.selection import select_layers
 
     available = list_layers(loaded.module, loaded.input)
     layers = select_layers(available, requested)

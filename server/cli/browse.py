@@ -40,7 +40,7 @@ def add_commands(commands: Any) -> None:
 
 
 def run_runs(args: argparse.Namespace) -> int:
-    from server.queries import list_runs
+    from server.runs.read import list_runs
 
     _, database, _ = open_database()
     with database.session() as session:
@@ -71,7 +71,7 @@ def run_runs(args: argparse.Namespace) -> int:
 
 
 def print_layers_of_run(run_id: int) -> None:
-    from server.queries import get_run, layer_summary
+    from server.runs.read import get_run, layer_summary
 
     _, database, _ = open_database()
     with database.session() as session:
@@ -94,7 +94,7 @@ def print_layers_of_run(run_id: int) -> None:
 
 
 def run_neuron(args: argparse.Namespace) -> int:
-    from server.queries import neuron_detail
+    from server.runs.read import neuron_detail
 
     _, database, store = open_database()
     with database.session() as session:
@@ -140,7 +140,7 @@ def run_neuron(args: argparse.Namespace) -> int:
 
 
 def run_rank(args: argparse.Namespace) -> int:
-    from server.queries import rank_neurons
+    from server.runs.read import rank_neurons
 
     _, database, _ = open_database()
     with database.session() as session:
@@ -166,7 +166,7 @@ BARS = " ▁▂▃▄▅▆▇█"
 
 
 def run_summary_command(args: argparse.Namespace) -> int:
-    from server.queries import get_run
+    from server.runs.read import get_run
 
     """Each layer's 10-bin histogram of every index on [0, 1], its mean, and physiology."""
     _, database, _ = open_database()

@@ -9,8 +9,8 @@ from server.config import Settings, load_settings
 
 if TYPE_CHECKING:
     from analysis.models import LoadedModel
-    from server.artifacts import ArtifactStore
-    from server.db import Database
+    from server.storage.artifacts import ArtifactStore
+    from server.storage.db import Database
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -39,8 +39,8 @@ def load_model_from_args(spec: str, args: argparse.Namespace) -> LoadedModel:
 def open_database(settings: Settings | None = None) -> tuple[Settings, Database, ArtifactStore]:
     """Settings, database and artifact store; SQLAlchemy and Alembic load only here, so commands
     that need no database (``layers``) start without them."""
-    from server.artifacts import ArtifactStore
-    from server.db import Database
+    from server.storage.artifacts import ArtifactStore
+    from server.storage.db import Database
 
     settings = settings or load_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -49,7 +49,7 @@ def open_database(settings: Settings | None = None) -> tuple[Settings, Database,
 
 def parse_units(text: str) -> list[int]:
     """``"0-3,7"`` → ``[0, 1, 2, 3, 7]``: channels or classes, in the order given, no repeats."""
-    from server.visualisations import VisualisationError
+    from server.featureviz.render import VisualisationError
 
     units: list[int] = []
     for part in (p.strip() for p in text.split(",")):

@@ -41,9 +41,9 @@ def add_commands(commands: Any) -> None:
 
 
 def run_decompose(args: argparse.Namespace) -> int:
-    from server.decomposition_records import decomposition_record
-    from server.decompositions import DecompositionError
-    from server.queries import get_run
+    from server.decompositions.composition import DecompositionError
+    from server.decompositions.read import decomposition_record
+    from server.runs.read import get_run
 
     path = Path(args.image).expanduser()
     if not path.is_file():
@@ -94,10 +94,10 @@ def decompose_here(
 ) -> Any:
     """Store the image file as an upload and decompose it in this process (once: a stored
     decomposition of the same bytes is returned as it is). Commits."""
-    from server.decompositions import decompose_image
-    from server.jobs.handlers import ModelCache
+    from server.decompositions.image import decompose_image
     from server.jobs.planning import plan_decomposition
-    from server.uploads import UploadLimits, store_upload
+    from server.runs.inputs import ModelCache
+    from server.storage.uploads import UploadLimits, store_upload
 
     limits = UploadLimits(settings.max_upload_bytes, settings.max_upload_pixels)
     upload = store_upload(session, store, path.read_bytes(), path.name, limits)
@@ -120,15 +120,15 @@ def decompose_here(
 
 
 def run_compose(args: argparse.Namespace) -> int:
-    from server.decomposition_records import composition_record
-    from server.decompositions import (
+    from server.decompositions.composition import (
         compose_neuron,
         request_depth,
         shallower_layers,
         store_composition,
     )
-    from server.jobs.handlers import ModelCache, open_run_inputs
-    from server.queries import get_run
+    from server.decompositions.read import composition_record
+    from server.runs.inputs import ModelCache, open_run_inputs
+    from server.runs.read import get_run
 
     settings, database, store = open_database()
     with database.session() as session:

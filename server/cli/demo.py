@@ -99,7 +99,7 @@ def write_nf_mosaics(database: Any, store: Any, run_id: int, out_dir: Path) -> l
     from sqlalchemy import select
 
     from analysis.neuron_feature import GREY, sprite
-    from server.models import Layer, Neuron
+    from server.storage.schema import Layer, Neuron
 
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
@@ -132,7 +132,7 @@ def decompose_demo_stimulus(
 ) -> int:
     """One stimulus decomposed at every layer (stored once), so the dashboard shows one."""
     from server.cli.decompose import decompose_here
-    from server.queries import get_run
+    from server.runs.read import get_run
 
     run = get_run(session, run_id)
     path = Path(run.dataset.root) / DEMO_STIMULUS
@@ -151,7 +151,7 @@ def write_featureviz_figure(
     from sqlalchemy import select
 
     from analysis.neuron_feature import sprite
-    from server.models import FeatureVis, Layer, Neuron
+    from server.storage.schema import FeatureVis, Layer, Neuron
 
     tile = 64
     tiles = []
@@ -207,8 +207,8 @@ def analyse_demo(
     from analysis.demo.model import DEMO_SPEC
     from analysis.models import load_model
     from server.cli.analyze import print_run_report
-    from server.pipeline import AnalysisSettings, analyze_folder
-    from server.queries import get_run, run_summary
+    from server.runs.read import get_run, run_summary
+    from server.runs.stages import AnalysisSettings, analyze_folder
 
     started = time.perf_counter()
     settings.demo_dir.mkdir(parents=True, exist_ok=True)
@@ -257,8 +257,8 @@ def render_demo_visualisations(
     """A feature visualisation of every neuron and every class (stored once, reused after)."""
     from analysis.featureviz.units import Target
     from server.cli.analyze import render_run_visualisations
-    from server.queries import get_run
-    from server.visualisations import render_and_store, render_settings
+    from server.featureviz.render import render_and_store, render_settings
+    from server.runs.read import get_run
 
     started = time.perf_counter()
     render_run_visualisations(session, store, run_id, loaded, options, device)

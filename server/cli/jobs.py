@@ -56,7 +56,7 @@ def run_worker_command(args: argparse.Namespace) -> int:
 
 
 def run_jobs(args: argparse.Namespace) -> int:
-    from server.queries import list_jobs, list_workers
+    from server.jobs.read import list_jobs, list_workers
 
     settings, database, _store = open_database()
     with database.session() as session:
@@ -93,8 +93,8 @@ def run_jobs(args: argparse.Namespace) -> int:
 
 
 def run_cancel(args: argparse.Namespace) -> int:
-    from server.jobs.records import request_cancel
-    from server.queries import get_job
+    from server.jobs.read import get_job
+    from server.jobs.state import request_cancel
 
     _settings, database, _store = open_database()
     with database.session() as session:
@@ -110,7 +110,8 @@ def watch_run(database: Any, run_id: int, enabled: bool = True, poll: float = 0.
     """Terminal bars per stage of a queued run until it ends; returns its final status."""
     from tqdm import tqdm
 
-    from server.queries import get_run, run_stages
+    from server.jobs.read import run_stages
+    from server.runs.read import get_run
 
     bars: dict[str, tqdm] = {}
     try:
@@ -139,8 +140,8 @@ def watch_job(database: Any, job_id: int, enabled: bool = True, poll: float = 0.
     """A terminal bar for one queued job until it ends; returns its final status."""
     from tqdm import tqdm
 
-    from server.models import JOB_FINAL
-    from server.queries import get_job
+    from server.jobs.read import get_job
+    from server.storage.schema import JOB_FINAL
 
     bar = tqdm(total=100, desc=f"job {job_id}", unit="%", file=sys.stderr, disable=not enabled)
     try:

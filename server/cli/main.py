@@ -58,12 +58,14 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from analysis.data import DatasetError
     from analysis.layers import LayerListingError
     from analysis.models import ModelError
-    from server.decompositions import DecompositionError
-    from server.pipeline import LayerSelectionError, StorageError
-    from server.queries import NotFoundError
-    from server.registry import RunBusyError
-    from server.uploads import UploadError
-    from server.visualisations import VisualisationError
+    from server.decompositions.composition import DecompositionError
+    from server.featureviz.render import VisualisationError
+    from server.runs.disk import StorageError
+    from server.runs.inputs import RunInputError
+    from server.runs.register import RunBusyError
+    from server.runs.selection import LayerSelectionError
+    from server.storage.errors import NotFoundError
+    from server.storage.uploads import UploadError
 
     return (
         DatasetError,
@@ -73,6 +75,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         StorageError,
         NotFoundError,
         RunBusyError,
+        RunInputError,
         VisualisationError,
         DecompositionError,
         UploadError,

@@ -23,7 +23,7 @@ def serve_dashboard(host: str, port: int, workers: int = 1) -> None:
     import uvicorn
 
     from server.config import load_settings
-    from server.db import upgrade
+    from server.storage.db import upgrade
 
     settings = load_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)

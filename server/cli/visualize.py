@@ -67,7 +67,7 @@ def add_commands(commands: Any) -> None:
 
 
 def _target(args: argparse.Namespace) -> tuple[dict[str, Any], list[int] | None]:
-    from server.visualisations import VisualisationError
+    from server.featureviz.render import VisualisationError
 
     if args.classes is not None:
         if args.layer or args.channels:
@@ -80,7 +80,7 @@ def _target(args: argparse.Namespace) -> tuple[dict[str, Any], list[int] | None]
 
 
 def run_visualize(args: argparse.Namespace) -> int:
-    from server.queries import get_run
+    from server.runs.read import get_run
 
     target, units = _target(args)
     options = render_options(args)
@@ -89,8 +89,8 @@ def run_visualize(args: argparse.Namespace) -> int:
         return _queue(args, settings, database, target, units, options)
 
     from analysis.featureviz.units import Target, estimate_seconds
-    from server.jobs.handlers import ModelCache
-    from server.visualisations import check_units, render_and_store, render_settings, unit_count
+    from server.featureviz.render import check_units, render_and_store, render_settings, unit_count
+    from server.runs.inputs import ModelCache
 
     started = time.perf_counter()
     device = args.device or settings.device
@@ -144,11 +144,11 @@ def _records(
     session: Any, store: Any, run_id: int, target: str, units: list[int]
 ) -> list[dict[str, Any]]:
     """The newest visualisation of each unit (all images of a diverse set)."""
-    from server.queries import feature_visualisations
+    from server.featureviz.read import featureviz_records
 
     records = []
     for unit in units:
-        found = feature_visualisations(session, store, run_id, target, unit)
+        found = featureviz_records(session, store, run_id, target, unit)
         newest = [r for r in found if r["params"] == found[0]["params"]] if found else []
         records += [{"unit": unit, **record} for record in newest]
     return records
@@ -165,9 +165,10 @@ def _queue(
     from server.cli.jobs import watch_job
     from server.jobs.planning import featureviz_job
     from server.jobs.queue import JobQueue, create_huey
-    from server.jobs.records import submit
-    from server.jobs.service import submit_work
-    from server.queries import get_run, job_record
+    from server.jobs.read import job_record
+    from server.jobs.state import submit
+    from server.jobs.submit import submit_work
+    from server.runs.read import get_run
 
     def plan(session: Any) -> tuple[dict[str, Any], list[int]]:
         run = get_run(session, args.run)
@@ -192,9 +193,9 @@ def _queue(
 def run_dream(args: argparse.Namespace) -> int:
     from PIL import UnidentifiedImageError
 
-    from server.jobs.handlers import ModelCache
-    from server.queries import get_run
-    from server.visualisations import VisualisationError, dream_image, image_png, read_image
+    from server.featureviz.render import VisualisationError, dream_image, image_png, read_image
+    from server.runs.inputs import ModelCache
+    from server.runs.read import get_run
 
     source = Path(args.image).expanduser()
     if not source.is_file():

@@ -7,35 +7,21 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from analysis.data import ImageFolder, scan_image_folder
+from analysis.data import scan_image_folder
 from analysis.featureviz.units import Target
-from analysis.layers import LayerInfo, list_layers
-from analysis.models import LoadedModel, load_model
+from analysis.layers import list_layers
+from analysis.models import load_model
 from analysis.physiology import electrodes
 from analysis.safetensors_io import parse_safetensors, safetensors_bytes
 from analysis.sweep import SweepResult, merge_sweeps
-from server.artifacts import ArtifactStore
-from server.db import Database
-from server.decompositions import compose_neuron, decompose_image, store_composition
-from server.models import Decomposition, Job, Model, Run, Upload
-from server.pipeline import (
-    AnalysisSettings,
-    Progress,
-    check_room_for_features,
-    compute_indexes,
-    select_layers,
-    store_features,
-    sweep_images,
-    sweep_stats,
-)
-from server.registry import register_dataset, register_model
-from server.visualisations import (
+from server.decompositions.composition import compose_neuron, store_composition
+from server.decompositions.image import decompose_image
+from server.featureviz.render import (
     check_units,
     dream_image,
     image_png,
@@ -44,55 +30,20 @@ from server.visualisations import (
     render_settings,
     unit_count,
 )
-
-
-class JobInputError(ValueError):
-    """The job's inputs are not what was registered (files changed or disappeared)."""
-
-
-class ModelCache:
-    """The last model a worker loaded, with its layer list, kept for the next job of the same run.
-
-    Loading and hashing the weights and tracing the receptive fields can take longer than a
-    shard's sweep on a GPU. The cached copy is used only while the files it came from are
-    unchanged (same size and modification time), so a changed file is still refused.
-    """
-
-    def __init__(self) -> None:
-        self._key: tuple[Any, ...] | None = None
-        self._value: tuple[LoadedModel, list[LayerInfo]] | None = None
-
-    def load(self, model: Model) -> tuple[LoadedModel, list[LayerInfo]]:
-        key = (model.id, model.weights_sha256, _stamp(model.weights_path), _stamp(model.spec))
-        if key != self._key or self._value is None:
-            self._key, self._value = None, None  # free the old model before loading the next
-            loaded = load_model(
-                model.spec,
-                weights=model.weights_path,
-                input_size=model.input_shape,
-                mean=tuple(model.mean),
-                std=tuple(model.std),
-            )
-            if loaded.weights_sha256 != model.weights_sha256:
-                raise JobInputError(
-                    f"the weights of model {model.id} ({model.weights_path or model.spec}) "
-                    "changed since they were registered; register the model again to analyse "
-                    "the new weights"
-                )
-            self._key = key
-            self._value = (loaded, list_layers(loaded.module, loaded.input))
-        return self._value
-
-
-def _stamp(path: str | None) -> tuple[int, int] | None:
-    """Size and modification time of a file, if ``path`` names one."""
-    if not path:
-        return None
-    try:
-        stat = Path(path).stat()
-    except (OSError, ValueError):
-        return None
-    return stat.st_size, stat.st_mtime_ns
+from server.progress import Progress
+from server.runs.disk import check_room_for_features
+from server.runs.inputs import ModelCache, RunInputError, open_run_inputs
+from server.runs.register import register_dataset, register_model
+from server.runs.stages import (
+    AnalysisSettings,
+    compute_indexes,
+    store_features,
+    sweep_images,
+    sweep_stats,
+)
+from server.storage.artifacts import ArtifactStore
+from server.storage.db import Database
+from server.storage.schema import Decomposition, Job, Run, Upload
 
 
 @dataclass
@@ -105,26 +56,6 @@ class JobContext:
     settings: AnalysisSettings
     progress: Progress
     models: ModelCache = field(default_factory=ModelCache)
-
-
-@dataclass
-class RunInputs:
-    loaded: LoadedModel
-    folder: ImageFolder
-    available: list[LayerInfo]
-    layers: list[LayerInfo]
-
-
-def open_run_inputs(run: Run, models: ModelCache) -> RunInputs:
-    """Load a run's model and dataset as registered, refusing files that changed since."""
-    loaded, available = models.load(run.model)
-    folder = scan_image_folder(run.dataset.root)
-    if folder.fingerprint() != run.dataset.fingerprint:
-        raise JobInputError(
-            f"the image folder {run.dataset.root} changed since it was registered (files added, "
-            "removed or modified); register it again to analyse it as it is now"
-        )
-    return RunInputs(loaded, folder, available, select_layers(available, run.params["layers"]))
 
 
 def run_sweep_shard(context: JobContext) -> dict[str, Any]:
@@ -272,7 +203,7 @@ def run_decompose(context: JobContext) -> dict[str, Any]:
     with context.database.session() as session:
         decomposition = session.get(Decomposition, context.job.params["decomposition"])
         if decomposition is None:
-            raise JobInputError("the decomposition was deleted")
+            raise RunInputError("the decomposition was deleted")
         run = _run_of(session, context.job)
         loaded, _available = context.models.load(run.model)
         if decomposition.upload_id is not None:
@@ -360,7 +291,7 @@ HANDLERS: dict[str, Callable[[JobContext], dict[str, Any]]] = {
 def _run_of(session: Session, job: Job) -> Run:
     run = session.get(Run, job.run_id)
     if run is None:
-        raise JobInputError(f"job {job.id} belongs to run {job.run_id}, which no longer exists")
+        raise RunInputError(f"job {job.id} belongs to run {job.run_id}, which no longer exists")
     return run
 
 

@@ -15,9 +15,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from analysis.shards import plan_shards
-from server.decomposition_records import params_key
-from server.jobs.records import JobSpec, submit
-from server.models import Decomposition, Job, Run
+from server.decompositions.read import params_key
+from server.jobs.state import JobSpec, submit
+from server.storage.schema import Decomposition, Job, Run
 
 SHARD_ATTEMPTS = 3
 

@@ -18,7 +18,7 @@ from huey.serializer import Serializer
 from sqlalchemy.engine import make_url
 
 from server.config import Settings
-from server.db import schema_lock
+from server.storage.db import schema_lock
 
 QUEUE_NAME = "neuronscope"
 TASK_NAME = "run_job"

@@ -18,12 +18,13 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import update
 
-from server.artifacts import ArtifactStore
-from server.db import Database
-from server.jobs import records
-from server.jobs.handlers import HANDLERS, JobContext, ModelCache
-from server.models import Job, Run
-from server.pipeline import AnalysisSettings
+from server.jobs import state
+from server.jobs.handlers import HANDLERS, JobContext
+from server.runs.inputs import ModelCache
+from server.runs.stages import AnalysisSettings
+from server.storage.artifacts import ArtifactStore
+from server.storage.db import Database
+from server.storage.schema import Job, Run
 
 log = logging.getLogger("neuronscope.worker")
 
@@ -62,7 +63,7 @@ class LeaseMonitor:
         while not self._stop.wait(self.interval):
             try:
                 with self.database.session() as session:
-                    status = records.heartbeat(
+                    status = state.heartbeat(
                         session, self.job_id, self.lease, self.progress, self.message
                     )
             except Exception:  # a database hiccup: try again next beat
@@ -127,7 +128,7 @@ class JobRunner:
 
     def __call__(self, job_id: int) -> None:
         with self.database.session() as session:
-            lease = records.claim(session, job_id, self.worker)
+            lease = state.claim(session, job_id, self.worker)
             job = session.get(Job, job_id)
             if lease is None or job is None:
                 log.info("job %s is not queued (%s); skipped", job_id, job and job.status)
@@ -167,7 +168,7 @@ class JobRunner:
 
     def _close(self, job: Job, lease: str, status: str, **fields: str | None) -> None:
         with self.database.session() as session:
-            records.close(session, job.id, lease, status, **fields)
+            state.close(session, job.id, lease, status, **fields)
 
     def _fail(self, job: Job, lease: str, error: Exception) -> None:
         summary = f"{type(error).__name__}: {error}"
@@ -176,23 +177,21 @@ class JobRunner:
         if not _explained(error):  # a bug: the last frames help whoever reports it
             message += "\n\n" + "".join(traceback.format_exception(error)[-6:])
         with self.database.session() as session:
-            closed = records.close(session, job.id, lease, "failed", error=message)
+            closed = state.close(session, job.id, lease, "failed", error=message)
             if closed and job.run_id is not None:
-                records.stop_run(
-                    session, job.run_id, "failed", f"{job.kind} job {job.id}: {summary}"
-                )
+                state.stop_run(session, job.run_id, "failed", f"{job.kind} job {job.id}: {summary}")
 
     def _succeed(self, job: Job, lease: str, result: dict, message: str) -> None:
         with self.database.session() as session:
-            if not records.close(session, job.id, lease, "done", result=result, message=message):
+            if not state.close(session, job.id, lease, "done", result=result, message=message):
                 return
         if job.run_id is None:
             return
         # A second transaction, after the first committed: of two jobs finishing at once, each
         # would otherwise see the other still running, and neither would move the run on.
         with self.database.session() as session:
-            released = records.release_ready(session, job.run_id)
-            records.finish_run_if_complete(session, job.run_id)
+            released = state.release_ready(session, job.run_id)
+            state.finish_run_if_complete(session, job.run_id)
         self.send(released)
 
 

@@ -16,14 +16,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from server.artifacts import ArtifactStore
 from server.config import Settings
-from server.db import Database
-from server.jobs import records
+from server.jobs import state
 from server.jobs.queue import JobQueue, create_huey
 from server.jobs.runner import JobRunner
-from server.models import utcnow
-from server.pipeline import AnalysisSettings
+from server.runs.stages import AnalysisSettings
+from server.storage.artifacts import ArtifactStore
+from server.storage.db import Database
+from server.storage.schema import utcnow
 
 log = logging.getLogger("neuronscope.worker")
 
@@ -75,13 +75,13 @@ class Reaper:
 
     def sweep_once(self) -> list[int]:
         with self.database.session() as session:
-            records.report_worker(session, self.name, self.device, self.current_job())
+            state.report_worker(session, self.name, self.device, self.current_job())
         with self.database.session() as session:
-            requeued = records.requeue_stale(session, self.timeout)
+            requeued = state.requeue_stale(session, self.timeout)
         with self.database.session() as session:
-            released = records.release_ready(session)
-            records.finish_complete_runs(session)
-            lost = records.queued_without_message(
+            released = state.release_ready(session)
+            state.finish_complete_runs(session)
+            lost = state.queued_without_message(
                 session, self.queue.pending_job_ids, utcnow() - self.timeout
             )
         for job_id in requeued:
@@ -126,14 +126,14 @@ def run_worker(settings: Settings, options: WorkerOptions) -> None:
         reaper.stop()
         give_back_jobs(database, queue, name)
         with database.session() as session:
-            records.report_worker_stopped(session, name)
+            state.report_worker_stopped(session, name)
 
 
 def give_back_jobs(database: Database, queue: JobQueue, worker: str) -> None:
     """Put this worker's unfinished jobs back on the queue at once, rather than after the
     heartbeat timeout: a stopping worker should not delay anyone."""
     with database.session() as session:
-        ids = records.give_back(session, worker)
+        ids = state.give_back(session, worker)
     if ids:
         log.info("gave back job(s) %s", ", ".join(map(str, ids)))
         queue.send(ids)

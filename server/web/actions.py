@@ -20,11 +20,12 @@ from sqlalchemy.orm import Session
 
 from server.config import Settings
 from server.jobs.planning import PlanOptions, plan_analysis
-from server.jobs.records import JobSpec, request_cancel, submit
-from server.jobs.service import submit_work
-from server.models import Dataset, Job, Model
-from server.queries import get_job, get_run, job_record
-from server.registry import RunParams, find_or_create_run
+from server.jobs.read import get_job, job_record
+from server.jobs.state import JobSpec, request_cancel, submit
+from server.jobs.submit import submit_work
+from server.runs.read import get_run
+from server.runs.register import RunParams, find_or_create_run
+from server.storage.schema import Dataset, Job, Model
 
 TOKEN_COOKIE = "neuronscope_token"
 MAX_TOP_K = 10_000

@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request
 
-from server.queries import list_runs, neuron_detail
+from server.runs.read import list_runs, neuron_detail
 from server.web.data import NEURON_COLUMNS, layer_data, run_data
 from server.web.deps import Channel, RunId, SessionDep, StoreDep, TablesDep
 from server.web.table_query import parse_query

@@ -11,12 +11,12 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
-from server.artifacts import ArtifactStore
 from server.config import Settings, load_settings
-from server.db import Database
 from server.jobs.queue import JobQueue, create_huey
-from server.queries import NotFoundError
-from server.uploads import UploadError
+from server.storage.artifacts import ArtifactStore
+from server.storage.db import Database
+from server.storage.errors import NotFoundError
+from server.storage.uploads import UploadError
 from server.web import plots
 from server.web.actions import ActionError
 from server.web.data import LayerTableCache

@@ -9,21 +9,13 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from server.artifacts import ArtifactStore
-from server.decomposition_records import list_decompositions
-from server.models import INDEX_NAMES, JOB_ACTIVE, Job, Layer, Neuron, NeuronIndex, Run
-from server.queries import (
-    NotFoundError,
-    feature_visualisations,
-    get_layer,
-    get_run,
-    job_record,
-    latest_visualisations,
-    layer_summary,
-    neuron_detail,
-    run_stages,
-    run_summary,
-)
+from server.decompositions.read import list_decompositions
+from server.featureviz.read import featureviz_records, latest_featureviz
+from server.jobs.read import job_record, run_stages
+from server.runs.read import get_layer, get_run, layer_summary, neuron_detail, run_summary
+from server.storage.artifacts import ArtifactStore
+from server.storage.errors import NotFoundError
+from server.storage.schema import INDEX_NAMES, JOB_ACTIVE, Job, Layer, Neuron, NeuronIndex, Run
 from server.web.table_query import TableQuery, apply_query
 
 NEURON_COLUMNS: dict[str, type] = {
@@ -153,7 +145,7 @@ def layer_data(
 ) -> dict[str, Any]:
     layer = get_layer(session, run_id, layer_name)
     page = apply_query(cache.rows(session, layer), query)
-    visualisations = latest_visualisations(session, run_id, layer_name)
+    visualisations = latest_featureviz(session, run_id, layer_name)
     return {
         "run": run_summary(layer.run),
         "layer": {**layer_summary(layer), "summary": layer.summary or {}},
@@ -218,7 +210,7 @@ def featureviz_section(
     layer = get_layer(session, run_id, layer_name)
     if not 0 <= channel < layer.channels:
         raise NotFoundError(f"layer {layer_name!r} has channels 0..{layer.channels - 1}")
-    stored = feature_visualisations(session, store, run_id, layer_name, channel)
+    stored = featureviz_records(session, store, run_id, layer_name, channel)
     singles = [record for record in stored if not record["diversity"]]
     diverse = [record for record in stored if record["diversity"]]
     newest_set = [r for r in diverse if r["params"] == diverse[0]["params"]] if diverse else []
@@ -241,10 +233,10 @@ def classes_data(session: Session, store: Any, run_id: int) -> dict[str, Any]:
     ).all()
     outputs = sorted({OUTPUT + _output_suffix(p.get("output")) for p in targets if not p["layer"]})
     target = outputs[0] if outputs else OUTPUT
-    latest = latest_visualisations(session, run_id, target)
+    latest = latest_featureviz(session, run_id, target)
     classes = []
     for unit, key in sorted(latest.items()):
-        stored = feature_visualisations(session, store, run_id, target, unit)
+        stored = featureviz_records(session, store, run_id, target, unit)
         classes.append({"class": unit, **next(r for r in stored if r["key"] == key)})
     jobs = active_visualisation_jobs(session, run_id, None)
     names = (run.model.meta or {}).get(META_CLASSES, "").split(",")

@@ -14,17 +14,19 @@ from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.orm import Session
 
-from server.decomposition_records import (
+from server.decompositions.read import (
     composition_record,
     decomposition_record,
     find_composition,
     get_decomposition,
 )
 from server.jobs.planning import plan_composition, plan_decomposition
-from server.jobs.service import submit_work
-from server.models import JOB_ACTIVE, Job, Neuron
-from server.queries import NotFoundError, get_layer, get_run, job_record, run_summary
-from server.uploads import UploadError, UploadLimits, store_upload
+from server.jobs.read import job_record
+from server.jobs.submit import submit_work
+from server.runs.read import get_layer, get_run, run_summary
+from server.storage.errors import NotFoundError
+from server.storage.schema import JOB_ACTIVE, Job, Neuron
+from server.storage.uploads import UploadError, UploadLimits, store_upload
 from server.web import actions
 from server.web.actions import ActionError, check_write_access
 from server.web.deps import MAX_ID, RunId, SessionDep, StoreDep

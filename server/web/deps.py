@@ -15,7 +15,7 @@ from typing import Annotated
 from fastapi import Depends, Path, Request
 from sqlalchemy.orm import Session
 
-from server.artifacts import ArtifactStore
+from server.storage.artifacts import ArtifactStore
 from server.web.data import LayerTableCache
 
 

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
-from server.queries import list_workers
+from server.jobs.read import list_workers
 from server.web.data import (
     INDEX_LABELS,
     NEURON_COLUMNS,

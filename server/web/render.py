@@ -12,7 +12,7 @@ from fastapi import Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, Response
 
-from server.queries import NotFoundError
+from server.storage.errors import NotFoundError
 from server.web.deps import MAX_ID
 
 FORMATS = ("json", "csv")

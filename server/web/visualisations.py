@@ -15,9 +15,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from server.jobs.planning import featureviz_job
-from server.jobs.records import JobSpec, submit
-from server.models import Job, Upload
-from server.queries import get_run
+from server.jobs.state import JobSpec, submit
+from server.runs.read import get_run
+from server.storage.schema import Job, Upload
 from server.web import actions
 from server.web.actions import ActionError, check_write_access
 from server.web.data import classes_data, featureviz_section

@@ -16,10 +16,11 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from server.jobs.records import stop_run
-from server.jobs.service import submit_work
-from server.models import JOB_ACTIVE, Dataset, Model
-from server.queries import get_job, get_run, job_record, list_jobs, list_workers
+from server.jobs.read import get_job, job_record, list_jobs, list_workers
+from server.jobs.state import stop_run
+from server.jobs.submit import submit_work
+from server.runs.read import get_run
+from server.storage.schema import JOB_ACTIVE, Dataset, Model
 from server.web import actions
 from server.web.actions import ActionError, ModelRequest, RunRequest, check_write_access
 from server.web.deps import MAX_ID, JobRef, RunId, SessionDep

@@ -1,7 +1,6 @@
-"""Read-side views of image decompositions and neuron compositions (no torch: the web uses these).
-
-Rendered images are given as artifact URLs, so the API, the pages and the CLI's ``--json`` show one
-and the same object.
+"""Stored image decompositions and neuron compositions, as plain data (no torch: the web reads
+these). Rendered images are given as artifact URLs, so the API, the pages and the CLI's
+``--json`` show one and the same object.
 """
 
 from __future__ import annotations
@@ -13,8 +12,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from server.models import Composition, Decomposition, Job, Upload
-from server.queries import NotFoundError
+from server.storage.errors import NotFoundError
+from server.storage.schema import Composition, Decomposition, Job, Upload
+
+# How a neuron may be composed of a shallower layer's neurons (docs/algorithms.md §6).
+COMPOSITION_MODES = ("activation", "relevance")
 
 
 def params_key(params: dict[str, Any]) -> str:

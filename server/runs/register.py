@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 
-from server.models import JOB_ACTIVE, Dataset, DatasetImage, Job, Layer, Model, Run
+from server.storage.schema import JOB_ACTIVE, Dataset, DatasetImage, Job, Layer, Model, Run
 
 if TYPE_CHECKING:  # the web process uses this module and must not import torch
     from analysis.data import ImageFolder

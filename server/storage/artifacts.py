@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from server.png import encode_png
+from server.storage.png import encode_png
 
 
 class ArtifactStore:

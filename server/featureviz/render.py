@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from sqlalchemy import delete, select
+from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
 from analysis.featureviz.dream import dream
@@ -26,9 +26,10 @@ from analysis.featureviz.units import RenderSettings, Target, visualize_units
 from analysis.layers import LayerInfo
 from analysis.models import LoadedModel
 from analysis.neuron_feature import to_uint8
-from server.artifacts import ArtifactStore
-from server.models import FeatureVis, Run
-from server.pipeline import Progress
+from server.featureviz.read import stored_units
+from server.progress import Progress
+from server.storage.artifacts import ArtifactStore
+from server.storage.schema import FeatureVis, Run
 
 # The longest side a dreamt image keeps: DeepDream's cost grows with the pixels.
 DREAM_MAX_SIDE = 512
@@ -112,18 +113,6 @@ def check_units(units: list[int], count: int, target: Target) -> None:
     bad = [unit for unit in units if not 0 <= unit < count]
     if bad:
         raise VisualisationError(f"{target.name} has {what} 0..{count - 1}, not {bad[0]}")
-
-
-def stored_units(session: Session, run_id: int, target: str, params_key: str) -> set[int]:
-    return set(
-        session.scalars(
-            select(FeatureVis.unit).where(
-                FeatureVis.run_id == run_id,
-                FeatureVis.target == target,
-                FeatureVis.params_key == params_key,
-            )
-        )
-    )
 
 
 def render_and_store(

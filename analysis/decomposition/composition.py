@@ -1,22 +1,13 @@
-"""Decompositions (SPEC §6): an image described by Neuron Features, and a neuron described by the
-neurons of a shallower layer.
-
-**Image decomposition** (Nefesi): forward the image once, to every layer asked for; divide each
-channel by that neuron's dataset maximum a_1, so 1 means "as strongly as on its best image"; at
-each map position keep the channel with the highest normalised value; accept positions greedily,
-strongest first, while their receptive windows overlap the windows already accepted by at most a
-set fraction of their area (default 0: no overlap).
-
-**Hierarchical decomposition**, two modes for a neuron n of layer L and a shallower layer L′:
+"""A neuron n of layer L composed of the neurons of a shallower layer L′, in two modes.
 
 - *activation*: n's top patches, pasted on a canvas of their own mean colour at one common place,
   go through the network to L′; each L′ channel is divided by its dataset maximum and clipped at
-  1, weighted by w_j = a_j / a_1 and averaged over j; positions are then chosen greedily as above,
-  among those whose windows lie inside n's window.
+  1, weighted by w_j = a_j / a_1 and averaged over j; positions are then chosen greedily as in
+  the image decomposition, among those whose windows lie inside n's window.
 - *ablation relevance*: R_i = Σ_j |a_j − â_j(i)| / Σ_j a_j, where â_j(i) is n's activation on its
   top image j (read at the stored position) with channel i of L′ set to zero. The ablated copies
   of L′'s output (image × channel on the batch axis) are fed from L′ on: the layers before L′ run
-  once per image, not once per ablation.
+  once per image, not once per ablation. Applied level by level it gives a relevance tree.
 """
 
 from __future__ import annotations
@@ -25,218 +16,19 @@ import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 from torch import nn
 
+from analysis.decomposition.placement import (
+    Placement,
+    Window,
+    greedy_placements,
+    layer_outputs,
+    normalise,
+)
 from analysis.hooks import forward_until, layer_hooks, model_device, resolve_layers
-from analysis.neuron_feature import GREY, cut_patch
+from analysis.neuron_feature import cut_patch
 from analysis.receptive_field import ReceptiveField
-
-Window = tuple[int, int, int, int]
-
-
-@dataclass(frozen=True)
-class Placement:
-    """One accepted neuron: its channel, where (map row and column, input window), how strongly
-    (raw and normalised by the neuron's dataset maximum)."""
-
-    channel: int
-    row: int
-    col: int
-    value: float
-    normalised: float
-    window: Window
-
-
-@dataclass
-class LayerDecomposition:
-    """A layer's accepted neurons, strongest first, and per map position the ``top`` channels
-    with their normalised values (for "which neurons fire here")."""
-
-    placements: list[Placement]
-    top_channels: np.ndarray  # (H, W, n) int
-    top_values: np.ndarray  # (H, W, n) float, normalised
-    normalised: np.ndarray  # (C, H, W) float32: every channel's map, for heat maps
-
-
-def layer_outputs(
-    model: nn.Module, inputs: torch.Tensor, layers: Sequence[str]
-) -> dict[str, torch.Tensor]:
-    """One forward of ``inputs`` (normalised, on the model's device), stopped after the deepest
-    of ``layers``; their outputs as float32 (copied before any in-place op can change them)."""
-    recorded: dict[str, torch.Tensor] = {}
-
-    def keep(name: str, output: torch.Tensor) -> None:
-        recorded[name] = output.detach().float().clone()
-
-    with torch.no_grad(), layer_hooks(model, list(layers), keep, stop_early=True):
-        forward_until(model, inputs)
-    return recorded
-
-
-def normalise(maps: torch.Tensor, maxima: torch.Tensor) -> torch.Tensor:
-    """Divide each channel of (…, C, H, W) maps by its dataset maximum; a dead channel (maximum
-    ≤ 0) is −inf everywhere, so it is never chosen."""
-    maxima = maxima.to(maps.device, maps.dtype)
-    live = maxima > 0
-    scaled = maps / torch.where(live, maxima, torch.ones_like(maxima))[:, None, None]
-    return torch.where(live[:, None, None], scaled, torch.full_like(scaled, float("-inf")))
-
-
-def overlap(window: Window, other: Window) -> int:
-    """The area two windows share."""
-    rows = min(window[1], other[1]) - max(window[0], other[0])
-    cols = min(window[3], other[3]) - max(window[2], other[2])
-    return max(rows, 0) * max(cols, 0)
-
-
-def greedy_placements(
-    normalised: torch.Tensor,
-    raw: torch.Tensor,
-    field: ReceptiveField,
-    max_overlap: float = 0.0,
-    inside: Window | None = None,
-) -> list[Placement]:
-    """Per position the best channel, then positions accepted strongest first while the part of
-    each one's window already covered by accepted windows is at most ``max_overlap`` of its area.
-    Only positions whose window lies within ``inside`` are candidates, when it is given;
-    positions where no channel fires (normalised ≤ 0) are never accepted."""
-    best, channels = normalised.max(0)
-    height, width = best.shape
-    flat_best = best.flatten()
-    order = torch.argsort(flat_best, descending=True, stable=True)
-    order = order[flat_best[order] > 0].tolist()
-    if inside is not None:
-        order = [i for i in order if _contains(inside, field.window(*divmod(i, width)))]
-    if max_overlap <= 0:
-        chosen = _disjoint(order, field, height, width)
-    else:
-        chosen = _covered_at_most(order, field, height, width, max_overlap)
-    values, labels = flat_best.tolist(), channels.flatten().tolist()
-    raw_values = raw.flatten(1)
-    return [
-        Placement(
-            labels[index],
-            index // width,
-            index % width,
-            float(raw_values[labels[index], index]),
-            values[index],
-            field.window(*divmod(index, width)),
-        )
-        for index in chosen
-    ]
-
-
-def _disjoint(order: list[int], field: ReceptiveField, height: int, width: int) -> list[int]:
-    """Greedy choice with no overlap at all: two windows overlap exactly when their positions
-    are closer than ⌈size / stride⌉ on both axes, so each acceptance blocks a rectangle of
-    positions and each candidate costs one lookup."""
-    reach_rows = -(-field.size[0] // field.stride[0]) - 1
-    reach_cols = -(-field.size[1] // field.stride[1]) - 1
-    blocked = bytearray(height * width)
-    chosen = []
-    for index in order:
-        if blocked[index]:
-            continue
-        chosen.append(index)
-        row, col = divmod(index, width)
-        left, right = max(col - reach_cols, 0), min(col + reach_cols + 1, width)
-        for blocked_row in range(max(row - reach_rows, 0), min(row + reach_rows + 1, height)):
-            start = blocked_row * width
-            blocked[start + left : start + right] = b"\x01" * (right - left)
-    return chosen
-
-
-def _covered_at_most(
-    order: list[int], field: ReceptiveField, height: int, width: int, max_overlap: float
-) -> list[int]:
-    """Greedy choice allowing ``max_overlap`` of each window to be covered already: coverage is
-    a mask over the input (with a margin, as windows may extend past the image)."""
-    top, left = field.window(0, 0)[0], field.window(0, 0)[2]
-    bottom, right = field.window(height - 1, width - 1)[1], field.window(height - 1, width - 1)[3]
-    covered = np.zeros((bottom - top, right - left), dtype=np.int32)
-    limit = max_overlap * field.size[0] * field.size[1]
-    chosen = []
-    for index in order:
-        r0, r1, c0, c1 = field.window(*divmod(index, width))
-        region = covered[r0 - top : r1 - top, c0 - left : c1 - left]
-        if region.sum() <= limit:
-            region[...] = 1
-            chosen.append(index)
-    return chosen
-
-
-def _contains(outer: Window, inner: Window) -> bool:
-    return (
-        outer[0] <= inner[0]
-        and inner[1] <= outer[1]
-        and outer[2] <= inner[2]
-        and inner[3] <= outer[3]
-    )
-
-
-def decompose(
-    model: nn.Module,
-    image: torch.Tensor,
-    layers: dict[str, tuple[ReceptiveField, torch.Tensor]],
-    max_overlap: float = 0.0,
-    top_n: int = 5,
-) -> dict[str, LayerDecomposition]:
-    """Decompose one normalised image (1, 3, H, W) at every layer of ``layers`` (name → its
-    receptive field and its neurons' dataset maxima), from a single forward pass."""
-    outputs = layer_outputs(model, image.to(model_device(model)), list(layers))
-    found = {}
-    for name, (field_, maxima) in layers.items():
-        raw = outputs[name][0]
-        scaled = normalise(raw, maxima)
-        count = min(top_n, scaled.shape[0])
-        values, channels = scaled.topk(count, dim=0)
-        found[name] = LayerDecomposition(
-            placements=greedy_placements(scaled, raw, field_, max_overlap),
-            top_channels=channels.permute(1, 2, 0).cpu().numpy(),
-            top_values=values.permute(1, 2, 0).clamp(min=-1e9).cpu().numpy(),
-            normalised=scaled.clamp(min=0).cpu().numpy(),
-        )
-    return found
-
-
-def paste_features(
-    image: np.ndarray,
-    placements: Sequence[Placement],
-    features: dict[int, np.ndarray],
-    reach: Window | None = None,
-) -> np.ndarray:
-    """``image`` (H, W, 3) with each placement's NF pasted over its window, the strongest on top;
-    the parts of a window outside the image are cut off. ``features`` may hold each NF over
-    the part ``reach`` of its window only (as stored): the rest of the window is grey."""
-    canvas = image.copy()
-    for placement in sorted(placements, key=lambda p: p.normalised):
-        feature = features.get(placement.channel)
-        if feature is None:
-            continue
-        r0, r1, c0, c1 = placement.window
-        if reach is not None and feature.shape[:2] != (r1 - r0, c1 - c0):
-            _paste_clipped(canvas, np.float32(GREY), placement.window)
-            r0, c0 = r0 + reach[0], c0 + reach[2]
-            r1, c1 = r0 + feature.shape[0], c0 + feature.shape[1]
-        _paste_clipped(canvas, feature, (r0, r1, c0, c1))
-    return canvas
-
-
-def _paste_clipped(canvas: np.ndarray, patch: np.ndarray | np.float32, window: Window) -> None:
-    """Write ``patch`` (the window's size, or one value) over ``window`` of the (H, W, 3)
-    ``canvas``, clipped to the canvas."""
-    r0, r1, c0, c1 = window
-    height, width = canvas.shape[:2]
-    top, bottom, left, right = max(r0, 0), min(r1, height), max(c0, 0), min(c1, width)
-    if top < bottom and left < right:
-        if isinstance(patch, np.ndarray):
-            patch = patch[top - r0 : bottom - r0, left - c0 : right - c0]
-        canvas[top:bottom, left:right] = patch
-
-
-# ---- a neuron described by a shallower layer ---------------------------------------------------
 
 
 @dataclass

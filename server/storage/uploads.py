@@ -18,8 +18,8 @@ from PIL import Image, UnidentifiedImageError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from server.artifacts import ArtifactStore
-from server.models import Upload
+from server.storage.artifacts import ArtifactStore
+from server.storage.schema import Upload
 
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
 DEFAULT_MAX_PIXELS = 40_000_000

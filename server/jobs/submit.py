@@ -8,8 +8,8 @@ from typing import TypeVar
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from server.db import Database
 from server.jobs.queue import JobQueue
+from server.storage.db import Database
 
 T = TypeVar("T")
 SUBMIT_TRIES = 3

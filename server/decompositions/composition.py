@@ -1,187 +1,36 @@
-"""Decompositions of images and neurons for a run, computed by workers and stored (SPEC §6).
-
-An image is read as the sweep reads it (RGB, resized to the model's input by the run's policy),
-decomposed at every analysed layer in one forward pass, and stored as: per layer the accepted
-neurons (windows mapped back to the uploaded image's pixels), the image with their NFs pasted
-over their windows, a heat map per accepted neuron, and per map position the strongest neurons
-(for "which neurons fire here"). A neuron's composition reads its stored top images.
+"""A neuron composed of a shallower layer's neurons (docs/algorithms.md §6), computed from its
+stored top images and stored for its page: in activation mode the shallower NFs pasted where its
+top patches drive them, in relevance mode the ablation-relevance tree.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
-from sqlalchemy import delete, select
+from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
-from analysis.data import ImageFolder, ResizePolicy, load_rgb
-from analysis.decomposition import (
-    LayerDecomposition,
+from analysis.data import ImageFolder
+from analysis.decomposition.composition import (
     NeuronInputs,
     activation_composition,
-    decompose,
-    paste_features,
     relevance_tree,
 )
+from analysis.decomposition.image import paste_features
 from analysis.models import InputSpec, LoadedModel
 from analysis.neuron_feature import full_window, to_uint8
-from analysis.receptive_field import ReceptiveField
-from server.artifacts import ArtifactStore
-from server.models import Composition, Layer, Neuron, Run
-from server.pipeline import DecodedImages, Progress, run_decoding
-from server.results import load_layer_topk
-
-HEATMAPS_PER_LAYER = 16
-TOP_NEURONS_PER_PIXEL = 5
-MODES = ("activation", "relevance")
+from server.decompositions.read import COMPOSITION_MODES
+from server.progress import Progress
+from server.runs.decoded import DecodedImages
+from server.runs.stored import layer_neurons, load_layer_topk, stored_field, stored_reach
+from server.storage.artifacts import ArtifactStore
+from server.storage.schema import Composition, Layer, Neuron, Run
 
 
 class DecompositionError(ValueError):
     """A decomposition that cannot be computed; the message says why."""
-
-
-def stored_field(layer: Layer) -> ReceptiveField:
-    return ReceptiveField(tuple(layer.rf_size), tuple(layer.rf_stride), tuple(layer.rf_offset))
-
-
-def stored_reach(layer: Layer) -> tuple[int, int, int, int] | None:
-    """The part of the window ``layer``'s NF arrays hold; None: the whole window."""
-    if not layer.nf_box:
-        return None
-    r0, r1, c0, c1 = layer.nf_box
-    return r0, r1, c0, c1
-
-
-def layer_neurons(session: Session, layer: Layer) -> list[Neuron]:
-    return list(
-        session.scalars(select(Neuron).where(Neuron.layer_id == layer.id).order_by(Neuron.channel))
-    )
-
-
-def to_original(
-    window: tuple[int, int, int, int],
-    size: tuple[int, int],
-    width: int,
-    height: int,
-    policy: ResizePolicy,
-) -> list[int]:
-    """A window in model-input pixels (input ``size`` = (height, width)) as [r0, r1, c0, c1] in
-    the original image's pixels."""
-    r0, r1, c0, c1 = window
-    input_h, input_w = size
-    if policy is ResizePolicy.CENTER_CROP:
-        scale = max(input_h / height, input_w / width)
-        resized_w, resized_h = (
-            max(round(width * scale), input_w),
-            max(round(height * scale), input_h),
-        )
-        left, top = (resized_w - input_w) // 2, (resized_h - input_h) // 2
-        return [round((r + top) / scale) for r in (r0, r1)] + [
-            round((c + left) / scale) for c in (c0, c1)
-        ]
-    rows = [round(r * height / input_h) for r in (r0, r1)]
-    return rows + [round(c * width / input_w) for c in (c0, c1)]
-
-
-def decompose_image(
-    session: Session,
-    run: Run,
-    loaded: LoadedModel,
-    path: Path,
-    store: ArtifactStore,
-    device: str,
-    max_overlap: float = 0.0,
-) -> dict[str, Any]:
-    """Decompose the image file at ``path`` at every stored layer of ``run``; the result object."""
-    policy, draft = run_decoding(run)
-    size = loaded.input.size
-    pixels = load_rgb(path, size, policy, loaded.input.grey, draft)
-    with Image.open(path) as original:
-        width, height = original.size
-    layers = {layer.name: layer for layer in run.layers}
-    neurons = {name: layer_neurons(session, layer) for name, layer in layers.items()}
-    request = {
-        name: (
-            stored_field(layer),
-            torch.tensor([n.max_activation for n in neurons[name]], dtype=torch.float32),
-        )
-        for name, layer in layers.items()
-    }
-    model = loaded.module.to(device).eval()
-    image = torch.from_numpy(pixels).permute(2, 0, 1)[None]
-    found = decompose(model, loaded.input.normalise(image), request, max_overlap)
-    result: dict[str, Any] = {
-        "width": width,
-        "height": height,
-        "input_size": list(size),
-        "image": store.put_png(to_uint8(pixels)),
-        "layers": {},
-    }
-    for name, decomposition in found.items():
-        result["layers"][name] = _store_layer(
-            decomposition, layers[name], neurons[name], pixels, store, (size, width, height, policy)
-        )
-    return result
-
-
-def _store_layer(
-    found: LayerDecomposition,
-    layer: Layer,
-    neurons: list[Neuron],
-    pixels: np.ndarray,
-    store: ArtifactStore,
-    geometry: tuple[int, int, int, ResizePolicy],
-) -> dict[str, Any]:
-    size, width, height, policy = geometry
-    features = {
-        p.channel: store.load_array(neurons[p.channel].nf_array_key)
-        for p in found.placements
-        if neurons[p.channel].nf_array_key
-    }
-    heatmaps: dict[int, str] = {}
-    for placement in found.placements:
-        if placement.channel not in heatmaps and len(heatmaps) < HEATMAPS_PER_LAYER:
-            heatmaps[placement.channel] = store.put_png(
-                heatmap(pixels, found.normalised[placement.channel])
-            )
-    return {
-        "map_size": list(found.normalised.shape[1:]),
-        "composite": store.put_png(
-            to_uint8(paste_features(pixels, found.placements, features, stored_reach(layer)))
-        ),
-        "top_channels": store.put_array(found.top_channels.astype(np.int32)),
-        "top_values": store.put_array(found.top_values.astype(np.float32)),
-        "neurons": [
-            {
-                "channel": p.channel,
-                "value": p.value,
-                "normalised": p.normalised,
-                "row": p.row,
-                "col": p.col,
-                "window": to_original(p.window, size, width, height, policy),
-                "input_window": list(p.window),
-                "nf": neurons[p.channel].nf_key,
-                "heatmap": heatmaps.get(p.channel),
-            }
-            for p in found.placements
-        ],
-    }
-
-
-def heatmap(pixels: np.ndarray, normalised: np.ndarray) -> np.ndarray:
-    """Where a neuron fires: its normalised map (clipped to [0, 1]) in red over the dimmed image."""
-    size = pixels.shape[:2]
-    level = Image.fromarray(np.clip(normalised, 0, 1).astype(np.float32), mode="F")
-    level = np.asarray(level.resize((size[1], size[0]), Image.BILINEAR))[..., None]
-    red = np.array([1.0, 0.1, 0.1], dtype=np.float32)
-    return to_uint8(0.45 * pixels * (1 - level) + level * red + 0.3 * level * pixels)
-
-
-# ---- a neuron described by a shallower layer ---------------------------------------------------
 
 
 class NeuronReader:
@@ -240,7 +89,7 @@ def compose_neuron(
             f"{source!r} is not an analysed layer before {layer!r} "
             f"(choose one of: {', '.join(below) or 'none: this is the first layer'})"
         )
-    if mode not in MODES:
+    if mode not in COMPOSITION_MODES:
         raise DecompositionError(f"mode is activation or relevance, not {mode!r}")
     stored = {stored.name: stored for stored in run.layers}
     if not 0 <= channel < stored[layer].channels:

@@ -1,19 +1,18 @@
-"""Write analysis results into the database, and read a layer's top-K back for later stages."""
+"""Write a run's results into the database: layers, neurons, top activations, index rows."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
 from analysis.layers import LayerInfo
 from analysis.physiology import UnitPhysiology
 from analysis.selectivity.indexes import NeuronIndexes
-from analysis.sweep import LayerTopK, SweepResult
-from server.models import INDEX_NAMES, Layer, Neuron, NeuronIndex, Run, TopActivation
+from analysis.sweep import SweepResult
+from server.storage.schema import INDEX_NAMES, Layer, Neuron, NeuronIndex, Run, TopActivation
 
 
 @dataclass
@@ -96,39 +95,6 @@ def store_sweep_results(
                 for rank in range(topk.k)
             ],
         )
-
-
-def load_layer_topk(session: Session, layer: Layer) -> LayerTopK:
-    """A stored layer's top-K as the sweep produced it (values, images, rows, cols)."""
-    neurons = session.execute(
-        select(Neuron.id, Neuron.channel, Neuron.mean_activation)
-        .where(Neuron.layer_id == layer.id)
-        .order_by(Neuron.channel)
-    ).all()
-    rows = session.execute(
-        select(
-            TopActivation.neuron_id,
-            TopActivation.rank,
-            TopActivation.image_index,
-            TopActivation.value,
-            TopActivation.row,
-            TopActivation.col,
-        )
-        .join(Neuron, Neuron.id == TopActivation.neuron_id)
-        .where(Neuron.layer_id == layer.id)
-    ).all()
-    k = 1 + max((r.rank for r in rows), default=-1)
-    state = LayerTopK.empty(len(neurons), k)
-    channel_of = {n.id: n.channel for n in neurons}
-    for r in rows:
-        channel = channel_of[r.neuron_id]
-        state.values[channel, r.rank] = r.value
-        state.images[channel, r.rank] = r.image_index
-        state.rows[channel, r.rank] = r.row
-        state.cols[channel, r.rank] = r.col
-    state.maxima_sum = torch.tensor([n.mean_activation for n in neurons], dtype=torch.float64)
-    state.count = 1
-    return state
 
 
 def store_layer_indexes(

@@ -1,33 +1,19 @@
-"""Read-side queries: each returns plain data (dicts) that the CLI, JSON API and pages render.
+"""What a run holds, as plain data (dicts) that the CLI, the JSON API and the pages render.
 
-Nothing here imports torch: the web process uses these too.
+Nothing here imports torch: the web process reads through these.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from server.artifacts import ArtifactStore
-from server.models import (
-    JOB_ACTIVE,
-    DatasetImage,
-    FeatureVis,
-    Job,
-    Layer,
-    Neuron,
-    NeuronIndex,
-    Run,
-    TopActivation,
-    Worker,
-)
-
-
-class NotFoundError(LookupError):
-    """A run, layer or neuron that does not exist; the message names which."""
+from server.featureviz.read import featureviz_records
+from server.storage.artifacts import ArtifactStore
+from server.storage.errors import NotFoundError
+from server.storage.schema import DatasetImage, Layer, Neuron, NeuronIndex, Run, TopActivation
 
 
 def run_summary(run: Run, layers: list[Layer] | None = None) -> dict[str, Any]:
@@ -150,54 +136,8 @@ def neuron_detail(
             for rank, value, row, col, index, path, label in rows
         ],
         "indexes": neuron_indexes(session, neuron.id),
-        "feature_vis": feature_visualisations(session, store, run_id, layer.name, channel),
+        "feature_vis": featureviz_records(session, store, run_id, layer.name, channel),
     }
-
-
-def feature_visualisations(
-    session: Session, store: ArtifactStore, run_id: int, target: str, unit: int
-) -> list[dict[str, Any]]:
-    """Every stored visualisation of one unit, newest settings first, a diverse set in order.
-
-    ``png`` is the image's absolute path (as ``nf`` is), ``key`` its artifact key.
-    """
-    found = session.scalars(
-        select(FeatureVis)
-        .where(FeatureVis.run_id == run_id, FeatureVis.target == target, FeatureVis.unit == unit)
-        .order_by(FeatureVis.id)
-    ).all()
-    newest = {row.params_key: row.id for row in found}  # a set's newest row: its last
-    rows = sorted(found, key=lambda row: (-newest[row.params_key], row.variant))
-    return [
-        {
-            "objective": row.objective,
-            "method": row.method,
-            "png": str(store.path(row.image_key)),
-            "key": row.image_key,
-            "steps": row.params.get("steps"),
-            "size": row.params.get("size"),
-            "diversity": row.params.get("diversity", 0),
-            "variant": row.variant,
-            "activation": row.activation,
-            "random_activation": row.random_activation,
-            "params": row.params,
-        }
-        for row in rows
-    ]
-
-
-def latest_visualisations(session: Session, run_id: int, target: str) -> dict[int, str]:
-    """Per unit of ``target``, the image key of its newest single (non-diverse) visualisation."""
-    rows = session.execute(
-        select(FeatureVis.unit, FeatureVis.image_key, FeatureVis.params)
-        .where(FeatureVis.run_id == run_id, FeatureVis.target == target, FeatureVis.variant == 0)
-        .order_by(FeatureVis.created, FeatureVis.id)
-    ).all()
-    latest: dict[int, str] = {}
-    for unit, key, params in rows:
-        if not params.get("diversity"):
-            latest[unit] = key
-    return latest
 
 
 def neuron_indexes(session: Session, neuron_id: int) -> dict[str, Any]:
@@ -245,95 +185,3 @@ def rank_neurons(
         key=lambda e: (e.get(by) is None, -(e.get(by) or 0) if descending else (e.get(by) or 0)),
     )
     return ordered
-
-
-def job_record(job: Job) -> dict[str, Any]:
-    """A job as the CLI, the JSON API and the jobs page show it."""
-    return {
-        "id": job.id,
-        "kind": job.kind,
-        "status": job.status,
-        "progress": round(job.progress, 4),
-        "run": job.run_id,
-        "params": job.params,
-        "message": job.message,
-        "error": job.error,
-        "result": job.result,
-        "worker": job.worker,
-        "attempts": job.attempts,
-        "max_attempts": job.max_attempts,
-        "depends_on": job.depends_on,
-        "heartbeat": job.heartbeat.isoformat() if job.heartbeat else None,
-        "created": job.created.isoformat(),
-        "started": job.started.isoformat() if job.started else None,
-        "finished": job.finished.isoformat() if job.finished else None,
-    }
-
-
-def list_jobs(
-    session: Session, run_id: int | None = None, active: bool = False, limit: int = 200
-) -> list[dict[str, Any]]:
-    """Newest first; ``active`` keeps only jobs that have not finished."""
-    query = select(Job).order_by(Job.id.desc()).limit(limit)
-    if run_id is not None:
-        query = query.where(Job.run_id == run_id)
-    if active:
-        query = query.where(Job.status.in_(JOB_ACTIVE))
-    return [job_record(job) for job in session.scalars(query)]
-
-
-def get_job(session: Session, job_id: int) -> Job:
-    job = session.get(Job, job_id)
-    if job is None:
-        raise NotFoundError(f"no job {job_id}")
-    return job
-
-
-def run_stages(session: Session, run_id: int) -> list[dict[str, Any]]:
-    """Progress of a run's jobs per stage (sweep shards, merge, indexes), in pipeline order."""
-    stages: dict[str, dict[str, Any]] = {}
-    for job in session.scalars(select(Job).where(Job.run_id == run_id).order_by(Job.id)):
-        stage = stages.setdefault(
-            job.kind, {"kind": job.kind, "jobs": 0, "done": 0, "progress": 0.0, "statuses": {}}
-        )
-        stage["jobs"] += 1
-        stage["done"] += job.status == "done"
-        stage["progress"] += job.progress
-        stage["statuses"][job.status] = stage["statuses"].get(job.status, 0) + 1
-        if job.status in ("running", "cancelling") and job.message:
-            stage["message"] = job.message
-        if job.error and "error" not in stage:
-            stage["error"] = job.error.split("\n", 1)[0]
-    for stage in stages.values():
-        stage["progress"] = round(stage["progress"] / stage["jobs"], 4)
-    order = {"sweep": 0, "merge": 1, "indexes": 2, "featureviz": 3, "dream": 4}
-    return sorted(stages.values(), key=lambda stage: order.get(stage["kind"], 9))
-
-
-def list_workers(session: Session, timeout: float) -> list[dict[str, Any]]:
-    """Workers seen in the last day, newest first: ``alive`` unless stopped or silent for longer
-    than ``timeout``."""
-    now = datetime.now(UTC)
-    recent = select(Worker).where(Worker.heartbeat > now - timedelta(days=1))
-    found = []
-    for worker in session.scalars(recent.order_by(Worker.heartbeat.desc()).limit(100)):
-        seen = _aware(worker.heartbeat)
-        silent = (now - seen).total_seconds()
-        state = "stopped" if worker.stopped else ("alive" if silent <= timeout else "silent")
-        found.append(
-            {
-                "name": worker.name,
-                "device": worker.device,
-                "state": state,
-                "job": worker.job_id if state == "alive" else None,
-                "started": _aware(worker.started).isoformat(),
-                "last_seen": seen.isoformat(),
-                "seconds_since_seen": round(silent, 1),
-            }
-        )
-    return found
-
-
-def _aware(moment: datetime) -> datetime:
-    """SQLite gives back naive datetimes; everything we store is UTC."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

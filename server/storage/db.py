@@ -13,7 +13,7 @@ from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
-ALEMBIC_DIR = Path(__file__).resolve().parent.parent / "alembic"
+ALEMBIC_DIR = Path(__file__).resolve().parents[2] / "alembic"
 # Any fixed 64-bit number, the same in every process that migrates ('nscope' in ASCII).
 SCHEMA_LOCK = 0x6E73636F7065
 

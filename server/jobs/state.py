@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from server.models import JOB_ACTIVE, Job, Run, Worker, utcnow
+from server.storage.schema import JOB_ACTIVE, Job, Run, Worker, utcnow
 
 REVIVABLE = ("failed", "cancelled")
 
