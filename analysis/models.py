@@ -25,6 +25,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from analysis.metadata import (
+    META_INPUT_CHANNELS,
+    META_INPUT_SIZE,
+    META_MEAN,
+    META_STD,
+)
 from analysis.safetensors_io import SafetensorsError, load_safetensors
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -56,14 +62,6 @@ CNN_FAMILIES = (
     "regnet_y_400mf",
     "convnext_tiny",
 )
-
-# Keys under which a model records its own input convention in safetensors metadata.
-META_INPUT_SIZE = "neuronscope.input_size"  # "N" or "H,W"
-META_INPUT_CHANNELS = "neuronscope.input_channels"  # "1" (greyscale) or "3"
-META_MEAN = "neuronscope.mean"
-META_STD = "neuronscope.std"
-# The names of the output classes in logit order, comma-separated (shown on the classes page).
-META_CLASSES = "neuronscope.classes"
 
 
 class ModelError(ValueError):

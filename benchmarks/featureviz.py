@@ -34,7 +34,8 @@ from torch import nn
 
 from analysis.featureviz import objectives, param
 from analysis.featureviz.render import evaluate
-from analysis.featureviz.units import RenderSettings, Target, visualize_units
+from analysis.featureviz.targets import Target
+from analysis.featureviz.units import RenderSettings, visualize_units
 from analysis.models import InputSpec, load_model
 from benchmarks.common import machine_description, median
 

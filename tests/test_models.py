@@ -7,7 +7,8 @@ import pickle
 import pytest
 import torch
 
-from analysis.models import META_INPUT_SIZE, META_MEAN, ModelError, load_model
+from analysis.metadata import META_INPUT_SIZE, META_MEAN
+from analysis.models import ModelError, load_model
 from analysis.safetensors_io import load_safetensors, save_safetensors
 from tests.tiny_models import random_net
 

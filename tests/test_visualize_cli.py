@@ -131,7 +131,7 @@ def test_analyze_featureviz_in_process_estimates_then_renders(capsys, data_dir, 
 def test_resuming_a_cancelled_run_revives_its_visualisation_jobs(capsys, data_dir, square_folder):
     from server.jobs.state import stop_run
     from server.storage.db import Database
-    from server.web.actions import resume_run
+    from server.web.runs import resume_run
 
     run = analyze(capsys, square_folder, "--no-indexes", "--featureviz", "--fv-steps", "4",
                   "--queue")["run"]  # fmt: skip

@@ -146,3 +146,32 @@ def test_out_of_range_ids_are_client_errors(client):
     assert client.get(f"/runs/{huge}").status_code == 404
     assert client.get(f"/runs/1/layers/4/neurons/{huge}").status_code == 404
     assert client.get("/runs/-1").status_code == 404
+
+
+def test_every_page_has_a_json_twin_of_its_own_data(client):
+    pages = [
+        "/runs",
+        "/runs/1",
+        LAYER,
+        LAYER + "/neurons/0",
+        "/runs/1/classes",
+        "/runs/new",
+        "/jobs",
+        "/models",
+        "/datasets",
+    ]
+    for page in pages:
+        html, twin = client.get(page), client.get(page + ".json")
+        assert html.status_code == 200 and "<html" in html.text, page
+        assert twin.status_code == 200 and twin.headers["content-type"] == "application/json"
+    new_run = client.get("/runs/new.json").json()
+    assert set(new_run) == {"models", "datasets", "chosen_model", "chosen_dataset"}
+    assert new_run["chosen_model"]["spec"] == "tests.tiny_models:red_detector"
+    assert [layer["name"] for layer in new_run["chosen_model"]["layers"] if layer["default"]] == [
+        "1",
+        "4",
+    ]
+    assert client.get("/runs.json").json() == client.get("/.json").json()
+    assert set(client.get("/runs/1.json").json()) == {"run", "layers", "stages", "decompositions"}
+    no_table = client.get("/runs/new.csv")
+    assert no_table.status_code == 404 and "no CSV form" in no_table.text

@@ -41,7 +41,7 @@ def test_render_a_neuron_from_its_page_then_see_it_beside_the_nf(data_dir):
     page = web.get(NEURON).text
     assert "no visualisation yet" in page and "Render 4 diverse" in page and not polls(page)
     asked = web.post(
-        "/runs/1/layers/1/visualize", data={"channel": "0", **STEPS}, follow_redirects=False
+        "/runs/1/layers/1/featureviz", data={"channel": "0", **STEPS}, follow_redirects=False
     )
     assert asked.status_code == 303 and asked.headers["location"] == NEURON
     page = web.get(NEURON).text
@@ -64,7 +64,7 @@ def test_render_a_neuron_from_its_page_then_see_it_beside_the_nf(data_dir):
     assert layer["feature_vis"] == {"0": visualisation}
     assert web.get("/runs/1/layers/1?_grid=nope").status_code == 400
 
-    web.post("/runs/1/layers/1/visualize", data={"channel": "0", "diversity": "4", **STEPS})
+    web.post("/runs/1/layers/1/featureviz", data={"channel": "0", "diversity": "4", **STEPS})
     drain(settings_for(data_dir))
     page = web.get(NEURON).text
     assert "4 diverse visualisations" in page and len(set(artifacts(page))) >= 6
@@ -72,7 +72,7 @@ def test_render_a_neuron_from_its_page_then_see_it_beside_the_nf(data_dir):
 
 def test_a_whole_layer_is_one_job_with_a_stage_bar(data_dir):
     web = client_for(data_dir)
-    web.post("/runs/1/layers/4/visualize", data={"steps": "8", "size": "32"})
+    web.post("/runs/1/layers/4/featureviz", data={"steps": "8", "size": "32"})
     run_page = web.get("/runs/1").text
     assert "feature visualisations" in run_page and polls(run_page)
     drain(settings_for(data_dir))
@@ -85,7 +85,7 @@ def test_a_whole_layer_is_one_job_with_a_stage_bar(data_dir):
 def test_classes_of_a_model_without_logits_fail_alone_and_readably(data_dir):
     web = client_for(data_dir)
     assert "No class visualisation yet" in web.get("/runs/1/classes").text
-    web.post("/runs/1/classes/visualize", data={"steps": "8"})
+    web.post("/runs/1/classes/featureviz", data={"steps": "8"})
     drain(settings_for(data_dir))
     (job,) = [job for job in jobs(settings_for(data_dir)) if job.kind == "featureviz"]
     assert job.status == "failed" and "vector of logits" in job.error
@@ -118,23 +118,39 @@ def test_bad_requests_get_a_readable_4xx_and_change_nothing(data_dir):
         ({"layer": "1", "diversity": 1}, 400, "diversity"),
         ({"layer": "1", "steps": 0}, 422, "steps"),
     ]:
-        answer = web.post("/api/runs/1/visualizations", json=body)
+        answer = web.post("/api/runs/1/featureviz", json=body)
         assert answer.status_code == status and words in answer.text, (body, answer.text)
     answer = web.post("/api/runs/1/dreams", json={"image_index": 999, "layer": "1"})
     assert answer.status_code == 400 and "images 0.." in answer.text
-    answer = web.post("/runs/1/layers/1/visualize", data={"method": "magic"})
+    answer = web.post("/runs/1/layers/1/featureviz", data={"method": "magic"})
     assert answer.status_code == 400 and "method must be one of" in answer.text
     assert not jobs(settings_for(data_dir))
-    ok = web.post("/api/runs/1/visualizations", json={"layer": "1", "units": [0], "steps": 4})
+    ok = web.post("/api/runs/1/featureviz", json={"layer": "1", "units": [0], "steps": 4})
     assert ok.status_code == 200 and ok.json()["kind"] == "featureviz"
+
+
+def test_the_urls_of_earlier_versions_redirect_with_their_method_and_body(data_dir):
+    web = client_for(data_dir)
+    moved = {
+        "/runs/1/layers/1/visualize": "/runs/1/layers/1/featureviz",
+        "/runs/1/classes/visualize": "/runs/1/classes/featureviz",
+        "/api/runs/1/visualizations": "/api/runs/1/featureviz",
+    }
+    for old, new in moved.items():
+        answer = web.post(old, data={"steps": "4"}, follow_redirects=False)
+        assert answer.status_code == 308 and answer.headers["location"] == new
+    followed = web.post("/api/runs/1/visualizations", json={"layer": "1", "units": [1], "steps": 4})
+    assert followed.status_code == 200 and followed.json()["params"]["units"] == [1]
+    form = web.post("/runs/1/layers/1/visualize", data={"channel": "0"}, follow_redirects=True)
+    assert form.status_code == 200 and form.url.path == NEURON
 
 
 def test_asking_for_renders_needs_the_token_when_one_is_set(data_dir):
     web = client_for(data_dir, NEURONSCOPE_TOKEN="secret")
-    refused = web.post("/api/runs/1/visualizations", json={"layer": "1"})
+    refused = web.post("/api/runs/1/featureviz", json={"layer": "1"})
     assert refused.status_code in (401, 403)
     allowed = web.post(
-        "/api/runs/1/visualizations",
+        "/api/runs/1/featureviz",
         json={"layer": "1"},
         headers={"Authorization": "Bearer secret"},
     )

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from analysis.demo.model import DemoCNN
 from analysis.demo.stimuli import CLASSES
-from analysis.models import META_CLASSES, META_INPUT_SIZE, META_MEAN, META_STD
+from analysis.metadata import META_CLASSES, META_INPUT_SIZE, META_MEAN, META_STD
 from analysis.safetensors_io import save_safetensors
 
 EpochCallback = Callable[[int, int, float], None]

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from analysis.featureviz.targets import OUTPUT
+
 IMAGE = "@image"
-OUTPUT = "@output"
 
 Activations = Mapping[str, torch.Tensor]
 ScoreFunction = Callable[[Activations], torch.Tensor]

@@ -23,8 +23,9 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from analysis.featureviz.objectives import IMAGE, OUTPUT, Objective
+from analysis.featureviz.objectives import IMAGE, Objective
 from analysis.featureviz.param import ImageParam
+from analysis.featureviz.targets import OUTPUT
 from analysis.featureviz.transform import RobustnessTransform, resize
 from analysis.hooks import forward_until, layer_hooks
 from analysis.models import InputSpec

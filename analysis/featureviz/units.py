@@ -13,7 +13,6 @@ import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
-from enum import StrEnum
 from typing import Any
 
 import torch
@@ -24,6 +23,7 @@ from analysis.featureviz.genetic import GeneticSettings, evolve
 from analysis.featureviz.objectives import Objective
 from analysis.featureviz.param import fourier_image
 from analysis.featureviz.render import bf16_pays, evaluate, frozen, render
+from analysis.featureviz.targets import Method, Target
 from analysis.hooks import model_device
 from analysis.models import InputSpec
 
@@ -33,31 +33,6 @@ MAX_BATCH = 1024
 # Weight of the diversity term relative to the unit's own objective (whose scale varies by layer:
 # the term is multiplied by the mean absolute objective of a random start).
 DIVERSITY_WEIGHT = 0.5
-
-
-class Method(StrEnum):
-    GRADIENT = "gradient"
-    XDREAM = "xdream"
-
-
-@dataclass(frozen=True)
-class Target:
-    """What the units are: channels of ``layer``, or classes of the model's output (``layer`` is
-    None; ``output`` picks the logits among a tuple or dict of outputs)."""
-
-    layer: str | None = None
-    output: int | None = None
-
-    @property
-    def name(self) -> str:
-        """How results are filed: the layer's name, or ``@output`` / ``@output[1]``."""
-        if self.layer is not None:
-            return self.layer
-        return objectives.OUTPUT + ("" if self.output is None else f"[{self.output}]")
-
-    @property
-    def objective_name(self) -> str:
-        return "channel" if self.layer is not None else "class"
 
 
 @dataclass(frozen=True)

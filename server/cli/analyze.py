@@ -196,7 +196,8 @@ def print_featureviz_estimate(
     loaded: Any, layers: list[Any], options: dict[str, Any], device: str
 ) -> None:
     """How long the visualisations of ``layers`` take, measured by trial steps on ``device``."""
-    from analysis.featureviz.units import Target, estimate_seconds
+    from analysis.featureviz.targets import Target
+    from analysis.featureviz.units import estimate_seconds
     from server.cli.visualize import _duration
     from server.featureviz.render import render_settings
 
@@ -224,7 +225,7 @@ def render_run_visualisations(
 ) -> None:
     """A feature visualisation of every neuron of a run's layers, in this process; the time it
     will take is estimated and printed first."""
-    from analysis.featureviz.units import Target
+    from analysis.featureviz.targets import Target
     from analysis.layers import list_layers
     from server.featureviz.render import render_and_store, render_settings
     from server.runs.read import get_run

@@ -255,7 +255,7 @@ def render_demo_visualisations(
     session: Any, store: Any, run_id: int, loaded: Any, options: dict[str, Any], device: str
 ) -> None:
     """A feature visualisation of every neuron and every class (stored once, reused after)."""
-    from analysis.featureviz.units import Target
+    from analysis.featureviz.targets import Target
     from server.cli.analyze import render_run_visualisations
     from server.featureviz.render import render_and_store, render_settings
     from server.runs.read import get_run

@@ -88,7 +88,8 @@ def run_visualize(args: argparse.Namespace) -> int:
     if args.queue:
         return _queue(args, settings, database, target, units, options)
 
-    from analysis.featureviz.units import Target, estimate_seconds
+    from analysis.featureviz.targets import Target
+    from analysis.featureviz.units import estimate_seconds
     from server.featureviz.render import check_units, render_and_store, render_settings, unit_count
     from server.runs.inputs import ModelCache
 

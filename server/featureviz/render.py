@@ -22,7 +22,8 @@ from sqlalchemy.orm import Session
 
 from analysis.featureviz.dream import dream
 from analysis.featureviz.objectives import select_output
-from analysis.featureviz.units import RenderSettings, Target, visualize_units
+from analysis.featureviz.targets import Target
+from analysis.featureviz.units import RenderSettings, visualize_units
 from analysis.layers import LayerInfo
 from analysis.models import LoadedModel
 from analysis.neuron_feature import to_uint8

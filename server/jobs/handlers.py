@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from analysis.data import scan_image_folder
-from analysis.featureviz.units import Target
+from analysis.featureviz.targets import Target
 from analysis.layers import list_layers
 from analysis.models import load_model
 from analysis.physiology import electrodes

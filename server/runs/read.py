@@ -13,7 +13,17 @@ from sqlalchemy.orm import Session
 from server.featureviz.read import featureviz_records
 from server.storage.artifacts import ArtifactStore
 from server.storage.errors import NotFoundError
-from server.storage.schema import DatasetImage, Layer, Neuron, NeuronIndex, Run, TopActivation
+from server.storage.schema import (
+    INDEX_NAMES,
+    Dataset,
+    DatasetImage,
+    Layer,
+    Model,
+    Neuron,
+    NeuronIndex,
+    Run,
+    TopActivation,
+)
 
 
 def run_summary(run: Run, layers: list[Layer] | None = None) -> dict[str, Any]:
@@ -185,3 +195,92 @@ def rank_neurons(
         key=lambda e: (e.get(by) is None, -(e.get(by) or 0) if descending else (e.get(by) or 0)),
     )
     return ordered
+
+
+def neuron_table(session: Session, layer: Layer) -> list[dict[str, Any]]:
+    """One row per neuron of ``layer``: statistics, every index, and the class labels."""
+    table: dict[int, dict[str, Any]] = {}
+    ids: dict[int, int] = {}
+    for neuron in session.execute(
+        select(
+            Neuron.id,
+            Neuron.channel,
+            Neuron.dead,
+            Neuron.mean_activation,
+            Neuron.max_activation,
+            Neuron.nf_key,
+        )
+        .where(Neuron.layer_id == layer.id)
+        .order_by(Neuron.channel)
+    ):
+        ids[neuron.id] = neuron.channel
+        table[neuron.channel] = {
+            "channel": neuron.channel,
+            "dead": neuron.dead,
+            "mean": neuron.mean_activation,
+            "max": neuron.max_activation,
+            "nf": neuron.nf_key,
+            **dict.fromkeys([*INDEX_NAMES, "color_bounded", "double_opponent"]),
+            "top_class": None,
+            "spectral_class": None,
+            "spatial_class": None,
+        }
+    details = NeuronIndex.details
+    for neuron_id, name, value, top_class, spectral, spatial in session.execute(
+        select(
+            NeuronIndex.neuron_id,
+            NeuronIndex.name,
+            NeuronIndex.value,
+            details["top_class"].as_string(),
+            details["spectral_class"].as_string(),
+            details["spatial_class"].as_string(),
+        )
+        .join(Neuron, Neuron.id == NeuronIndex.neuron_id)
+        .where(Neuron.layer_id == layer.id)
+    ):
+        row = table[ids[neuron_id]]
+        if name == "selectivity":
+            row["top_class"] = top_class
+        elif name == "double_opponent":
+            row["double_opponent"] = value
+            row["spectral_class"], row["spatial_class"] = spectral, spatial
+        else:
+            row[name] = value
+    return list(table.values())
+
+
+def list_models(session: Session) -> list[dict[str, Any]]:
+    """Registered models, newest first, with their layer lists."""
+    models = session.scalars(select(Model).order_by(Model.id.desc())).all()
+    return [
+        {
+            "id": model.id,
+            "spec": model.spec,
+            "weights": model.weights_path,
+            "weights_sha256": model.weights_sha256,
+            "input_size": model.input_size,
+            "input_shape": list(model.input_shape),
+            "input_channels": model.input_channels,
+            "mean": model.mean,
+            "std": model.std,
+            "layers": model.layers or [],
+            "created": model.created.isoformat(),
+        }
+        for model in models
+    ]
+
+
+def list_datasets(session: Session) -> list[dict[str, Any]]:
+    """Registered image folders, newest first."""
+    datasets = session.scalars(select(Dataset).order_by(Dataset.id.desc())).all()
+    return [
+        {
+            "id": dataset.id,
+            "root": dataset.root,
+            "images": dataset.image_count,
+            "classes": dataset.class_count,
+            "fingerprint": dataset.fingerprint,
+            "created": dataset.created.isoformat(),
+        }
+        for dataset in datasets
+    ]

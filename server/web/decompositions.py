@@ -1,44 +1,57 @@
-"""Image decompositions and neuron compositions in the browser and the API (SPEC §6).
+"""Image decompositions in the browser and the API (docs/algorithms.md §6).
 
 An upload is checked and stored here (bounded in bytes and pixels; the same bytes are one
-upload), then a worker decomposes it; the page polls until the job is done. A neuron's
-composition is computed by a job on first request and stored.
+upload), then a worker decomposes it; the page polls until the job is done. A click on the image
+asks which neurons fire under that pixel.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Query, Request, UploadFile
-from fastapi import Path as PathParam
+from fastapi import APIRouter, File, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from server.decompositions.read import (
-    composition_record,
-    decomposition_record,
-    find_composition,
-    get_decomposition,
-)
-from server.jobs.planning import plan_composition, plan_decomposition
-from server.jobs.read import job_record
-from server.jobs.submit import submit_work
+from analysis.resize import InputMap
+from server.decompositions.read import decomposition_record, get_decomposition
+from server.jobs.planning import plan_decomposition
 from server.runs.read import get_layer, get_run, run_summary
+from server.storage.artifacts import ArtifactStore
 from server.storage.errors import NotFoundError
-from server.storage.schema import JOB_ACTIVE, Job, Neuron
+from server.storage.schema import Neuron
 from server.storage.uploads import UploadError, UploadLimits, store_upload
-from server.web import actions
-from server.web.actions import ActionError, check_write_access
-from server.web.deps import MAX_ID, RunId, SessionDep, StoreDep
-from server.web.render import parse_int, render, split_format
+from server.web.deps import (
+    MAX_ID,
+    DecompositionId,
+    DecompositionRef,
+    RunId,
+    SessionDep,
+    StoreDep,
+    SubmitDep,
+)
+from server.web.errors import RequestError
+from server.web.forms import OptionalFormText, optional_int
+from server.web.security import check_write_access, see_other
+from server.web.twins import Data, Page, fragment, page_router
 
-pages = APIRouter(include_in_schema=False)
+pages = page_router()
+forms = APIRouter(include_in_schema=False)
 api = APIRouter(prefix="/api", tags=["decomposition"])
 
-MODES = ("activation", "relevance")
-OptionalFormText = Annotated[str | None, Form()]
 OptionalFile = Annotated[UploadFile | None, File()]
-PathId = Annotated[int, PathParam(ge=0, le=MAX_ID)]
+
+
+def _record_json(data: Data) -> Data:
+    """The ``.json`` twin: the decomposition's record, only the requested layer if one was."""
+    record, layer = data["decomposition"], data["requested_layer"]
+    if layer is None or "layers" not in record:
+        return record
+    return {**record, "layers": {k: v for k, v in record["layers"].items() if k == layer}}
+
+
+DECOMPOSITION = Page("decomposition.html", partial="_decomposition_body.html", json=_record_json)
 
 
 # ---- data ------------------------------------------------------------------------------------
@@ -46,7 +59,7 @@ PathId = Annotated[int, PathParam(ge=0, le=MAX_ID)]
 
 def decomposition_page_data(
     session: Session, decomposition_id: int, layer: str | None, neuron: int | None
-) -> dict[str, Any]:
+) -> Data:
     decomposition = get_decomposition(session, decomposition_id)
     record = decomposition_record(session, decomposition)
     run = get_run(session, decomposition.run_id)
@@ -59,6 +72,7 @@ def decomposition_page_data(
     return {
         "run": run_summary(run),
         "decomposition": record,
+        "requested_layer": layer,
         "layer_names": names,
         "layer": chosen,
         "found": found,
@@ -68,8 +82,13 @@ def decomposition_page_data(
 
 
 def pixel_neurons(
-    session: Session, store: Any, decomposition_id: int, layer: str, x: float, y: float
-) -> dict[str, Any]:
+    session: Session,
+    store: ArtifactStore,
+    decomposition_id: int,
+    layer: str,
+    x: float,
+    y: float,
+) -> Data:
     """The strongest neurons at pixel (x, y) of the original image: those of the map position
     whose receptive window is centred nearest to it."""
     decomposition = get_decomposition(session, decomposition_id)
@@ -77,17 +96,19 @@ def pixel_neurons(
     if not result or layer not in result["layers"]:
         raise NotFoundError(f"decomposition {decomposition_id} has no finished layer {layer!r}")
     stored = get_layer(session, decomposition.run_id, layer)
-    size, width, height = result["input_size"], result["width"], result["height"]
-    policy = decomposition_policy(session, decomposition.run_id)
-    yi, xi = to_input(y, x, size, width, height, policy)
+    policy = get_run(session, decomposition.run_id).params.get("resize", "whole")
+    placed = InputMap.of((result["width"], result["height"]), result["input_size"], policy)
+    yi, xi = placed.to_input(y, x)
     row = _nearest(yi, stored.rf_offset[0], stored.rf_stride[0], stored.rf_size[0], stored.height)
     col = _nearest(xi, stored.rf_offset[1], stored.rf_stride[1], stored.rf_size[1], stored.width)
     channels = store.load_array(result["layers"][layer]["top_channels"])[row, col]
     values = store.load_array(result["layers"][layer]["top_values"])[row, col]
     nfs = dict(
-        session.query(Neuron.channel, Neuron.nf_key)
-        .filter(Neuron.layer_id == stored.id, Neuron.channel.in_([int(c) for c in channels]))
-        .all()
+        session.execute(
+            select(Neuron.channel, Neuron.nf_key).where(
+                Neuron.layer_id == stored.id, Neuron.channel.in_([int(c) for c in channels])
+            )
+        ).all()
     )
     return {
         "decomposition": decomposition_id,
@@ -109,76 +130,9 @@ def pixel_neurons(
     }
 
 
-def decomposition_policy(session: Session, run_id: int) -> str:
-    return get_run(session, run_id).params.get("resize", "whole")
-
-
-def to_input(
-    y: float, x: float, size: int | list[int], width: int, height: int, policy: str
-) -> tuple[float, float]:
-    """A pixel of the original image in model-input pixels (the inverse of the worker's map);
-    ``size`` is the input's [height, width] (one int in decompositions stored before non-square
-    input)."""
-    input_h, input_w = (size, size) if isinstance(size, int) else size
-    if policy == "center-crop":
-        scale = max(input_h / height, input_w / width)
-        left = (max(round(width * scale), input_w) - input_w) // 2
-        top = (max(round(height * scale), input_h) - input_h) // 2
-        return y * scale - top, x * scale - left
-    return y * input_h / height, x * input_w / width
-
-
 def _nearest(pixel: float, offset: int, stride: int, extent: int, count: int) -> int:
+    """The map index whose window is centred nearest to ``pixel``, within the map."""
     return min(max(round((pixel - offset - extent / 2) / stride), 0), count - 1)
-
-
-def composition_data(
-    session: Session,
-    run_id: int,
-    layer_name: str,
-    channel: int,
-    source: str | None,
-    mode: str,
-    depth: int,
-) -> dict[str, Any]:
-    """The neuron page's "composed of" section: the stored result, or the job computing it."""
-    layer = get_layer(session, run_id, layer_name)
-    if not 0 <= channel < layer.channels:
-        raise NotFoundError(f"layer {layer_name!r} has channels 0..{layer.channels - 1}")
-    below = [stored.name for stored in layer.run.layers if stored.position < layer.position][::-1]
-    if mode not in MODES:
-        raise ActionError(f"mode is activation or relevance, not {mode!r}")
-    if source is not None and source not in below:
-        raise ActionError(f"{source!r} is not an analysed layer before {layer_name!r}")
-    chosen = source or (below[0] if below else None)
-    request = {
-        "layer": layer_name,
-        "channel": channel,
-        "source": chosen,
-        "mode": mode,
-        "depth": depth if mode == "relevance" else 0,
-    }
-    stored = (
-        find_composition(session, run_id, layer_name, channel, chosen, mode, request["depth"])
-        if chosen
-        else None
-    )
-    return {
-        "run_id": run_id,
-        "layer_name": layer_name,
-        "channel": channel,
-        "sources": below,
-        "request": request,
-        "result": composition_record(run_id, stored) if stored else None,
-        "jobs": _composition_jobs(session, run_id, request),
-    }
-
-
-def _composition_jobs(session: Session, run_id: int, request: dict[str, Any]) -> list[dict]:
-    jobs = session.query(Job).filter(
-        Job.run_id == run_id, Job.kind == "compose", Job.status.in_((*JOB_ACTIVE, "failed"))
-    )
-    return [job_record(job) for job in jobs if job.params == request][-1:]
 
 
 # ---- actions ---------------------------------------------------------------------------------
@@ -189,28 +143,32 @@ def _limits(request: Request) -> UploadLimits:
     return UploadLimits(settings.max_upload_bytes, settings.max_upload_pixels)
 
 
-async def _submit_decomposition(
-    request: Request, run_id: int, file: UploadFile | None, image_index: int | None
+async def submit_decomposition(
+    request: Request,
+    submitter: SubmitDep,
+    run_id: int,
+    file: UploadFile | None,
+    image_index: int | None,
 ) -> dict[str, Any]:
     """Store the upload (or name a dataset image) and queue its decomposition; the record."""
     data = b""
+    limits = _limits(request)
     if file is not None and file.filename:
-        limits = _limits(request)
         data = await file.read(limits.max_bytes + 1)
     if not data and image_index is None:
-        raise ActionError("choose an image file to upload (or a dataset image)")
+        raise RequestError("choose an image file to upload (or a dataset image)")
     store = request.app.state.store
 
     def plan(session: Session) -> tuple[dict[str, Any], list[int]]:
         run = get_run(session, run_id)
         if run.status != "done":
-            raise ActionError(f"run {run_id} is {run.status}; decompose images once it is done")
+            raise RequestError(f"run {run_id} is {run.status}; decompose images once it is done")
         if data:
-            upload = store_upload(session, store, data, file.filename or "", _limits(request))
+            upload = store_upload(session, store, data, file.filename or "", limits)
             source, upload_id, index = f"upload:{upload.sha256}", upload.id, None
         else:
             if not 0 <= image_index < run.dataset.image_count:
-                raise ActionError(f"the dataset has images 0..{run.dataset.image_count - 1}")
+                raise RequestError(f"the dataset has images 0..{run.dataset.image_count - 1}")
             source, upload_id, index = f"image:{image_index}", None, image_index
         decomposition, job, ready = plan_decomposition(
             session, run, source, upload_id, index, {"max_overlap": 0.0}
@@ -219,43 +177,39 @@ async def _submit_decomposition(
         return decomposition_record(session, decomposition), [job.id] if ready else []
 
     try:
-        return submit_work(request.app.state.database, request.app.state.queue, plan)
+        return submitter.plan(plan)
     except UploadError as error:
-        raise ActionError(str(error), error.status) from None
+        raise RequestError(str(error), error.status) from None
 
 
 # ---- pages -----------------------------------------------------------------------------------
 
 
-@pages.post("/runs/{run_id}/decompositions")
+@forms.post("/runs/{run_id}/decompositions")
 async def decompose_form(
     request: Request,
+    submitter: SubmitDep,
     run_id: RunId,
     file: OptionalFile = None,
     image_index: OptionalFormText = None,
     token: OptionalFormText = None,
 ) -> Response:
     check_write_access(request, token)
-    index = int(image_index) if image_index and image_index.strip().isdigit() else None
-    record = await _submit_decomposition(request, run_id, file, index)
-    return actions.see_other(request, f"/decompositions/{record['id']}", token)
+    index = optional_int(image_index, "the image")
+    record = await submit_decomposition(request, submitter, run_id, file, index)
+    return see_other(request, f"/decompositions/{record['id']}", token)
 
 
-@pages.get("/decompositions/{reference}")
+@pages.get("/decompositions/{decomposition_id}")
 async def decomposition_page(
     request: Request,
     session: SessionDep,
-    reference: str,
+    decomposition_id: DecompositionRef,
     layer: str | None = None,
     neuron: Annotated[int | None, Query(ge=0, le=MAX_ID)] = None,
 ) -> Response:
-    stem, fmt = split_format(reference)
-    decomposition_id = parse_int(stem, "a decomposition id")
-    if fmt == "json":
-        record = decomposition_record(session, get_decomposition(session, decomposition_id), layer)
-        return render(request, "decomposition.html", record, "json")
     data = decomposition_page_data(session, decomposition_id, layer, neuron)
-    return render(request, "decomposition.html", data, None, partial="_decomposition_body.html")
+    return DECOMPOSITION.render(request, data)
 
 
 @pages.get("/decompositions/{decomposition_id}/at")
@@ -263,71 +217,13 @@ async def pixel_partial(
     request: Request,
     session: SessionDep,
     store: StoreDep,
-    decomposition_id: PathId,
+    decomposition_id: DecompositionId,
     layer: str,
     x: Annotated[float, Query(ge=0)],
     y: Annotated[float, Query(ge=0)],
 ) -> Response:
     data = pixel_neurons(session, store, decomposition_id, layer, x, y)
-    return render(request, "_pixel_neurons.html", {"pixel": data}, None)
-
-
-@pages.get("/runs/{run_id}/layers/{layer_name}/neurons/{channel}/composition")
-async def composition_partial(
-    request: Request,
-    session: SessionDep,
-    run_id: RunId,
-    layer_name: str,
-    channel: str,
-    source: str | None = None,
-    mode: str = "activation",
-    depth: Annotated[int, Query(ge=1, le=6)] = 3,
-) -> Response:
-    data = composition_data(
-        session, run_id, layer_name, parse_int(channel, "a channel"), source, mode, depth
-    )
-    return render(request, "_composition.html", {"comp": data}, None)
-
-
-@pages.post("/runs/{run_id}/layers/{layer_name}/neurons/{channel}/composition")
-async def compose_form(
-    request: Request,
-    run_id: RunId,
-    layer_name: str,
-    channel: str,
-    source: OptionalFormText = None,
-    mode: OptionalFormText = "activation",
-    depth: OptionalFormText = "3",
-    token: OptionalFormText = None,
-) -> Response:
-    check_write_access(request, token)
-    unit = parse_int(channel, "a channel")
-    levels = int(depth) if depth and depth.isdigit() else 3
-    _queue_composition(request, run_id, layer_name, unit, source or None, mode or "", levels)
-    url = f"/runs/{run_id}/layers/{layer_name}/neurons/{unit}"
-    query = f"?source={source or ''}&mode={mode}&depth={levels}#composition"
-    return actions.see_other(request, url + query, token)
-
-
-def _queue_composition(
-    request: Request,
-    run_id: int,
-    layer: str,
-    channel: int,
-    source: str | None,
-    mode: str,
-    depth: int,
-) -> dict[str, Any]:
-    def plan(session: Session) -> tuple[dict[str, Any], list[int]]:
-        data = composition_data(session, run_id, layer, channel, source, mode, depth)
-        if data["result"] is not None:
-            return data["result"], []
-        if data["request"]["source"] is None:
-            raise ActionError(f"{layer} is the first analysed layer: nothing lies below it")
-        job, ready = plan_composition(session, get_run(session, run_id), data["request"])
-        return {"status": "queued", "job": job.id}, [job.id] if ready else []
-
-    return submit_work(request.app.state.database, request.app.state.queue, plan)
+    return fragment(request, "_pixel_neurons.html", {"pixel": data})
 
 
 # ---- the JSON API ----------------------------------------------------------------------------
@@ -339,36 +235,18 @@ def _queue_composition(
     status_code=202,
     responses={200: {"description": "this image was decomposed before: the finished object"}},
 )
-async def api_decompose(request: Request, run_id: RunId, file: UploadFile) -> Response:
+async def api_decompose(
+    request: Request, submitter: SubmitDep, run_id: RunId, file: UploadFile
+) -> Response:
     check_write_access(request)
-    record = await _submit_decomposition(request, run_id, file, None)
+    record = await submit_decomposition(request, submitter, run_id, file, None)
     if record["status"] == "done":
         return JSONResponse(record)
     return JSONResponse({"id": record["id"], "status": record["status"]}, status_code=202)
 
 
 @api.get("/decompositions/{decomposition_id}", summary="A decomposition: status, then results")
-async def api_decomposition(session: SessionDep, decomposition_id: PathId) -> dict[str, Any]:
+async def api_decomposition(
+    session: SessionDep, decomposition_id: DecompositionId
+) -> dict[str, Any]:
     return decomposition_record(session, get_decomposition(session, decomposition_id))
-
-
-@api.get(
-    "/runs/{run_id}/layers/{layer_name}/neurons/{channel}/composition",
-    summary="A neuron composed of a shallower layer's neurons (queued on first request)",
-)
-async def api_composition(
-    request: Request,
-    session: SessionDep,
-    run_id: RunId,
-    layer_name: str,
-    channel: PathId,
-    source: str | None = None,
-    mode: str = "activation",
-    depth: Annotated[int, Query(ge=1, le=6)] = 3,
-) -> Response:
-    data = composition_data(session, run_id, layer_name, channel, source, mode, depth)
-    if data["result"] is not None:
-        return JSONResponse(data["result"])
-    check_write_access(request)
-    queued = _queue_composition(request, run_id, layer_name, channel, source, mode, depth)
-    return JSONResponse(queued, status_code=200 if queued.get("status") == "done" else 202)

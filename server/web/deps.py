@@ -9,14 +9,23 @@ throughput (``neuronscope serve --workers N``).
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
-from typing import Annotated
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Path, Request
 from sqlalchemy.orm import Session
 
+from server.config import Settings
+from server.jobs.read import job_record
+from server.jobs.submit import submit_work
 from server.storage.artifacts import ArtifactStore
-from server.web.data import LayerTableCache
+from server.storage.errors import NotFoundError
+from server.storage.schema import Job
+
+T = TypeVar("T")
+
+# Ids fit a 32-bit signed integer (PostgreSQL's INTEGER); larger ones name nothing.
+MAX_ID = 2**31 - 1
 
 
 async def get_session(request: Request) -> AsyncIterator[Session]:
@@ -30,16 +39,72 @@ async def get_store(request: Request) -> ArtifactStore:
     return request.app.state.store
 
 
-async def get_tables(request: Request) -> LayerTableCache:
-    return request.app.state.tables
+async def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+class Submitter:
+    """Asks the workers for work: plans its jobs in one transaction, then sends their messages
+    (after the commit, so a worker never receives a job it cannot see)."""
+
+    def __init__(self, request: Request) -> None:
+        self.database = request.app.state.database
+        self.queue = request.app.state.queue
+
+    def plan(self, plan: Callable[[Session], tuple[T, list[int]]]) -> T:
+        """``plan`` creates or finds jobs and returns (its answer, the job ids to send)."""
+        return submit_work(self.database, self.queue, plan)
+
+    def job(self, action: Callable[[Session], tuple[Job, bool]]) -> dict[str, Any]:
+        """One job: ``action`` returns it and whether it needs a message; the job's record."""
+
+        def plan(session: Session) -> tuple[dict[str, Any], list[int]]:
+            job, ready = action(session)
+            return job_record(job), [job.id] if ready else []
+
+        return self.plan(plan)
+
+
+async def get_submitter(request: Request) -> Submitter:
+    return Submitter(request)
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
 StoreDep = Annotated[ArtifactStore, Depends(get_store)]
-TablesDep = Annotated[LayerTableCache, Depends(get_tables)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+SubmitDep = Annotated[Submitter, Depends(get_submitter)]
 
-# Ids fit a 32-bit signed integer (PostgreSQL's INTEGER); larger ones get a 422, not a 500.
-MAX_ID = 2**31 - 1
+# API paths take typed ids: a non-number or one past MAX_ID is a 422 with the reason.
 RunId = Annotated[int, Path(ge=0, le=MAX_ID, description="run id")]
 Channel = Annotated[int, Path(ge=0, le=MAX_ID, description="channel of the layer")]
-JobRef = Annotated[int, Path(ge=0, le=MAX_ID, description="job id")]
+JobId = Annotated[int, Path(ge=0, le=MAX_ID, description="job id")]
+DecompositionId = Annotated[int, Path(ge=0, le=MAX_ID, description="decomposition id")]
+
+
+def is_number(text: str) -> bool:
+    """ASCII digits only: ``str.isdigit`` also accepts '²' and '١', which ``int`` refuses or
+    reads as another number."""
+    return text.isascii() and text.isdigit()
+
+
+def parse_int(text: str, what: str) -> int:
+    """A non-negative id from a page's URL segment; anything else names no page (404)."""
+    if not is_number(text) or int(text) > MAX_ID:
+        raise NotFoundError(f"{what} must be a number from 0 to {MAX_ID}, not {text!r}")
+    return int(text)
+
+
+def _page_id(name: str, what: str) -> Any:
+    """A page's id from its path segment ``name``, as :func:`parse_int` reads it."""
+
+    async def read(request: Request) -> int:
+        return parse_int(request.path_params[name], what)
+
+    return Depends(read)
+
+
+# Page paths take ids as text and answer 404 for one that names no page, as a site does.
+RunRef = Annotated[int, _page_id("run_id", "a run id")]
+ChannelRef = Annotated[int, _page_id("channel", "a channel")]
+JobRef = Annotated[int, _page_id("job_id", "a job id")]
+DecompositionRef = Annotated[int, _page_id("decomposition_id", "a decomposition id")]
