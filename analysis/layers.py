@@ -15,8 +15,7 @@ from torch import nn
 
 from analysis.hooks import ForwardError, execution_order, model_device
 from analysis.models import InputSpec
-from analysis.receptive_field import ReceptiveField
-from analysis.receptive_field_trace import traced_receptive_fields
+from analysis.receptive_field import ReceptiveField, traced_receptive_fields
 
 _ACTIVATIONS = (
     nn.ReLU,

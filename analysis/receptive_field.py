@@ -1,18 +1,20 @@
-"""Receptive fields of every map position, for any graph, by gradient probing.
+"""Receptive fields: the unclipped input window of every map position of every layer
+(docs/algorithms.md §2), composed op by op while the network runs once.
 
-SPEC §2: run the network *linearised* — convolutions with constant positive weights and no bias,
-max-pooling as average pooling, activations and normalisations as identity — and back-propagate
-from one map position: the input pixels with a non-zero gradient are exactly the pixels that
-position can see, whatever the graph (branches, residual sums, concatenations give the union).
+Every tensor with a spatial map carries the window of its map position (0, 0) and its stride in
+input pixels, per axis. A convolution or pooling with kernel k (dilated: d·(k − 1) + 1), stride s
+and padding p maps (size, stride, offset) to (size + (k − 1)·stride, s·stride, offset −
+p·stride); an element-wise op, a sum or a concatenation of same-sized maps takes the union of
+their windows (a residual block sees both branches); a map multiplied by a per-channel gate of
+size 1 × 1 keeps its own window (squeeze-and-excitation scales channels, it does not widen the
+field); permutes and channels-last layouts are followed by tracking which dims are spatial.
 
-The linearisation is a ``TorchFunctionMode``, so it rewrites the operations of any module, eager or
-``torch.export``-ed, without copying the model. Channels are collapsed to one (a convolution
-averages its input channels) because with constant weights every channel is the same; models whose
-ops depend on the channel count are probed again with full channels.
-
-The probe measures the centre unit and its diagonal neighbour on an input large enough that the
-centre unit's window lies strictly inside it; ``size``, ``stride`` and ``offset`` then give the
-unclipped window of every position: rows ``[offset + i·stride, offset + i·stride + size)``.
+One ordinary forward of one image at the model's input size gives every layer's field; a gradient
+probe (back-propagating through a linearised copy of the network, as the tests do to check this
+trace) needs inputs larger than the field itself: for ConvNeXt and DenseNet, whose late fields
+exceed 1,000 px, that is the difference between a fraction of a second and minutes. A layer whose
+output went through an op the trace does not know gets no field (it is not listed); one after a
+pooling to a single position sees the whole image.
 """
 
 from __future__ import annotations
@@ -21,17 +23,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from analysis.hooks import forward_until, layer_hooks, model_device
-
-_MAX_PROBE_SIZE = 4096
-
-
-class ReceptiveFieldError(ValueError):
-    """A layer whose receptive field cannot be probed; the message names the layer and why."""
+from analysis.models import InputSpec
 
 
 @dataclass(frozen=True)
@@ -72,233 +68,232 @@ class ReceptiveField:
         return (start, stop) if start < stop else (0, size)
 
 
-def _name(func: Any) -> str:
-    return getattr(func, "__name__", str(func)).split(".")[0]
+@dataclass(frozen=True)
+class Geometry:
+    """The window of map position (0, 0) and the stride between positions, per axis; ``dims``
+    are the tensor's height and width dimensions."""
 
+    size: tuple[int, int]
+    stride: tuple[int, int]
+    offset: tuple[int, int]
+    dims: tuple[int, int]
+    whole: bool = False  # after a pooling to one position: every unit sees the whole image
 
-_IDENTITY = {
-    "relu",
-    "relu_",
-    "relu6",
-    "gelu",
-    "silu",
-    "silu_",
-    "hardswish",
-    "hardswish_",
-    "mish",
-    "leaky_relu",
-    "leaky_relu_",
-    "prelu",
-    "rrelu",
-    "softplus",
-    "elu",
-    "elu_",
-    "selu",
-    "celu",
-    "tanh",
-    "sigmoid",
-    "hardsigmoid",
-    "hardtanh",
-    "hardtanh_",
-    "batch_norm",
-    "layer_norm",
-    "group_norm",
-    "instance_norm",
-    "rms_norm",
-    "dropout",
-    "dropout_",
-    "dropout2d",
-    "feature_dropout",
-    "_native_batch_norm_legit_no_training",
-}
-
-
-class _Linearised(TorchFunctionMode):
-    """Rewrite each operation of a forward into its linear, non-negative counterpart."""
-
-    def __init__(self, collapse_channels: bool, dtype: torch.dtype = torch.float64) -> None:
-        super().__init__()
-        self.collapse_channels = collapse_channels
-        self.dtype = dtype
-
-    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        kwargs = kwargs or {}
-        name = _name(func)
-        if name in _IDENTITY:
-            result = args[0] if args else kwargs["input"]
-            # batch_norm's no-training aten form returns (out, mean, invstd).
-            return (result, None, None) if name.startswith("_native") else result
-        if name in {"conv2d", "convolution"}:
-            return self._conv(*args, **kwargs)
-        if name in {"max_pool2d", "max_pool2d_with_indices"}:
-            return self._avg_pool(name, *args, **kwargs)
-        if name == "adaptive_max_pool2d":
-            return F.adaptive_avg_pool2d(args[0], args[1]), None
-        if name == "linear":
-            return _linear(*args, **kwargs)
-        if name in _PRODUCTS and len(args) == 2 and _is_gate(*args):
-            return _gated(*args)
-        return func(*_cast(args, self.dtype), **_cast(kwargs, self.dtype))
-
-    def _conv(
-        self,
-        x: torch.Tensor,
-        weight: torch.Tensor,
-        bias: torch.Tensor | None = None,
-        stride: Any = 1,
-        padding: Any = 0,
-        dilation: Any = 1,
-        groups: int = 1,
-        *rest: Any,
-    ) -> torch.Tensor:
-        if rest:  # aten.convolution: (..., transposed, output_padding, groups)
-            raise NotImplementedError("transposed convolutions are not probed")
-        kh, kw = weight.shape[-2:]
-        if self.collapse_channels:
-            x = x.mean(dim=1, keepdim=True)
-            kernel = torch.full((1, 1, kh, kw), 1.0 / (kh * kw), dtype=x.dtype, device=x.device)
-            return F.conv2d(x, kernel, None, stride, padding, dilation, 1)
-        per_group = weight.shape[1]
-        kernel = torch.full(
-            tuple(weight.shape), 1.0 / (per_group * kh * kw), dtype=x.dtype, device=x.device
+    def through(self, kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int]):
+        return Geometry(
+            size=tuple(self.size[a] + (kernel[a] - 1) * self.stride[a] for a in (0, 1)),
+            stride=tuple(self.stride[a] * stride[a] for a in (0, 1)),
+            offset=tuple(self.offset[a] - padding[a] * self.stride[a] for a in (0, 1)),
+            dims=(2, 3),
+            whole=self.whole,
         )
-        return F.conv2d(x, kernel, None, stride, padding, dilation, groups)
+
+    def union(self, other: Geometry, dims: tuple[int, int]) -> Geometry | None:
+        if self.stride != other.stride:
+            return None
+        start = tuple(min(self.offset[a], other.offset[a]) for a in (0, 1))
+        end = tuple(
+            max(self.offset[a] + self.size[a], other.offset[a] + other.size[a]) for a in (0, 1)
+        )
+        return Geometry(
+            size=(end[0] - start[0], end[1] - start[1]),
+            stride=self.stride,
+            offset=start,
+            dims=dims,
+            whole=self.whole or other.whole,
+        )
+
+
+_CONVOLUTIONS = {"conv2d", "convolution", "_convolution"}
+_POOLS = {"max_pool2d", "max_pool2d_with_indices", "avg_pool2d", "lp_pool2d"}
+_ADAPTIVE = {"adaptive_avg_pool2d", "adaptive_max_pool2d", "adaptive_max_pool2d_with_indices"}
+_LAYOUT = {"permute", "transpose", "movedim", "swapaxes", "swapdims"}
+
+
+def _pair(value: Any) -> tuple[int, int]:
+    if isinstance(value, int):
+        return value, value
+    values = tuple(value)
+    return (values[0], values[0]) if len(values) == 1 else (values[0], values[1])
+
+
+def _argument(args: Any, kwargs: dict, index: int, name: str, default: Any) -> Any:
+    if len(args) > index:
+        return args[index]
+    return kwargs.get(name, default)
+
+
+class _Tracer(TorchFunctionMode):
+    """Runs the forward unchanged, attaching a :class:`Geometry` to every spatial tensor."""
+
+    def __init__(self, image: torch.Tensor) -> None:
+        super().__init__()
+        self.geometry: dict[int, Geometry] = {id(image): Geometry((1, 1), (1, 1), (0, 0), (2, 3))}
+        self.alive: list[torch.Tensor] = [image]  # keeps ids from being reused mid-forward
+
+    def of(self, tensor: Any) -> Geometry | None:
+        return self.geometry.get(id(tensor)) if isinstance(tensor, torch.Tensor) else None
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
+        kwargs = kwargs or {}
+        result = func(*args, **kwargs)
+        parts = result if isinstance(result, (tuple, list)) else (result,)
+        name = getattr(func, "__name__", "").split(".")[0]  # aten overloads: conv2d.default
+        for part in parts:  # chunk, split, unbind: every piece is a map
+            if isinstance(part, torch.Tensor):
+                found = self._geometry(name, args, kwargs, part)
+                if found is not None:
+                    self.geometry[id(part)] = found
+                    self.alive.append(part)
+            if name in _POOLS or name in _ADAPTIVE:
+                break  # (output, indices): the indices are no map
+        return result
+
+    def _geometry(
+        self, name: str, args: Any, kwargs: dict, output: torch.Tensor
+    ) -> Geometry | None:
+        first = args[0] if args else None
+        source = self.of(first)
+        if name in _CONVOLUTIONS and source is not None:
+            if _argument(args, kwargs, 6, "transposed", False) is True and name != "conv2d":
+                return None
+            weight = args[1]
+            dilation = _pair(_argument(args, kwargs, 5, "dilation", 1))
+            kernel = tuple(dilation[a] * (weight.shape[2 + a] - 1) + 1 for a in (0, 1))
+            padding = _argument(args, kwargs, 4, "padding", 0)
+            if padding == "valid":
+                padding = 0
+            elif padding == "same":
+                padding = tuple((k - 1) // 2 for k in kernel)
+            stride = _pair(_argument(args, kwargs, 3, "stride", 1))
+            return source.through(kernel, stride, _pair(padding))
+        if name in _POOLS and source is not None:
+            kernel = _pair(_argument(args, kwargs, 1, "kernel_size", 1))
+            stride = _argument(args, kwargs, 2, "stride", None) or kernel
+            padding = _pair(_argument(args, kwargs, 3, "padding", 0))
+            dilation = 1 if name == "avg_pool2d" else _argument(args, kwargs, 4, "dilation", 1)
+            dilation = _pair(dilation)
+            kernel = tuple(dilation[a] * (kernel[a] - 1) + 1 for a in (0, 1))
+            return source.through(kernel, _pair(stride), padding)
+        if name in _ADAPTIVE and source is not None:
+            return self._adaptive(source, first, output)
+        if name in _LAYOUT and source is not None:
+            return self._relayout(name, source, first, args, kwargs)
+        return self._elementwise(args, kwargs, output)
 
     @staticmethod
-    def _avg_pool(
-        name: str,
-        x: torch.Tensor,
-        kernel_size: Any,
-        stride: Any = None,
-        padding: Any = 0,
-        dilation: Any = 1,
-        ceil_mode: bool = False,
-        return_indices: bool = False,
-    ) -> Any:
-        if dilation not in (1, (1, 1), [1, 1]):
-            raise NotImplementedError("dilated max-pooling is not probed")
-        stride = stride if stride else kernel_size
-        pooled = F.avg_pool2d(x, kernel_size, stride, padding, ceil_mode, count_include_pad=False)
-        return (pooled, None) if name.endswith("indices") or return_indices else pooled
+    def _adaptive(source: Geometry, first: torch.Tensor, output: torch.Tensor) -> Geometry | None:
+        """Identity, a global pool, or an even pooling; other bins overlap (left to the probe)."""
+        size_in = (first.shape[-2], first.shape[-1])
+        size_out = (output.shape[-2], output.shape[-1])
+        if size_in == size_out:
+            return source
+        if size_out == (1, 1):
+            return Geometry(source.size, source.stride, source.offset, (2, 3), whole=True)
+        if all(size_in[a] % size_out[a] == 0 for a in (0, 1)):
+            step = (size_in[0] // size_out[0], size_in[1] // size_out[1])
+            return source.through(step, step, (0, 0))
+        return None
+
+    @staticmethod
+    def _relayout(
+        name: str, source: Geometry, first: torch.Tensor, args: Any, kwargs: dict
+    ) -> Geometry | None:
+        rank = first.dim()
+        if name == "permute":
+            order = args[1:] if len(args) > 2 else args[1] if len(args) > 1 else kwargs["dims"]
+            order = [d % rank for d in order]
+            dims = (order.index(source.dims[0]), order.index(source.dims[1]))
+        else:
+            a, b = (d % rank for d in (args[1], args[2]))
+            swap = {a: b, b: a}
+            dims = (
+                swap.get(source.dims[0], source.dims[0]),
+                swap.get(source.dims[1], source.dims[1]),
+            )
+        return Geometry(source.size, source.stride, source.offset, dims, source.whole)
+
+    def _elementwise(self, args: Any, kwargs: dict, output: torch.Tensor) -> Geometry | None:
+        """Any other op: the union of the inputs whose maps have the output's spatial size (a
+        1 × 1 gate broadcast over a larger map is not one of them)."""
+        found: Geometry | None = None
+        for tensor in _tensors(args, kwargs):
+            geometry = self.of(tensor)
+            if geometry is None:
+                continue
+            spatial = (tensor.shape[geometry.dims[0]], tensor.shape[geometry.dims[1]])
+            dims = _matching_dims(output, spatial, tensor, geometry.dims)
+            if dims is None or (spatial == (1, 1) and output.dim() >= 2 and _larger(output, dims)):
+                continue
+            found = (
+                Geometry(geometry.size, geometry.stride, geometry.offset, dims, geometry.whole)
+                if found is None
+                else found.union(geometry, dims)
+            )
+            if found is None:
+                return None
+        return found
 
 
-_PRODUCTS = {"mul", "__mul__", "__rmul__", "mul_", "__imul__"}
+def _tensors(args: Any, kwargs: dict) -> list[torch.Tensor]:
+    found: list[torch.Tensor] = []
+    for value in [*args, *kwargs.values()]:
+        if isinstance(value, torch.Tensor):
+            found.append(value)
+        elif isinstance(value, (list, tuple)):
+            found += [item for item in value if isinstance(item, torch.Tensor)]
+    return found
 
 
-def _cast(value: Any, dtype: torch.dtype) -> Any:
-    """Floating tensors (parameters met along the way: PReLU slopes, layer scales, norms'
-    weights) in the probe's dtype, so float32 weights never meet the float64 probe."""
-    if isinstance(value, torch.Tensor):
-        return value.to(dtype) if value.is_floating_point() and value.dtype != dtype else value
-    if isinstance(value, (list, tuple)):
-        return type(value)(_cast(item, dtype) for item in value)
-    if isinstance(value, dict):
-        return {key: _cast(item, dtype) for key, item in value.items()}
-    return value
+def _matching_dims(
+    output: torch.Tensor, spatial: tuple[int, int], tensor: torch.Tensor, dims: tuple[int, int]
+) -> tuple[int, int] | None:
+    """Where the input's spatial dims are in the output: the same dims when the rank is kept,
+    the last two when the input's were its last two (a reshape that keeps the map)."""
+    same_rank = output.dim() == tensor.dim() and dims[1] < output.dim()
+    if same_rank and (output.shape[dims[0]], output.shape[dims[1]]) == spatial:
+        return dims
+    trailing = dims == (tensor.dim() - 2, tensor.dim() - 1) and output.dim() >= 2
+    if trailing and tuple(output.shape[-2:]) == spatial:
+        return output.dim() - 2, output.dim() - 1
+    return None
 
 
-def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> Any:
-    """A linear layer linearised: every output feature is the mean of the input features (on a
-    channels-last map, as in ConvNeXt, that mixes channels and keeps positions apart)."""
-    return x.mean(-1, keepdim=True).expand(*x.shape[:-1], weight.shape[0])
+def _larger(output: torch.Tensor, dims: tuple[int, int]) -> bool:
+    return output.shape[dims[0]] * output.shape[dims[1]] > 1
 
 
-def _is_gate(left: Any, right: Any) -> bool:
-    """A squeeze-and-excitation product: a map times a per-channel scale (N, C, 1, 1)."""
-    if not (isinstance(left, torch.Tensor) and isinstance(right, torch.Tensor)):
-        return False
-    if left.dim() != 4 or right.dim() != 4:
-        return False
-    spatial = (left.shape[-2] * left.shape[-1], right.shape[-2] * right.shape[-1])
-    return min(spatial) == 1 and max(spatial) > 1
+def traced_receptive_fields(
+    model: nn.Module, layers: list[str], input_spec: InputSpec
+) -> dict[str, ReceptiveField | None]:
+    """Every named layer's field from one forward (None where the trace lost the map).
 
-
-def _gated(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
-    """The map alone, its gate held at 1: a gate scales channels, it does not widen the
-    receptive field (the window follows the map, not the gate, SPEC §2). Held at its linearised
-    value instead, each gate would be the map's own mean and square the probe's magnitude,
-    overflowing after a few blocks."""
-    gate, feature = (left, right) if left.shape[-2:] == (1, 1) else (right, left)
-    return feature * torch.ones_like(gate, dtype=feature.dtype)
-
-
-def _probe(
-    model: nn.Module, layers: list[str], size: tuple[int, int], channels: int, collapse: bool
-) -> dict[str, tuple[tuple[int, int, int, int], tuple[int, int, int, int], tuple[int, int]]]:
-    """For each layer: the windows of its centre unit and diagonal neighbour, and its map size."""
+    A layer whose output holds its map in other dims than (N, C, H, W) — the channels-last
+    tensors inside a ConvNeXt block — is left out: it is no channel map to record."""
+    image = input_spec.blank(model_device(model))
     outputs: dict[str, torch.Tensor] = {}
 
     def keep(name: str, output: torch.Tensor) -> None:
         outputs.setdefault(name, output)
 
-    image = torch.ones(
-        2, channels, *size, dtype=torch.float64, device=model_device(model), requires_grad=True
-    )
-    with (
-        layer_hooks(model, layers, keep, stop_early=True),
-        _Linearised(collapse),
-        torch.enable_grad(),
-    ):
+    tracer = _Tracer(image)
+    with torch.no_grad(), layer_hooks(model, layers, keep, stop_early=True), tracer:
         forward_until(model, image)
-    found = {}
+    fields: dict[str, ReceptiveField | None] = {}
     for name in layers:
-        out = outputs[name]
-        height, width = out.shape[-2:]
-        ci, cj = (height - 1) // 2, (width - 1) // 2
-        ni, nj = min(ci + 1, height - 1), min(cj + 1, width - 1)
-        seed = torch.zeros_like(out)
-        seed[0, :, ci, cj] = 1.0
-        seed[1, :, ni, nj] = 1.0
-        (grad,) = torch.autograd.grad(out, image, seed, retain_graph=True)
-        boxes = []
-        for sample in range(2):
-            support = grad[sample].abs().sum(0) > 0
-            rows = torch.nonzero(support.any(1)).flatten()
-            cols = torch.nonzero(support.any(0)).flatten()
-            if not len(rows):
-                raise ReceptiveFieldError(
-                    f"layer {name!r}: no input pixel reaches it in the probe (an operation "
-                    "the receptive-field probe does not know cuts the gradient)"
-                )
-            boxes.append((int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1))
-        found[name] = (boxes[0], boxes[1], (height, width))
-    return found
+        geometry = tracer.of(outputs.get(name))
+        if geometry is not None and geometry.dims != (2, 3):
+            continue
+        output = outputs.get(name)
+        single = output is not None and tuple(output.shape[-2:]) == (1, 1)
+        if geometry is None:
+            fields[name] = None
+        elif geometry.whole or (single and _covers(geometry.size, input_spec.size)):
+            fields[name] = ReceptiveField(input_spec.size, input_spec.size, (0, 0))
+        else:
+            fields[name] = ReceptiveField(geometry.size, geometry.stride, geometry.offset)
+    return fields
 
 
-def receptive_fields(
-    model: nn.Module, layers: list[str], input_size: int, channels: int = 3
-) -> dict[str, ReceptiveField]:
-    """Receptive-field geometry of each named layer, exact for any feed-forward graph; the
-    model reads ``channels`` input channels."""
-    results: dict[str, ReceptiveField] = {}
-    pending = list(layers)
-    size = input_size
-    while pending:
-        try:
-            probed = _probe(model, pending, (size, size), channels, collapse=True)
-        except (RuntimeError, NotImplementedError, ValueError):
-            probed = _probe(model, pending, (size, size), channels, collapse=False)
-        still = []
-        for name in pending:
-            centre, neighbour, (height, width) = probed[name]
-            r0, r1, c0, c1 = centre
-            if height == width == 1 and size >= 4 * input_size:
-                # Still a single unit at four times the input: a global pool sees everything.
-                results[name] = ReceptiveField((input_size,) * 2, (input_size,) * 2, (0, 0))
-                continue
-            interior = r0 > 0 and c0 > 0 and r1 < size and c1 < size
-            if not interior or height < 2 or width < 2:
-                still.append(name)
-                continue
-            ci, cj = (height - 1) // 2, (width - 1) // 2
-            stride = (neighbour[0] - r0, neighbour[2] - c0)
-            results[name] = ReceptiveField(
-                size=(r1 - r0, c1 - c0),
-                stride=stride,
-                offset=(r0 - ci * stride[0], c0 - cj * stride[1]),
-            )
-        pending = still
-        if pending and size * 2 > _MAX_PROBE_SIZE:
-            raise ValueError(f"receptive field of {pending[0]} exceeds a {size}px probe")
-        size *= 2
-    return results
+def _covers(window: tuple[int, int], image: tuple[int, int]) -> bool:
+    return window[0] >= image[0] and window[1] >= image[1]

@@ -7,7 +7,7 @@ normalisation, bilinear upsampling to 224 px (``render_vis`` upsamples images sm
 forward hook on every module (``hook_model``), the whole network run to its logits, the weights left
 trainable (so back-propagation also computes their gradients), Adam at lr 0.05.
 
-Our side is ``analysis.featureviz.units.visualize_units``: every channel of the layer in batches of
+Our side is ``analysis.featureviz.units.render_units``: every channel of the layer in batches of
 one image per channel, one fused warp per image, frozen weights, the forward stopped after the
 layer, bf16 autocast where it pays (CUDA; CPUs with native bf16). By default the network sees our
 images at their own size, as Lucid does (``--view-size 224`` makes ours upsample like Lucent, to
@@ -35,7 +35,7 @@ from torch import nn
 from analysis.featureviz import objectives, param
 from analysis.featureviz.render import evaluate
 from analysis.featureviz.targets import Target
-from analysis.featureviz.units import RenderSettings, visualize_units
+from analysis.featureviz.units import RenderSettings, render_units
 from analysis.models import InputSpec, load_model
 from benchmarks.common import machine_description, median
 
@@ -143,7 +143,7 @@ def main() -> None:
         steps=args.steps, size=args.size, random_samples=1, view_size=args.view_size
     )
     ours_seconds_per_image, activations, same_units = [], [], []
-    batches = visualize_units(
+    batches = render_units(
         model, Target(LAYER), range(channels), spec, settings, batch_size=args.batch_size
     )
     synchronise(device)

@@ -193,7 +193,7 @@ def test_unusual_models_trace_the_fields_the_gradient_probe_finds(factory, chann
     shape)."""
     from analysis.layers import list_layers
     from analysis.models import InputSpec, load_model
-    from analysis.receptive_field import receptive_fields
+    from tests.support.probe import receptive_fields
 
     model = load_model(f"tests.tiny_models:{factory}").module
     spec = InputSpec(size=(24, 40), mean=(0.0,), std=(1.0,), channels=channels)

@@ -15,7 +15,8 @@ from analysis.decomposition.composition import (
 from analysis.decomposition.image import decompose, paste_features
 from analysis.decomposition.placement import greedy_placements
 from analysis.neuron_feature import full_window
-from analysis.receptive_field import ReceptiveField, receptive_fields
+from analysis.receptive_field import ReceptiveField
+from tests.support.probe import receptive_fields
 from tests.tiny_models import colour_kernel, vertical_edge_kernel
 
 SHALLOW, DEEP, K = "1", "2", 3

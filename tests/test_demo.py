@@ -14,7 +14,7 @@ from analysis.models import load_model
 from server.cli.main import main
 from server.config import load_settings
 from server.storage.db import Database
-from server.storage.schema import Decomposition, FeatureVis
+from server.storage.schema import Decomposition, FeatureViz
 
 
 def test_stimuli_are_deterministic_and_cover_every_class():
@@ -55,7 +55,7 @@ def test_demo_command_end_to_end(data_dir, capsys):
     assert main(list(DEMO_ARGS)) == 0
     assert "reused finished" in capsys.readouterr().out
     with Database(load_settings().database_url).session() as session:
-        stored = session.scalars(select(FeatureVis.target)).all()
+        stored = session.scalars(select(FeatureViz.target)).all()
         decomposed = session.scalars(select(Decomposition)).all()
     assert len(stored) == 360 + 10 and stored.count("@output") == 10
     assert len(decomposed) == 1 and set(decomposed[0].result["layers"]) == {

@@ -48,7 +48,7 @@ def test_visualisations_drive_their_units_far_above_random_images():
     model = red_detector().eval()
     found = [
         unit
-        for batch in units.visualize_units(
+        for batch in units.render_units(
             model, units.Target("1"), [0, 1], RAW, units.RenderSettings(steps=64, size=32)
         )
         for unit in batch
@@ -81,7 +81,7 @@ def test_dead_relus_are_revived_by_the_redirected_gradient():
 def test_diverse_images_differ_and_each_still_drives_the_unit():
     model = red_detector().eval()
     settings = units.RenderSettings(steps=48, size=32, diversity=3)
-    (batch,) = units.visualize_units(model, units.Target("4"), [0], RAW, settings)
+    (batch,) = units.render_units(model, units.Target("4"), [0], RAW, settings)
     (unit,) = batch
     assert unit.images.shape == (3, 3, 32, 32)
     for i in range(3):
@@ -158,7 +158,7 @@ def test_class_visualisation_reads_the_chosen_output_of_a_tuple():
     model = _TwoHeads().eval()
     settings = units.RenderSettings(steps=96, size=16)
     target = units.Target(layer=None, output=1)
-    (batch,) = units.visualize_units(model, target, [0, 1], RAW, settings)
+    (batch,) = units.render_units(model, target, [0, 1], RAW, settings)
     red, blue = (unit.images[0] * 255 for unit in batch)
     assert (red[0] - red[2]).mean() > 40 and (blue[2] - blue[0]).mean() > 40
     assert target.name == "@output[1]"
@@ -221,7 +221,7 @@ def test_a_greyscale_model_is_shown_grey_images():
 
     grey = InputSpec(size=16, mean=(0.0,), std=(1.0,), channels=1)
     (found,) = next(
-        units.visualize_units(
+        units.render_units(
             darkness_detector(), units.Target("1"), [0], grey, units.RenderSettings(steps=48)
         )
     )

@@ -17,8 +17,8 @@ from analysis.neuron_feature import (
     tile_step,
     to_uint8,
 )
-from analysis.receptive_field import receptive_fields
 from analysis.sweep import sweep
+from tests.support.probe import receptive_fields
 from tests.tiny_models import red_detector
 
 SPEC = InputSpec(size=32, mean=(0, 0, 0), std=(1, 1, 1))

@@ -7,7 +7,8 @@ import torch
 import torchvision
 from torch import nn
 
-from analysis.receptive_field import ReceptiveField, receptive_fields
+from analysis.receptive_field import ReceptiveField
+from tests.support.probe import receptive_fields
 
 REFERENCE = [
     ("vgg16", "features.28", 196, 16),

@@ -7,8 +7,8 @@ import torch
 
 from analysis.layers import list_layers
 from analysis.models import CNN_FAMILIES, InputSpec, load_model
-from analysis.receptive_field import receptive_fields
-from analysis.receptive_field_trace import traced_receptive_fields
+from analysis.receptive_field import traced_receptive_fields
+from tests.support.probe import receptive_fields
 
 SIZE = 96
 

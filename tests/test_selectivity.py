@@ -10,13 +10,13 @@ import torchvision
 from analysis.data import load_rgb, scan_image_folder
 from analysis.layers import list_layers
 from analysis.models import InputSpec
-from analysis.receptive_field import receptive_fields
 from analysis.selectivity.engine import perturbation_responses
 from analysis.selectivity.indexes import class_index, colour_index, population_summary
 from analysis.selectivity.layer import layer_indexes
 from analysis.selectivity.perturbations import IDENTITY, opponent_grey
 from analysis.sweep import sweep
 from tests import tiny_models
+from tests.support.probe import receptive_fields
 
 # Mid-grey maps to 0, so the zero padding at image borders looks like the grey background.
 SPEC = InputSpec(size=32, mean=(0.5, 0.5, 0.5), std=(1, 1, 1))

@@ -108,19 +108,6 @@ def fourier_image(
     )
 
 
-def pixel_image(
-    batch: int,
-    height: int,
-    width: int | None = None,
-    sd: float = 0.01,
-    device: torch.device | str = "cpu",
-    generator: torch.Generator | None = None,
-) -> PixelImage:
-    """Random pixel-basis images (for comparison; Fourier images optimise better)."""
-    logits = torch.randn((batch, 3, height, width or height), generator=generator) * sd
-    return PixelImage(logits.to(device).requires_grad_(True))
-
-
 def _logits_of(images: torch.Tensor) -> torch.Tensor:
     """The pre-sigmoid, decorrelated values whose image is ``images`` (N, 3, H, W) in [0, 1]."""
     clipped = images.float().clamp(_EPSILON, 1 - _EPSILON)

@@ -36,7 +36,7 @@ STANDARD_TRANSFORM = RobustnessTransform()
 
 
 @dataclass
-class Visualisation:
+class RenderResult:
     """Finished images (N, 3, H, W) in [0, 1] on the CPU and the objective's score of each,
     measured on the image itself (no transform) at the network's input size."""
 
@@ -176,7 +176,7 @@ def render(
     progress: ProgressCallback | None = None,
     view_size: tuple[int, int] | None = None,
     autocast: bool | None = None,
-) -> Visualisation:
+) -> RenderResult:
     """Maximise ``objective`` over the images of ``param`` for ``steps`` Adam steps.
 
     The network sees the images at ``view_size`` (default: the model's input size).
@@ -211,4 +211,4 @@ def render(
     with torch.no_grad():
         final = param.images().detach()
     scores = evaluate(model, objective, final, input_spec, view_size=size)
-    return Visualisation(images=final.float().cpu(), scores=scores, steps=steps)
+    return RenderResult(images=final.float().cpu(), scores=scores, steps=steps)

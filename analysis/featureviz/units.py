@@ -76,7 +76,7 @@ class RenderSettings:
 
 
 @dataclass
-class UnitVisualisation:
+class UnitImages:
     """One unit's images (V, 3, H, W) in [0, 1], their activations, and the random baseline."""
 
     unit: int
@@ -92,7 +92,7 @@ def unit_objective(target: Target, units: Sequence[int]) -> Objective:
     return objectives.channels(target.layer, units)
 
 
-def visualize_units(
+def render_units(
     model: nn.Module,
     target: Target,
     units: Sequence[int],
@@ -100,7 +100,7 @@ def visualize_units(
     settings: RenderSettings = RenderSettings(),
     batch_size: int | None = None,
     progress: ProgressCallback | None = None,
-) -> Iterator[list[UnitVisualisation]]:
+) -> Iterator[list[UnitImages]]:
     """Render ``units`` batch by batch, yielding each batch's results as soon as they exist.
 
     ``progress(done, total)`` counts optimisation steps over all batches.
@@ -117,7 +117,7 @@ def visualize_units(
             if progress:
                 progress(base + done, total)
 
-        yield _visualize_batch(model, target, batch, input_spec, settings, step)
+        yield _render_batch(model, target, batch, input_spec, settings, step)
 
 
 def estimate_seconds(
@@ -128,7 +128,7 @@ def estimate_seconds(
     settings: RenderSettings = RenderSettings(),
     batch_size: int | None = None,
 ) -> float:
-    """Seconds ``visualize_units`` will take for ``count`` units, from two timed trial steps of a
+    """Seconds ``render_units`` will take for ``count`` units, from two timed trial steps of a
     full batch (the first step, which warms caches up, is not counted)."""
     device = model_device(model)
     per_unit = settings.images_per_unit
@@ -156,14 +156,14 @@ def default_batch_size(device: torch.device) -> int:
     return int(max(1, min(MAX_BATCH, 0.75 * free // (24 << 20))))
 
 
-def _visualize_batch(
+def _render_batch(
     model: nn.Module,
     target: Target,
     units: list[int],
     input_spec: InputSpec,
     settings: RenderSettings,
     progress: ProgressCallback,
-) -> list[UnitVisualisation]:
+) -> list[UnitImages]:
     per_unit = settings.images_per_unit
     per_image = [unit for unit in units for _ in range(per_unit)]
     objective = unit_objective(target, per_image)
@@ -199,7 +199,7 @@ def _visualize_batch(
         scores = evaluate(model, own, images.to(device), input_spec, view_size=view)
     images = input_spec.as_seen(images)
     return [
-        UnitVisualisation(
+        UnitImages(
             unit=unit,
             images=images[i * per_unit : (i + 1) * per_unit],
             activations=[float(v) for v in scores[i * per_unit : (i + 1) * per_unit]],

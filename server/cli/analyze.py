@@ -8,7 +8,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from server.cli.common import add_model_options, load_model_from_args, open_database
-from server.cli.output import print_json, print_table
+from server.cli.output import duration, print_json, print_table
 from server.cli.progress import TerminalProgress
 
 if TYPE_CHECKING:  # the CLI imports torch only for the commands that need it
@@ -152,7 +152,7 @@ def run_analyze(args: argparse.Namespace) -> int:
         from server.runs.read import get_run, run_summary
 
         if args.featureviz:
-            render_run_visualisations(
+            render_run_featureviz(
                 session, store, outcome.run_id, loaded, featureviz_options(args), device, args.json
             )
         summary = run_summary(get_run(session, outcome.run_id))
@@ -198,7 +198,6 @@ def print_featureviz_estimate(
     """How long the visualisations of ``layers`` take, measured by trial steps on ``device``."""
     from analysis.featureviz.targets import Target
     from analysis.featureviz.units import estimate_seconds
-    from server.cli.visualize import _duration
     from server.featureviz.render import render_settings
 
     settings = render_settings(options)
@@ -210,11 +209,11 @@ def print_featureviz_estimate(
     neurons = sum(layer.channels for layer in layers)
     print(
         f"feature visualisations of {neurons} neurons ({settings.steps} steps at "
-        f"{settings.size} px on {device}): about {_duration(seconds)}"
+        f"{settings.size} px on {device}): about {duration(seconds)}"
     )
 
 
-def render_run_visualisations(
+def render_run_featureviz(
     session: Any,
     store: Any,
     run_id: int,

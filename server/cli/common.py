@@ -49,15 +49,15 @@ def open_database(settings: Settings | None = None) -> tuple[Settings, Database,
 
 def parse_units(text: str) -> list[int]:
     """``"0-3,7"`` → ``[0, 1, 2, 3, 7]``: channels or classes, in the order given, no repeats."""
-    from server.featureviz.render import VisualisationError
+    from server.featureviz.render import FeatureVizError
 
     units: list[int] = []
     for part in (p.strip() for p in text.split(",")):
         low, dash, high = part.partition("-")
         if not low.isdigit() or (dash and not high.isdigit()):
-            raise VisualisationError(f"expected numbers and ranges like 0-63,70, got {text!r}")
+            raise FeatureVizError(f"expected numbers and ranges like 0-63,70, got {text!r}")
         first, last = int(low), int(high) if dash else int(low)
         if last < first:
-            raise VisualisationError(f"the range {part!r} runs backwards")
+            raise FeatureVizError(f"the range {part!r} runs backwards")
         units += [unit for unit in range(first, last + 1) if unit not in units]
     return units

@@ -151,7 +151,7 @@ def write_featureviz_figure(
     from sqlalchemy import select
 
     from analysis.neuron_feature import sprite
-    from server.storage.schema import FeatureVis, Layer, Neuron
+    from server.storage.schema import FeatureViz, Layer, Neuron
 
     tile = 64
     tiles = []
@@ -160,16 +160,16 @@ def write_featureviz_figure(
             select(Layer).where(Layer.run_id == run_id).order_by(Layer.position)
         ):
             found = session.execute(
-                select(Neuron.nf_key, FeatureVis.image_key, FeatureVis.activation)
-                .join(FeatureVis, FeatureVis.unit == Neuron.channel)
+                select(Neuron.nf_key, FeatureViz.image_key, FeatureViz.activation)
+                .join(FeatureViz, FeatureViz.unit == Neuron.channel)
                 .where(
                     Neuron.layer_id == layer.id,
                     Neuron.nf_key.is_not(None),
-                    FeatureVis.run_id == run_id,
-                    FeatureVis.target == layer.name,
-                    FeatureVis.variant == 0,
+                    FeatureViz.run_id == run_id,
+                    FeatureViz.target == layer.name,
+                    FeatureViz.variant == 0,
                 )
-                .order_by((FeatureVis.activation - FeatureVis.random_activation).desc())
+                .order_by((FeatureViz.activation - FeatureViz.random_activation).desc())
                 .limit(per_layer)
             ).all()
             for nf_key, image_key, _activation in found:
@@ -236,7 +236,7 @@ def analyse_demo(
     print_run_report(summary, settings.artifact_dir)
     with database.session() as session:
         options = {"steps": args.fv_steps, "size": args.fv_size}
-        render_demo_visualisations(session, store, outcome.run_id, loaded, options, device)
+        render_demo_featureviz(session, store, outcome.run_id, loaded, options, device)
     mosaics = write_nf_mosaics(database, store, outcome.run_id, settings.demo_dir / "mosaics")
     with database.session() as session:
         decomposition = decompose_demo_stimulus(session, store, settings, outcome.run_id, device)
@@ -251,17 +251,17 @@ def analyse_demo(
     return outcome.run_id
 
 
-def render_demo_visualisations(
+def render_demo_featureviz(
     session: Any, store: Any, run_id: int, loaded: Any, options: dict[str, Any], device: str
 ) -> None:
     """A feature visualisation of every neuron and every class (stored once, reused after)."""
     from analysis.featureviz.targets import Target
-    from server.cli.analyze import render_run_visualisations
+    from server.cli.analyze import render_run_featureviz
     from server.featureviz.render import render_and_store, render_settings
     from server.runs.read import get_run
 
     started = time.perf_counter()
-    render_run_visualisations(session, store, run_id, loaded, options, device)
+    render_run_featureviz(session, store, run_id, loaded, options, device)
     render_and_store(
         session,
         get_run(session, run_id),

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from analysis.allocator import reuse_freed_memory
-from server.cli import analyze, browse, decompose, demo, jobs, serve, visualize
+from server.cli import analyze, browse, decompose, demo, featureviz, jobs, serve
 
 EXIT_FAILURE = 1
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer whose reader left
@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_commands(commands)
     jobs.add_commands(commands)
     serve.add_commands(commands)
-    visualize.add_commands(commands)
+    featureviz.add_commands(commands)
     return parser
 
 
@@ -59,7 +59,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from analysis.layers import LayerListingError
     from analysis.models import ModelError
     from server.decompositions.composition import DecompositionError
-    from server.featureviz.render import VisualisationError
+    from server.featureviz.render import FeatureVizError
     from server.runs.disk import StorageError
     from server.runs.inputs import RunInputError
     from server.runs.register import RunBusyError
@@ -76,7 +76,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         NotFoundError,
         RunBusyError,
         RunInputError,
-        VisualisationError,
+        FeatureVizError,
         DecompositionError,
         UploadError,
         FileNotFoundError,

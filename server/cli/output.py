@@ -41,3 +41,12 @@ def _format(value: Any) -> str:
     if isinstance(value, list | tuple):
         return "×".join(str(v) for v in value)
     return "" if value is None else str(value)
+
+
+def duration(seconds: float) -> str:
+    """An estimate for people: 40 s, 12 min, 3.5 h (with a hint where hours are at stake)."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h (a GPU worker is far faster: neuronscope worker --device cuda)"

@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from server.storage.artifacts import ArtifactStore
-from server.storage.schema import FeatureVis
+from server.storage.schema import FeatureViz
 
 
 def featureviz_records(
@@ -19,9 +19,9 @@ def featureviz_records(
     ``png`` is the image's absolute path (as ``nf`` is), ``key`` its artifact key.
     """
     found = session.scalars(
-        select(FeatureVis)
-        .where(FeatureVis.run_id == run_id, FeatureVis.target == target, FeatureVis.unit == unit)
-        .order_by(FeatureVis.id)
+        select(FeatureViz)
+        .where(FeatureViz.run_id == run_id, FeatureViz.target == target, FeatureViz.unit == unit)
+        .order_by(FeatureViz.id)
     ).all()
     newest = {row.params_key: row.id for row in found}  # a set's newest row: its last
     rows = sorted(found, key=lambda row: (-newest[row.params_key], row.variant))
@@ -46,9 +46,9 @@ def featureviz_records(
 def latest_featureviz(session: Session, run_id: int, target: str) -> dict[int, str]:
     """Per unit of ``target``, the image key of its newest single (non-diverse) visualisation."""
     rows = session.execute(
-        select(FeatureVis.unit, FeatureVis.image_key, FeatureVis.params)
-        .where(FeatureVis.run_id == run_id, FeatureVis.target == target, FeatureVis.variant == 0)
-        .order_by(FeatureVis.created, FeatureVis.id)
+        select(FeatureViz.unit, FeatureViz.image_key, FeatureViz.params)
+        .where(FeatureViz.run_id == run_id, FeatureViz.target == target, FeatureViz.variant == 0)
+        .order_by(FeatureViz.created, FeatureViz.id)
     ).all()
     latest: dict[int, str] = {}
     for unit, key, params in rows:
@@ -60,10 +60,10 @@ def latest_featureviz(session: Session, run_id: int, target: str) -> dict[int, s
 def stored_units(session: Session, run_id: int, target: str, params_key: str) -> set[int]:
     return set(
         session.scalars(
-            select(FeatureVis.unit).where(
-                FeatureVis.run_id == run_id,
-                FeatureVis.target == target,
-                FeatureVis.params_key == params_key,
+            select(FeatureViz.unit).where(
+                FeatureViz.run_id == run_id,
+                FeatureViz.target == target,
+                FeatureViz.params_key == params_key,
             )
         )
     )

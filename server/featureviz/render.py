@@ -23,20 +23,20 @@ from sqlalchemy.orm import Session
 from analysis.featureviz.dream import dream
 from analysis.featureviz.objectives import select_output
 from analysis.featureviz.targets import Target
-from analysis.featureviz.units import RenderSettings, visualize_units
+from analysis.featureviz.units import RenderSettings, render_units
 from analysis.layers import LayerInfo
 from analysis.models import LoadedModel
 from analysis.neuron_feature import to_uint8
 from server.featureviz.read import stored_units
 from server.progress import Progress
 from server.storage.artifacts import ArtifactStore
-from server.storage.schema import FeatureVis, Run
+from server.storage.schema import FeatureViz, Run
 
 # The longest side a dreamt image keeps: DeepDream's cost grows with the pixels.
 DREAM_MAX_SIDE = 512
 
 
-class VisualisationError(ValueError):
+class FeatureVizError(ValueError):
     """A request that cannot be rendered (unknown layer, unit out of range, bad settings)."""
 
 
@@ -62,11 +62,11 @@ def render_settings(params: dict[str, Any]) -> RenderSettings:
     try:
         settings = RenderSettings(**known)
     except (TypeError, ValueError) as error:
-        raise VisualisationError(f"bad visualisation settings: {error}") from None
+        raise FeatureVizError(f"bad visualisation settings: {error}") from None
     if settings.steps < 1 or not 8 <= settings.size <= 1024:
-        raise VisualisationError("steps must be at least 1 and the size from 8 to 1024 px")
+        raise FeatureVizError("steps must be at least 1 and the size from 8 to 1024 px")
     if settings.diversity == 1 or settings.diversity < 0 or settings.diversity > 16:
-        raise VisualisationError("diversity is 0 (one image) or 2 to 16 images per unit")
+        raise FeatureVizError("diversity is 0 (one image) or 2 to 16 images per unit")
     return settings
 
 
@@ -85,7 +85,7 @@ def check_target(target: Target, available: list[LayerInfo]) -> None:
     if target.layer not in names:
         near = [n for n in names if n.startswith(target.layer.rsplit(".", 1)[0])][:8]
         hint = f" (similar: {', '.join(sorted(near))})" if near else ""
-        raise VisualisationError(f"the model has no layer {target.layer!r}{hint}")
+        raise FeatureVizError(f"the model has no layer {target.layer!r}{hint}")
 
 
 def unit_count(loaded: LoadedModel, target: Target, available: list[LayerInfo]) -> int:
@@ -100,9 +100,9 @@ def unit_count(loaded: LoadedModel, target: Target, available: list[LayerInfo]) 
         try:
             logits = select_output(model(loaded.input.normalise(probe)), target.output)
         except (TypeError, IndexError, KeyError) as error:
-            raise VisualisationError(f"cannot read class logits from the output: {error}") from None
+            raise FeatureVizError(f"cannot read class logits from the output: {error}") from None
     if logits.dim() != 2:
-        raise VisualisationError(
+        raise FeatureVizError(
             f"the model's output has shape {tuple(logits.shape)}, not (batch, classes): "
             "class visualisations need a vector of logits"
         )
@@ -113,7 +113,7 @@ def check_units(units: list[int], count: int, target: Target) -> None:
     what = "channels" if target.layer is not None else "classes"
     bad = [unit for unit in units if not 0 <= unit < count]
     if bad:
-        raise VisualisationError(f"{target.name} has {what} 0..{count - 1}, not {bad[0]}")
+        raise FeatureVizError(f"{target.name} has {what} 0..{count - 1}, not {bad[0]}")
 
 
 def render_and_store(
@@ -136,14 +136,14 @@ def render_and_store(
     progress.start(f"feature visualisations of {target.name}", len(missing), "units")
     model = loaded.module.to(device)
     rendered = 0
-    batches = visualize_units(model, target, missing, loaded.input, settings, batch_size)
+    batches = render_units(model, target, missing, loaded.input, settings, batch_size)
     for batch in batches:
         session.execute(
-            delete(FeatureVis).where(
-                FeatureVis.run_id == run.id,
-                FeatureVis.target == target.name,
-                FeatureVis.params_key == key,
-                FeatureVis.unit.in_([result.unit for result in batch]),
+            delete(FeatureViz).where(
+                FeatureViz.run_id == run.id,
+                FeatureViz.target == target.name,
+                FeatureViz.params_key == key,
+                FeatureViz.unit.in_([result.unit for result in batch]),
             )
         )
         for result in batch:
@@ -151,7 +151,7 @@ def render_and_store(
                 zip(result.images, result.activations, strict=True)
             ):
                 session.add(
-                    FeatureVis(
+                    FeatureViz(
                         run_id=run.id,
                         target=target.name,
                         unit=result.unit,
@@ -204,7 +204,7 @@ def dream_image(
     """DeepDream of ``image`` at ``layer`` (checked against the model's layers)."""
     check_target(Target(layer), available)
     if not 1 <= octaves <= 8 or steps < 1:
-        raise VisualisationError("octaves must be 1 to 8 and steps at least 1")
+        raise FeatureVizError("octaves must be 1 to 8 and steps at least 1")
     model = loaded.module.to(device)
     if progress is not None:
         progress.start(f"DeepDream at {layer}", octaves * steps, "steps")

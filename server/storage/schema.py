@@ -211,7 +211,7 @@ class NeuronIndex(Base):
 Index("ix_neuron_index_name_value", NeuronIndex.name, NeuronIndex.value)
 
 
-class FeatureVis(Base):
+class FeatureViz(Base):
     """One feature visualisation: an image optimised to excite a unit (SPEC §7).
 
     ``target`` is a layer name (``unit`` is a channel) or ``@output`` / ``@output[i]`` (``unit``

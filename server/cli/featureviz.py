@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from server.cli.common import open_database, parse_units
-from server.cli.output import print_json, print_table
+from server.cli.output import duration, print_json, print_table
 from server.cli.progress import TerminalProgress
 
 
@@ -51,7 +51,7 @@ def add_commands(commands: Any) -> None:
     visualize.add_argument("--queue", action="store_true", help="queue a job for a worker")
     visualize.add_argument("--wait", action="store_true", help="with --queue: show its progress")
     visualize.add_argument("--json", action="store_true")
-    visualize.set_defaults(handler=run_visualize)
+    visualize.set_defaults(handler=run_featureviz)
 
     dream = commands.add_parser("dream", help="DeepDream an image file at a layer of a run's model")
     dream.add_argument("run", type=int)
@@ -67,19 +67,19 @@ def add_commands(commands: Any) -> None:
 
 
 def _target(args: argparse.Namespace) -> tuple[dict[str, Any], list[int] | None]:
-    from server.featureviz.render import VisualisationError
+    from server.featureviz.render import FeatureVizError
 
     if args.classes is not None:
         if args.layer or args.channels:
-            raise VisualisationError("give either a layer (and --channels) or --classes")
+            raise FeatureVizError("give either a layer (and --channels) or --classes")
         return {"layer": None, "output": args.output}, parse_units(args.classes)
     if not args.layer:
-        raise VisualisationError("give a layer of the run (or --classes for class logits)")
+        raise FeatureVizError("give a layer of the run (or --classes for class logits)")
     units = parse_units(args.channels) if args.channels else None
     return {"layer": args.layer, "output": None}, units
 
 
-def run_visualize(args: argparse.Namespace) -> int:
+def run_featureviz(args: argparse.Namespace) -> int:
     from server.runs.read import get_run
 
     target, units = _target(args)
@@ -110,7 +110,7 @@ def run_visualize(args: argparse.Namespace) -> int:
             )
             print(
                 f"{len(units)} unit(s) of {chosen.name}, {render.steps} steps at {render.size} px "
-                f"on {device}: about {_duration(seconds)} (units already stored are reused)"
+                f"on {device}: about {duration(seconds)} (units already stored are reused)"
             )
         report = render_and_store(
             session,
@@ -194,7 +194,7 @@ def _queue(
 def run_dream(args: argparse.Namespace) -> int:
     from PIL import UnidentifiedImageError
 
-    from server.featureviz.render import VisualisationError, dream_image, image_png, read_image
+    from server.featureviz.render import FeatureVizError, dream_image, image_png, read_image
     from server.runs.inputs import ModelCache
     from server.runs.read import get_run
 
@@ -204,7 +204,7 @@ def run_dream(args: argparse.Namespace) -> int:
     try:
         image = read_image(source, args.max_side)
     except (UnidentifiedImageError, OSError) as error:
-        raise VisualisationError(f"{source} is not a readable image: {error}") from None
+        raise FeatureVizError(f"{source} is not a readable image: {error}") from None
     settings, database, _store = open_database()
     started = time.perf_counter()
     with database.session() as session:
@@ -229,11 +229,3 @@ def run_dream(args: argparse.Namespace) -> int:
     else:
         print(f"wrote {out} ({dreamt.shape[2]}×{dreamt.shape[1]} px) in {seconds} s")
     return 0
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h (a GPU worker is far faster: neuronscope worker --device cuda)"
