@@ -1,4 +1,5 @@
-"""Shared fixtures: small image folders with known content, and an isolated data directory."""
+"""Shared fixtures: small image folders with known content, isolated data directories, a web
+client over an analysed run, and the machine's PostgreSQL. Helpers live in ``tests/support``."""
 
 from __future__ import annotations
 
@@ -6,11 +7,9 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
-COLOURS = {"red": (1.0, 0.0, 0.0), "green": (0.0, 0.8, 0.0), "blue": (0.0, 0.0, 1.0)}
+from tests.support.images import write_square_folder
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -27,34 +26,6 @@ def throwaway_default_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iter
         os.environ["NEURONSCOPE_DATA_DIR"] = before
 
 
-def write_square_folder(root: Path, per_class: int = 8, size: int = 32, seed: int = 0) -> Path:
-    """One subfolder per colour; each image a coloured square at a random place on grey."""
-    rng = np.random.default_rng(seed)
-    for name, colour in COLOURS.items():
-        (root / name).mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            image = np.full((size, size, 3), 0.5) + rng.normal(0, 0.02, (size, size, 3))
-            side = int(rng.integers(6, 12))
-            top, left = rng.integers(0, size - side, size=2)
-            image[top : top + side, left : left + side] = colour
-            pixels = np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
-            Image.fromarray(pixels).save(root / name / f"{i:03d}.png")
-    return root
-
-
-def write_photo(path: Path, width: int, height: int, fmt: str = "JPEG", seed: int = 0) -> Path:
-    """A smooth colour field with a sharp-edged disc (placed by ``seed``): a shifted or
-    mis-scaled decode shows."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    centre = np.random.default_rng(seed).uniform(0.3, 0.7, 2)
-    rows, cols = np.mgrid[0:height, 0:width]
-    image = np.stack([cols / width, rows / height, 0.5 + 0.0 * rows], axis=-1)
-    disc = np.hypot(rows - height * centre[0], cols - width * centre[1]) < min(width, height) / 4
-    image[disc] = (1.0, 0.1, 0.2)
-    Image.fromarray(np.round(image * 255).astype(np.uint8)).save(path, fmt, quality=92)
-    return path
-
-
 @pytest.fixture
 def square_folder(tmp_path: Path) -> Path:
     return write_square_folder(tmp_path / "squares")
@@ -69,9 +40,18 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return directory
 
 
+@pytest.fixture
+def analysed_dir(tmp_path: Path) -> Path:
+    """A fresh data directory holding one finished run with indexes (run 1: the red detector
+    over coloured squares), for a test that adds to it."""
+    from tests.support.cli import analysed_data_dir
+
+    return analysed_data_dir(tmp_path)
+
+
 @pytest.fixture(scope="session")
 def web_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tests.web_fixtures import analysed_data_dir
+    from tests.support.cli import analysed_data_dir
 
     return analysed_data_dir(tmp_path_factory.mktemp("web"))
 

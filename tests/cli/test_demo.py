@@ -1,0 +1,75 @@
+"""The demo: deterministic stimuli, a trainable CNN, and the whole command on a small dataset."""
+
+from __future__ import annotations
+
+import json
+
+from sqlalchemy import select
+
+from server.cli.main import main
+from server.config import load_settings
+from server.storage.db import Database
+from server.storage.schema import Decomposition, FeatureViz
+
+DEMO_ARGS = ("demo", "--per-class", "6", "--top-k", "3", "--fv-steps", "2", "--no-serve")
+
+
+def test_demo_command_end_to_end(data_dir, capsys):
+    assert main(list(DEMO_ARGS)) == 0
+    out = capsys.readouterr().out
+    assert "validation accuracy" in out and "features.17" in out
+    assert "feature visualisations of 360 neurons" in out
+    assert "a stimulus decomposed at every layer: /decompositions/1" in out
+    mosaics = sorted((data_dir / "demo" / "mosaics").glob("nf-run*.png"))
+    assert len(mosaics) == 5
+    assert (data_dir / "demo" / "mosaics" / "featureviz-run1.png").is_file()
+    assert main(["neuron", "1", "features.17", "0", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["feature_vis"][0]["steps"] == 2
+    # A second run reuses the dataset, the model, the run and the visualisations.
+    assert main(list(DEMO_ARGS)) == 0
+    assert "reused finished" in capsys.readouterr().out
+    with Database(load_settings().database_url).session() as session:
+        stored = session.scalars(select(FeatureViz.target)).all()
+        decomposed = session.scalars(select(Decomposition)).all()
+    assert len(stored) == 360 + 10 and stored.count("@output") == 10
+    assert len(decomposed) == 1 and set(decomposed[0].result["layers"]) == {
+        "features.2", "features.6", "features.10", "features.13", "features.17"
+    }  # fmt: skip
+
+
+def test_stopping_the_demo_with_sigterm_stops_its_worker(tmp_path):
+    """``kill`` or ``docker stop`` used to leave the demo's background worker running."""
+    import contextlib
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from server.cli.demo import background_worker\n"
+        "with background_worker('cpu', Path(sys.argv[1])) as worker:\n"
+        "    print(worker.pid, flush=True)\n"
+        "    time.sleep(120)\n"
+    )
+    env = {**os.environ, "NEURONSCOPE_DATA_DIR": str(tmp_path / "data")}
+    demo = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path / "worker.log")],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    worker = int(demo.stdout.readline())
+    demo.send_signal(signal.SIGTERM)
+    try:
+        assert demo.wait(timeout=60) == 128 + signal.SIGTERM
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            return  # stopped and reaped with the demo
+        raise AssertionError(f"the worker {worker} outlived the demo")
+    finally:
+        for pid in (demo.pid, worker):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

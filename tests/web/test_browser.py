@@ -1,0 +1,207 @@
+"""The dashboard in a real browser: Debian's Chromium driven by Playwright."""
+
+from __future__ import annotations
+
+import csv
+import io
+import socket
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium package")
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@contextmanager
+def serving(environ: dict[str, str]) -> Iterator[str]:
+    """The dashboard for the settings ``environ`` on a free port, in a thread."""
+    import uvicorn
+
+    from server.config import load_settings
+    from server.web.app import create_app
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    app = create_app(load_settings(environ))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 20
+    while not server.started and time.time() < deadline:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server_url(web_data_dir):
+    with serving({"NEURONSCOPE_DATA_DIR": str(web_data_dir)}) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def page():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
+        yield browser.new_page(viewport={"width": 1280, "height": 900})
+        browser.close()
+
+
+def table_channels(page) -> list[str]:
+    return page.locator("table.neurons tbody tr td:nth-child(2)").all_inner_texts()
+
+
+def test_sorting_by_a_header_click_is_in_the_url_and_survives_a_reload(page, server_url):
+    page.goto(f"{server_url}/runs/1/layers/1")
+    assert table_channels(page) == ["0", "1", "2"]
+    page.click('th a[data-column="color"]')  # highest colour index first
+    page.wait_for_url("**_sort_desc=color**")
+    assert "_sort_desc=color" in page.url
+    page.wait_for_function(
+        "document.querySelector('table.neurons tbody td:nth-child(2) a').textContent === '0'"
+    )
+    page.click('th a[data-column="color"]')  # again: ascending
+    page.wait_for_url("**_sort=color**")
+    page.wait_for_function(
+        "document.querySelector('table.neurons tbody td:nth-child(2) a').textContent === '1'"
+    )
+    sorted_order = table_channels(page)
+    assert sorted_order == ["1", "0", "2"]
+    page.reload()
+    assert table_channels(page) == sorted_order
+    csv_url = page.get_attribute("a.csv-link", "href")
+    with urllib.request.urlopen(server_url + csv_url) as response:
+        rows = list(csv.DictReader(io.StringIO(response.read().decode())))
+    assert [r["channel"] for r in rows] == sorted_order
+
+
+def test_no_image_on_the_neuron_page_is_broken(page, server_url, tmp_path):
+    page.goto(f"{server_url}/runs/1/layers/4/neurons/0")
+    page.wait_for_load_state("load")
+    images = page.locator("img")
+    assert images.count() >= 2
+    broken = page.evaluate(
+        "Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0).length"
+    )
+    assert broken == 0
+    page.keyboard.press("ArrowRight")  # keyboard navigation to the next neuron
+    page.wait_for_url("**/neurons/1")
+    page.screenshot(path=str(tmp_path / "neuron.png"), full_page=True)
+
+
+def test_a_run_started_in_the_browser_updates_itself_until_done(page, tmp_path):
+    from tests.support.jobs import drain, operator_lab, settings_for
+
+    lab = operator_lab(tmp_path)
+    environ = {
+        "NEURONSCOPE_DATA_DIR": str(lab / "data"),
+        "NEURONSCOPE_ALLOWED_ROOTS": str(lab / "images"),
+    }
+    with serving(environ) as url:
+        page.goto(f"{url}/runs/new?dataset=1")
+        page.fill('input[name="top_k"]', "3")
+        page.fill('input[name="shards"]', "2")
+        page.fill('input[name="batch_size"]', "4")
+        page.click('button[type="submit"]:has-text("Start")')
+        page.wait_for_url("**/runs/2")
+        assert page.locator("section.stages progress").count() == 3  # sweep, merge, indexes
+        assert "0/2 jobs done" in page.inner_text("section.stages")
+        page.screenshot(path=str(tmp_path / "queued.png"), full_page=True)
+
+        worker = threading.Thread(target=drain, args=(settings_for(lab / "data"),))
+        worker.start()  # a worker runs the jobs; the open page is never reloaded
+        page.wait_for_selector('a[href="/runs/2/layers/4"]', timeout=60_000)
+        page.wait_for_selector("h1 .status.done", timeout=60_000)
+        worker.join()
+        assert "hx-trigger" not in page.inner_html("main")  # polling stopped once done
+        assert page.locator("td.spark svg").count() > 0  # the index histograms arrived
+
+
+def test_a_neuron_rendered_from_its_page_appears_beside_its_nf(page, tmp_path):
+    from tests.support.cli import analysed_data_dir
+    from tests.support.jobs import drain, settings_for
+
+    data_dir = analysed_data_dir(tmp_path)
+    with serving({"NEURONSCOPE_DATA_DIR": str(data_dir)}) as url:
+        page.goto(f"{url}/runs/1/layers/1/neurons/0")
+        assert "no visualisation yet" in page.inner_text("#featureviz")
+        page.click('#featureviz button[value="0"]')
+        page.wait_for_url("**/runs/1/layers/1/neurons/0")
+        assert "rendering" in page.inner_text("#featureviz")
+
+        worker = threading.Thread(target=drain, args=(settings_for(data_dir),))
+        worker.start()  # the open page polls its section and shows the image once stored
+        page.wait_for_selector("#featureviz figure.nf img", timeout=60_000)
+        worker.join()
+        assert "activation" in page.inner_text("#featureviz")
+        assert "hx-trigger" not in page.inner_html("#featureviz")  # polling stopped
+        page.screenshot(path=str(tmp_path / "featureviz.png"), full_page=True)
+
+        page.goto(f"{url}/runs/1/layers/1")
+        page.click('.grid-switch a:has-text("feature visualisations")')
+        page.wait_for_url("**_grid=fv**")
+        page.wait_for_selector('.grid img[alt="feature visualisation of channel 0"]')
+        page.click('th a[data-column="color"]')  # sorting keeps the grid in the URL
+        page.wait_for_url("**_sort_desc=color**")
+        assert "_grid=fv" in page.url
+
+
+def test_upload_decompose_click_a_pixel_then_follow_a_composition_tree(page, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from tests.support.cli import analysed_data_dir
+    from tests.support.jobs import drain, settings_for
+
+    data_dir = analysed_data_dir(tmp_path)
+    pixels = np.full((48, 64, 3), 128, np.uint8)
+    pixels[8:40, 4:36] = (230, 20, 20)
+    image = tmp_path / "red-square.png"
+    Image.fromarray(pixels).save(image)
+    with serving({"NEURONSCOPE_DATA_DIR": str(data_dir)}) as url:
+        page.goto(f"{url}/runs/1")
+        page.set_input_files('input[type="file"]', str(image))
+        page.click('button:has-text("Decompose")')
+        page.wait_for_url("**/decompositions/1")
+        assert "queued" in page.inner_text("h1")  # a worker has not taken it yet
+
+        worker = threading.Thread(target=drain, args=(settings_for(data_dir),))
+        worker.start()  # the open page polls until the decomposition is done
+        page.wait_for_selector("#original", timeout=60_000)
+        worker.join()
+        page.click('.layer-switch a:has-text("1")')
+        page.wait_for_url("**layer=1")
+        box = page.locator("#original").bounding_box()
+        page.mouse.click(box["x"] + box["width"] * 20 / 64, box["y"] + box["height"] * 24 / 48)
+        page.wait_for_selector("#pixel li")
+        assert "channel 0" in page.locator("#pixel li").first.inner_text()  # the red detector
+        page.locator("#pixel li a").first.click()
+        page.wait_for_url("**/runs/1/layers/1/neurons/0")
+
+        page.goto(f"{url}/runs/1/layers/4/neurons/0?source=1&mode=relevance&depth=1")
+        page.click('#composition button:has-text("Compute")')
+        page.wait_for_url("**mode=relevance**")
+        worker = threading.Thread(target=drain, args=(settings_for(data_dir),))
+        worker.start()
+        page.wait_for_selector("#composition ul.tree ul a", timeout=60_000)
+        worker.join()
+        page.locator("#composition ul.tree ul a").first.click()
+        page.wait_for_url("**/runs/1/layers/1/neurons/*")
+        page.screenshot(path=str(tmp_path / "composition.png"), full_page=True)
