@@ -1,8 +1,8 @@
 """List a network's layers: every module with a 4-D output, in execution order.
 
-For each convolution we also name the activation module that follows it, because SPEC §1 reads
-neurons after the non-linearity by default (the original toolkit's Keras semantics) while the
-in-silico physiology reads hue responses before it.
+For each convolution we also name the activation module that follows it: neurons are read after
+the non-linearity by default (docs/algorithms.md §1, the original toolkit's Keras semantics) while
+the in-silico physiology reads hue responses before it.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Neuron Features: the activation-weighted mean of a neuron's top patches (SPEC §3).
+"""Neuron Features: the activation-weighted mean of a neuron's top patches (docs/algorithms.md §3).
 
 Patch j is the raw RGB input cut to the neuron's *unclipped* receptive window at the position of
 a_j, so the window's centre is the patch's centre; pixels outside the image are mid-grey. With
@@ -62,8 +62,8 @@ class NeuronFeature:
 
     @cached_property
     def mean(self) -> np.ndarray:
-        """(h, w, 3) float32, the NF of SPEC §3 over the reach: grey where no patch's image
-        reaches (and, by definition, everywhere outside the reach)."""
+        """(h, w, 3) float32, the NF of docs/algorithms.md §3 over the reach: grey where no
+        patch's image reaches (and, by definition, everywhere outside the reach)."""
         grey = np.float32(GREY) * (1.0 - self.cover)
         return np.add(self._total, grey[..., None], out=self._total)
 

@@ -1,4 +1,5 @@
-"""In-silico physiology: response curves of single units, as with a cell and an electrode (SPEC §5).
+"""In-silico physiology: response curves of single units, as with a cell and an electrode
+(docs/algorithms.md §5).
 
 The cell is one channel; its response is the activation at the centre of the map. The
 spontaneous rate is the response to a black image. Hue responses are read *before* the

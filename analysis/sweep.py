@@ -1,4 +1,5 @@
-"""The sweep: one pass over a dataset, keeping every chosen channel's top-K images (SPEC §1).
+"""The sweep: one pass over a dataset, keeping every chosen channel's top-K images
+(docs/algorithms.md §1).
 
 For each image and channel the sweep records the maximum of the layer output over all positions
 and where it is (ties to the first in row-major order), so a neuron's top-K are K distinct images.

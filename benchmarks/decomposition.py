@@ -1,4 +1,4 @@
-"""Decomposition speed (SPEC §6), against baselines measured in the same process.
+"""Decomposition speed (docs/algorithms.md §6), against baselines measured in the same process.
 
 (a) **Image decomposition**: one 224 px image decomposed at every default layer of a network
 (VGG16's 13 ReLUs by default; random, seeded weights; dataset maxima from a few random images)

@@ -55,8 +55,9 @@ def forward_bound(
     device: torch.device,
     batch_size: int,
 ) -> tuple[int, tuple[int, int], float]:
-    """The index stage's own bound for one layer: the perturbed forwards SPEC §4 needs, timed as
-    plain truncated forwards of random crops of the engine's size, in the engine's batches.
+    """The index stage's own bound for one layer: the perturbed forwards docs/algorithms.md §4
+    needs, timed as plain truncated forwards of random crops of the engine's size, in the engine's
+    batches.
 
     Returns (forwards, crop size, seconds). The network runs channels-last, as in the engine.
     Forwards = distinct (image, position) samples among

@@ -33,7 +33,7 @@ from analysis.receptive_field import ReceptiveField
 
 @dataclass
 class NeuronInputs:
-    """What a neuron's hierarchical decomposition reads: its top images as the model saw them
+    """What a neuron's composition reads: its top images as the model saw them
     ((J, 3, H, W) in [0, 1]), the map positions and values of its top activations."""
 
     images: torch.Tensor
@@ -125,7 +125,7 @@ def ablation_relevance(
     fields: tuple[ReceptiveField, ReceptiveField] | None = None,
     chunk: int = 4096,
 ) -> torch.Tensor:
-    """R_i for every channel i of ``source`` (SPEC §6).
+    """R_i for every channel i of ``source`` (docs/algorithms.md §6).
 
     With the two layers' receptive ``fields`` (target, source), each top image's ablations run
     only on the part of the source map that can reach the position a_j is read at (its

@@ -1,4 +1,4 @@
-"""The demo's small CNN: five 3×3/5×5 convolutions with batch norm and ReLU (SPEC §8).
+"""The demo's small CNN: five 3×3/5×5 convolutions with batch norm and ReLU (docs/algorithms.md §8).
 
 Small enough to train on two CPU cores in a couple of minutes, deep enough that its first layer
 learns colour blobs and edges and its last layers respond to whole shapes.

@@ -1,9 +1,9 @@
 """A deterministic stimulus dataset for the demo: shapes and textures on 1/f-noise backgrounds.
 
-SPEC §8: ten classes of shapes (disc, square, triangle, star, cross, ring, bars) and textures
-(grating, checkerboard, dots) in many colours, sizes, positions and orientations. Shapes are drawn
-at twice the resolution and averaged down, for smooth (antialiased) edges. The same seed always
-gives the same pixels.
+docs/algorithms.md §8: ten classes of shapes (disc, square, triangle, star, cross, ring, bars) and
+textures (grating, checkerboard, dots) in many colours, sizes, positions and orientations. Shapes
+are drawn at twice the resolution and averaged down, for smooth (antialiased) edges. The same seed
+always gives the same pixels.
 """
 
 from __future__ import annotations

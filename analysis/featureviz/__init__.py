@@ -1,4 +1,5 @@
-"""Feature visualisation: images optimised to excite a neuron, a class or a layer (SPEC §7).
+"""Feature visualisation: images optimised to excite a neuron, a class or a layer
+(docs/algorithms.md §7).
 
 Split the way Lucent splits ``optvis``, one concept per module::
 

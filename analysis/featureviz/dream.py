@@ -1,4 +1,5 @@
-"""DeepDream: amplify whatever a layer sees in a real image, at growing scales (SPEC §7).
+"""DeepDream: amplify whatever a layer sees in a real image, at growing scales
+(docs/algorithms.md §7).
 
 Mordvintsev et al. (2015): maximise the mean square of a layer's activations starting from an
 image. Working from a small copy upwards ("octaves") lets large structures emerge first; at each

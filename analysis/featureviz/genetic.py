@@ -1,4 +1,4 @@
-"""Gradient-free activation maximisation: an XDREAM-style genetic search (SPEC §7).
+"""Gradient-free activation maximisation: an XDREAM-style genetic search (docs/algorithms.md §7).
 
 Ponce et al. (Cell, 2019) evolved images for neurons recorded in monkey cortex, where no
 gradient exists; the same search serves any scorer here, including networks whose forward cannot

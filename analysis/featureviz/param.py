@@ -1,4 +1,5 @@
-"""How an image being optimised is represented (SPEC §7, after Lucid/Lucent's ``param``).
+"""How an image being optimised is represented (docs/algorithms.md §7, after Lucid/Lucent's
+``param``).
 
 A parameterisation is a set of leaf tensors plus a function that turns them into a batch of RGB
 images in [0, 1]. The Fourier parameterisation scales each frequency by 1/f^decay, so plain
@@ -98,7 +99,8 @@ def fourier_image(
     device: torch.device | str = "cpu",
     generator: torch.Generator | None = None,
 ) -> FourierImage:
-    """Random Fourier images: coefficients N(0, sd²), as in SPEC §7 (sd 0.01, decay 1)."""
+    """Random Fourier images: coefficients N(0, sd²), as in docs/algorithms.md §7 (sd 0.01,
+    decay 1)."""
     width = width or height
     shape = (batch, 3, height, width // 2 + 1, 2)
     coefficients = torch.randn(shape, generator=generator) * sd

@@ -1,4 +1,4 @@
-"""The optimisation loop of activation maximisation (SPEC §7).
+"""The optimisation loop of activation maximisation (docs/algorithms.md §7).
 
 Per step: the parameterisation renders the batch (fp32), each image gets its own random warp to
 the network's input size, the network runs only as far as the deepest layer the objective reads

@@ -1,4 +1,4 @@
-"""Transformation robustness as one fused affine warp per image (SPEC §7).
+"""Transformation robustness as one fused affine warp per image (docs/algorithms.md §7).
 
 Lucid's standard chain — pad 12, jitter 8, scale 0.90..1.10, rotate ±10°, jitter 4 — asks the
 optimised image to keep exciting the neuron when it moves a little, which removes the

@@ -1,4 +1,5 @@
-"""Perturb each top patch in place and re-read the neuron at the same map position (SPEC §4).
+"""Perturb each top patch in place and re-read the neuron at the same map position
+(docs/algorithms.md §4).
 
 For neuron c and its top image j, the receptive window of a_j is cut out, perturbed, pasted back
 into the otherwise unchanged image, and the image goes through the network truncated after the

@@ -1,4 +1,4 @@
-"""The selectivity indexes of SPEC §4, from responses to perturbed top patches.
+"""The selectivity indexes of docs/algorithms.md §4, from responses to perturbed top patches.
 
 Every function takes a neuron's unperturbed responses ``a`` (K,) and perturbed responses
 ``a_prime`` (K,) or (K, V), read at the same map positions under the same conditions, and returns
@@ -71,7 +71,7 @@ class ClassSelectivity:
 def class_index(
     values: np.ndarray, labels: Sequence[str | None], threshold: float = 1.0
 ) -> ClassSelectivity:
-    """Class selectivity from the labels of the top images (SPEC §4).
+    """Class selectivity from the labels of the top images (docs/algorithms.md §4).
 
     w_j = a_j / a_1 (negative weights count as 0); f_c = Σ_{j∈c} w_j / Σ_j w_j; M = number of
     classes, by descending f_c, needed for the cumulative f to reach ``threshold``;

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-ORIENTATION_ANGLES = tuple(range(15, 360, 15))  # 23 rotations, SPEC §4
+ORIENTATION_ANGLES = tuple(range(15, 360, 15))  # 23 rotations, docs/algorithms.md §4
 SYMMETRY_AXES = (0, 45, 90, 135)
 SHUFFLE_SEED = 0
 
@@ -35,7 +35,7 @@ def identity(patches: torch.Tensor, _mask: torch.Tensor) -> torch.Tensor:
 
 
 def opponent_grey(patches: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """A grey version that keeps the patch's shape and contrast (SPEC §4, colour).
+    """A grey version that keeps the patch's shape and contrast (docs/algorithms.md §4, colour).
 
     Pixels go to opponent space O1 = (R+G+B−1.5)/1.5, O2 = R−G, O3 = (R+G−2B)/2 and are projected
     on the first principal component of the patch's own (in-image) pixels, signed to correlate

@@ -1,5 +1,5 @@
-"""``neuronscope decompose`` and ``neuronscope compose`` (SPEC §6), computed in this process and
-stored like the dashboard's, so the browser shows them too."""
+"""``neuronscope decompose`` and ``neuronscope compose`` (docs/algorithms.md §6), computed in this
+process and stored like the dashboard's, so the browser shows them too."""
 
 from __future__ import annotations
 

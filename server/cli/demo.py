@@ -22,11 +22,11 @@ from server.cli.progress import TerminalProgress
 
 DATASET_VERSION = "stimuli-v1"
 PER_CLASS = 400
-# Half the SPEC's default K: the selectivity indexes re-read every top patch 30 times, and on
-# two CPU cores K = 100 would add some ten minutes to the demo.
+# Half the default K (docs/algorithms.md §1): the selectivity indexes re-read every top patch
+# 30 times, and on two CPU cores K = 100 would add some ten minutes to the demo.
 DEMO_TOP_K = 50
 # Feature visualisations of all 360 neurons and 10 classes must take under 3 minutes on two CPU
-# cores: the demo renders its 64 px images in fewer steps than SPEC §7's 512.
+# cores: the demo renders its 64 px images in fewer steps than docs/algorithms.md §7's 512.
 DEMO_FEATUREVIZ = {"steps": 128, "size": 64}
 
 

@@ -13,7 +13,7 @@ from server.cli.progress import TerminalProgress
 
 
 def add_render_options(parser: argparse.ArgumentParser) -> None:
-    """Options that change the images (the defaults are SPEC §7's)."""
+    """Options that change the images (the defaults are docs/algorithms.md §7's)."""
     parser.add_argument("--steps", type=int, help="optimisation steps (default 512)")
     parser.add_argument("--size", type=int, help="image size in pixels (default 128)")
     parser.add_argument(

@@ -168,7 +168,7 @@ def plan_decomposition(
 
 
 def plan_composition(session: Session, run: Run, request: dict[str, Any]) -> tuple[Job, bool]:
-    """The job that composes one neuron from a shallower layer (SPEC §6)."""
+    """The job that composes one neuron from a shallower layer (docs/algorithms.md §6)."""
     return submit(
         session,
         JobSpec(

@@ -30,7 +30,7 @@ def expand_patterns(available: list[LayerInfo], requested: list[str]) -> list[st
 
 def select_layers(available: list[LayerInfo], requested: list[str] | None) -> list[LayerInfo]:
     """The requested layers (names or shell-style patterns) in execution order, or the default
-    post-activation set (SPEC §1)."""
+    post-activation set (docs/algorithms.md §1)."""
     by_name = {layer.name: layer for layer in available}
     chosen = []
     names = expand_patterns(available, requested) if requested else default_layers(available)

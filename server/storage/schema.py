@@ -187,7 +187,7 @@ class TopActivation(Base):
 Index("ix_top_activation_image", TopActivation.image_index)
 
 
-# The sortable selectivity indexes every live neuron gets (SPEC §4), in display order.
+# The sortable selectivity indexes every live neuron gets (docs/algorithms.md §4), in display order.
 INDEX_NAMES = ("color", "orientation", "symmetry", "class", "shape")
 
 
@@ -212,7 +212,7 @@ Index("ix_neuron_index_name_value", NeuronIndex.name, NeuronIndex.value)
 
 
 class FeatureViz(Base):
-    """One feature visualisation: an image optimised to excite a unit (SPEC §7).
+    """One feature visualisation: an image optimised to excite a unit (docs/algorithms.md §7).
 
     ``target`` is a layer name (``unit`` is a channel) or ``@output`` / ``@output[i]`` (``unit``
     is a class). ``params_key`` hashes every setting that changes the image, so the same request
@@ -286,7 +286,7 @@ class Decomposition(Base):
 
 
 class Composition(Base):
-    """A neuron described by a shallower layer's neurons (SPEC §6), in one mode."""
+    """A neuron described by a shallower layer's neurons (docs/algorithms.md §6), in one mode."""
 
     __tablename__ = "composition"
 

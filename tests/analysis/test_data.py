@@ -14,7 +14,7 @@ MODES = ["RGB", "L", "RGBA", "P", "CMYK", "LA", "I;16"]
 
 
 def _reference(path, size, policy, grey) -> np.ndarray:
-    """SPEC §1's pixels through Pillow's plain conversions, always copying."""
+    """docs/algorithms.md §1's pixels through Pillow's plain conversions, always copying."""
     with Image.open(path) as image:
         image = image.convert("L").convert("RGB") if grey else image.convert("RGB")
         height, width = size

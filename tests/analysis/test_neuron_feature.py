@@ -89,8 +89,9 @@ def test_display_helpers():
 
 
 def test_nf_equals_the_definition_on_jpeg_photographs(tmp_path):
-    """NF = Σ_j ŵ_j · patch_j with grey outside the image (SPEC §3), computed the direct way
-    from full patches, against the accumulated one, on JPEGs whose windows overrun the image."""
+    """NF = Σ_j ŵ_j · patch_j with grey outside the image (docs/algorithms.md §3), computed the
+    direct way from full patches, against the accumulated one, on JPEGs whose windows overrun the
+    image."""
     from PIL import Image
 
     from tests.support.models import random_net

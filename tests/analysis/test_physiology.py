@@ -1,4 +1,5 @@
-"""In-silico physiology with known answers: opponent and non-opponent units (SPEC §5)."""
+"""In-silico physiology with known answers: opponent and non-opponent units
+(docs/algorithms.md §5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Receptive fields: the SPEC §2 reference values, branches, and the unclipped window formula."""
+"""Receptive fields: the reference values of docs/algorithms.md §2, branches, and the unclipped
+window formula."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Selectivity indexes with known answers, from hand-set filters (SPEC §4)."""
+"""Selectivity indexes with known answers, from hand-set filters (docs/algorithms.md §4)."""
 
 from __future__ import annotations
 

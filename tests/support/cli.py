@@ -20,22 +20,14 @@ def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
+def red_detector_analysis(folder: Path, top_k: int) -> list[str]:
+    """``analyze``'s arguments for the red detector's layers 1 and 4 over ``folder``."""
+    args = ["--data", str(folder), "--layers", "1,4", "--top-k", str(top_k), "--workers", "0"]
+    return ["analyze", *RED_DETECTOR_ARGS, *args, "--json"]
+
+
 def analyze(capsys, folder, *extra: str) -> dict:
-    code, out, err = run_cli(
-        capsys,
-        "analyze",
-        *RED_DETECTOR_ARGS,
-        "--data",
-        str(folder),
-        "--layers",
-        "1,4",
-        "--top-k",
-        "5",
-        "--workers",
-        "0",
-        "--json",
-        *extra,
-    )
+    code, out, err = run_cli(capsys, *red_detector_analysis(folder, 5), *extra)
     assert code == 0, err
     return json.loads(out)
 
@@ -59,20 +51,6 @@ def analysed_data_dir(root: Path) -> Path:
     data_dir = root / "data"
     folder = write_square_folder(root / "squares", per_class=8)
     with environment(NEURONSCOPE_DATA_DIR=str(data_dir)):
-        code = main(
-            [
-                "analyze",
-                *RED_DETECTOR_ARGS,
-                "--data",
-                str(folder),
-                "--layers",
-                "1,4",
-                "--top-k",
-                "6",
-                "--workers",
-                "0",
-                "--json",
-            ]
-        )
+        code = main(red_detector_analysis(folder, 6))
     assert code == 0
     return data_dir

@@ -176,8 +176,8 @@ def _is_gate(left: Any, right: Any) -> bool:
 
 
 def _gated(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
-    """The map alone, its gate held at 1: a gate scales channels, it does not widen the
-    receptive field (the window follows the map, not the gate, SPEC §2). Held at its linearised
+    """The map alone, its gate held at 1: a gate scales channels, it does not widen the receptive
+    field (the window follows the map, not the gate, docs/algorithms.md §2). Held at its linearised
     value instead, each gate would be the map's own mean and square the probe's magnitude,
     overflowing after a few blocks."""
     gate, feature = (left, right) if left.shape[-2:] == (1, 1) else (right, left)

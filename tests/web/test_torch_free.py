@@ -6,7 +6,7 @@ LAYER = "/runs/1/layers/4"
 
 
 def test_the_web_process_never_imports_torch():
-    """DESIGN §1: the dashboard stays small and quick to start; compute lives in workers."""
+    """The dashboard stays small and quick to start; compute lives in workers (README, Layout)."""
     import subprocess
     import sys
 
