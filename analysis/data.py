@@ -156,9 +156,20 @@ def jpeg_draft_scale(
     return next((scale for scale in (8, 4, 2) if fits >= scale), 1)
 
 
+# 16-bit greyscale (PNG, TIFF) opens as one of these; 32-bit integer images hold the same range.
+WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
 def _in_mode(image: Image.Image, mode: str) -> Image.Image:
     """``image`` in ``mode``. Pillow's ``convert`` to the mode an image already has makes a full
-    copy (36 MB for a 12-megapixel photo), so that case returns the image itself."""
+    copy (36 MB for a 12-megapixel photo), so that case returns the image itself.
+
+    A 16-bit image is scaled to 8 bits (v / 257, so 65535 is white) first: Pillow's own
+    conversion clips every value above 255 to white, which made a 16-bit photograph all white.
+    """
+    if image.mode in WIDE_MODES:
+        wide = np.asarray(image, dtype=np.float64)
+        image = Image.fromarray(np.clip(np.round(wide / 257.0), 0, 255).astype(np.uint8), "L")
     return image if image.mode == mode else image.convert(mode)
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.images import write_square_folder
+from tests.support.web import web_client
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -58,13 +59,10 @@ def web_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def client(web_data_dir: Path):
-    from fastapi.testclient import TestClient
-
     from server.config import load_settings
-    from server.web.app import create_app
 
     settings = load_settings({"NEURONSCOPE_DATA_DIR": str(web_data_dir)})
-    with TestClient(create_app(settings)) as test_client:
+    with web_client(settings) as test_client:
         yield test_client
 
 

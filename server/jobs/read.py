@@ -99,6 +99,13 @@ def list_workers(session: Session, timeout: float) -> list[dict[str, Any]]:
     return found
 
 
+def workers_alive(session: Session, timeout: float) -> bool:
+    """Whether any worker reported in within ``timeout`` seconds and has not stopped."""
+    cutoff = datetime.now(UTC) - timedelta(seconds=timeout)
+    alive = select(Worker.name).where(Worker.heartbeat > cutoff, Worker.stopped.is_(None))
+    return session.scalar(alive.limit(1)) is not None
+
+
 def _aware(moment: datetime) -> datetime:
     """SQLite gives back naive datetimes; everything we store is UTC."""
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

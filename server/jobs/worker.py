@@ -96,9 +96,13 @@ def run_worker(settings: Settings, options: WorkerOptions) -> None:
     name = options.worker_name()
     database = Database(settings.database_url)
     huey = create_huey(settings)
+    store = ArtifactStore(settings.artifact_dir)
+    swept = store.sweep_partials()
+    if swept:
+        log.info("removed %d temporary files of writers that died mid-write", swept)
     runner = JobRunner(
         database=database,
-        store=ArtifactStore(settings.artifact_dir),
+        store=store,
         settings=AnalysisSettings(device=options.device, workers=options.loader_workers),
         worker=name,
         # Often enough for live progress bars, and well inside the timeout.

@@ -2,7 +2,9 @@
 
 The same bytes are stored once, a key never changes meaning (so the web can cache it forever),
 and a write is atomic (temporary file, then rename), so a crash never leaves half a file under a
-valid key.
+valid key. A writer killed mid-write leaves its temporary file, named after its machine and
+process: :meth:`ArtifactStore.sweep_partials` removes those whose writer is gone, at every start
+of the dashboard and of a worker.
 """
 
 from __future__ import annotations
@@ -10,14 +12,22 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import shutil
+import socket
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from server.storage.png import encode_png
+
+KEY = re.compile(r"[0-9a-f]{64}\.[a-z0-9]{1,16}")
+PARTIAL = ".partial-"
+# A temporary file of another machine (which this one cannot ask about) is left this long.
+FOREIGN_PARTIAL_AGE = 24 * 3600.0
 
 
 class ArtifactStore:
@@ -26,8 +36,8 @@ class ArtifactStore:
 
     def path(self, key: str) -> Path:
         """Where ``key`` (``<sha256>.<ext>``) lives: fanned out by its first two hex digits."""
-        if not key or "/" in key or "\\" in key or key.startswith("."):
-            raise ValueError(f"not an artifact key: {key!r}")
+        if not KEY.fullmatch(key):
+            raise ValueError(f"not an artifact key: {key[:80]!r}")
         return self.root / key[:2] / key
 
     def put_bytes(self, data: bytes, suffix: str) -> str:
@@ -43,7 +53,8 @@ class ArtifactStore:
         if target.exists():
             return key
         target.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=".partial-")
+        prefix = f"{PARTIAL}{_machine()}-{os.getpid()}-"
+        handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=prefix)
         try:
             with os.fdopen(handle, "wb") as file:
                 for part in parts:
@@ -77,7 +88,41 @@ class ArtifactStore:
     def load_array(self, key: str) -> np.ndarray:
         return np.load(self.path(key), allow_pickle=False)
 
+    def sweep_partials(self) -> int:
+        """Remove the temporary files of writers that died mid-write: this machine's whose
+        process is gone, and any older than a day. Returns how many were removed."""
+        removed = 0
+        if not self.root.is_dir():
+            return 0
+        for path in self.root.glob(f"??/{PARTIAL}*"):
+            machine, _, rest = path.name[len(PARTIAL) :].rpartition("-")[0].rpartition("-")
+            pid = int(rest) if rest.isascii() and rest.isdigit() else None
+            try:
+                age = time.time() - path.stat().st_mtime
+            except FileNotFoundError:
+                continue
+            mine_and_dead = machine == _machine() and pid is not None and not _alive(pid)
+            if mine_and_dead or age > FOREIGN_PARTIAL_AGE:
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed
+
     def free_bytes(self) -> int:
         """Bytes free on the file system the store is (or will be) on."""
         existing = next(p for p in (self.root, *self.root.parents) if p.exists())
         return shutil.disk_usage(existing).free
+
+
+def _machine() -> str:
+    """This machine's name as a file-name part (no dashes, which separate the parts)."""
+    return re.sub(r"[^A-Za-z0-9]", "_", socket.gethostname())[:64] or "host"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return pid != 0

@@ -18,16 +18,32 @@ ALEMBIC_DIR = Path(__file__).resolve().parents[2] / "alembic"
 SCHEMA_LOCK = 0x6E73636F7065
 
 
-def make_engine(url: str) -> Engine:
-    """An engine with SQLite set up for a web process and a worker sharing one file."""
+# How long a request waits for a free connection before it is answered 503 (Retry-After).
+CHECKOUT_TIMEOUT = 5.0
+
+
+def make_engine(url: str, connections: int | None = None) -> Engine:
+    """An engine with SQLite set up for a web process and a worker sharing one file.
+
+    ``connections``: a pool of that many (the web's threads) plus as many again for requests
+    that still hold one while their response goes out, each waited for at most
+    CHECKOUT_TIMEOUT; None keeps SQLAlchemy's defaults (the CLI and workers).
+    """
+    pool: dict[str, Any] = {}
+    if connections is not None:
+        pool = {
+            "pool_size": connections,
+            "max_overflow": connections,
+            "pool_timeout": CHECKOUT_TIMEOUT,
+        }
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30})
+        engine = create_engine(url, connect_args={"timeout": 30}, **pool)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    return create_engine(url, pool_pre_ping=True, **pool)
 
 
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:
@@ -93,11 +109,11 @@ def downgrade(url: str, revision: str) -> None:
 class Database:
     """One engine and its session factory."""
 
-    def __init__(self, url: str, migrate: bool = True) -> None:
+    def __init__(self, url: str, migrate: bool = True, connections: int | None = None) -> None:
         self.url = url
         if migrate:
             upgrade(url)
-        self.engine = make_engine(url)
+        self.engine = make_engine(url, connections)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager

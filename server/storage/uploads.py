@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import warnings
 from dataclasses import dataclass
 
@@ -46,32 +47,48 @@ def check_image(data: bytes, limits: UploadLimits) -> tuple[str, int, int, str]:
         raise UploadError("the upload is empty: choose an image file")
     if len(data) > limits.max_bytes:
         raise UploadError(
-            f"the file is {len(data) / 1e6:.1f} MB; uploads are limited to "
-            f"{limits.max_bytes / 1e6:.0f} MB (NEURONSCOPE_MAX_UPLOAD_BYTES)",
+            f"the file is {readable_size(len(data))} ({len(data):,} bytes); uploads are limited to "
+            f"{readable_size(limits.max_bytes)} ({limits.max_bytes:,} bytes, "
+            "NEURONSCOPE_MAX_UPLOAD_BYTES)",
             413,
         )
     try:
         with Image.open(io.BytesIO(data)) as image:
             width, height, fmt, mode = image.width, image.height, image.format, image.mode
             if width * height > limits.max_pixels:
-                raise UploadError(
-                    f"the image is {width}×{height} = {width * height / 1e6:.1f} megapixels; "
-                    f"uploads are limited to {limits.max_pixels / 1e6:.0f} megapixels "
-                    "(NEURONSCOPE_MAX_UPLOAD_PIXELS)",
-                    413,
-                )
+                raise _too_many_pixels(f"{width}×{height} = {width * height / 1e6:.1f}", limits)
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
                 image.load()
     except UploadError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError):
+    except Image.DecompressionBombError as error:
+        # Pillow refuses at its header when it is over twice its own limit, before ours is
+        # asked: the same refusal, with the count it read.
+        counted = re.search(r"\((\d+) pixels\)", str(error))
+        pixels = f"{int(counted.group(1)) / 1e6:,.0f}" if counted else "far more than"
+        raise _too_many_pixels(pixels, limits) from None
+    except UnidentifiedImageError:
         raise UploadError("the file is not an image that can be read (PNG, JPEG, ...)") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as error:
         raise UploadError(f"the image cannot be decoded (truncated or damaged?): {error}") from None
     if fmt not in SUFFIXES:
         raise UploadError(f"{fmt} images are not accepted; use PNG, JPEG, GIF, BMP, WebP or TIFF")
     return fmt, width, height, mode
+
+
+def readable_size(count: int) -> str:
+    """A size as people read it: ``"20 MiB"``, ``"20.1 MiB"``, ``"48.8 KiB"``."""
+    value, unit = (count / 2**20, "MiB") if count >= 2**20 else (count / 2**10, "KiB")
+    return f"{value:.0f} {unit}" if value == round(value) else f"{value:.1f} {unit}"
+
+
+def _too_many_pixels(size: str, limits: UploadLimits) -> UploadError:
+    return UploadError(
+        f"the image is {size} megapixels; uploads are limited to "
+        f"{limits.max_pixels / 1e6:g} megapixels (NEURONSCOPE_MAX_UPLOAD_PIXELS)",
+        413,
+    )
 
 
 def store_upload(

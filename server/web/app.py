@@ -7,11 +7,10 @@ pages (and their ``.json``/``.csv`` twins, :mod:`server.web.twins`), its forms a
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from urllib.parse import urlencode
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
@@ -33,7 +32,9 @@ from server.web import (
     runs,
 )
 from server.web.errors import add_error_handlers
+from server.web.guard import RequestGuard
 from server.web.layers import LayerTableCache
+from server.web.security import csrf_token
 
 WEB_DIR = Path(__file__).resolve().parents[2] / "web"
 HTMX_FILE = "vendor/htmx-2.0.4.min.js"
@@ -69,33 +70,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
     )
     app.state.settings = settings
-    app.state.database = Database(settings.database_url)
+    app.state.database = Database(settings.database_url, connections=settings.web_threads)
     app.state.store = ArtifactStore(settings.artifact_dir)
+    app.state.store.sweep_partials()  # an upload killed mid-write left its temporary file
     app.state.tables = LayerTableCache()
     app.state.queue = JobQueue(create_huey(settings))
     app.state.templates = templates(settings)
 
-    @app.middleware("http")
-    async def server_timing(request: Request, call_next):
-        """Report the time spent serving each request (``Server-Timing: app;dur=ms``).
-
-        It runs from the request's turn on the event loop (set by the session dependency) to the
-        rendered response (set by the page's renderer): the queries and the rendering, without
-        time queued behind other requests or spent sending bytes; benchmarks/web.py reports the
-        clients' latency, which includes both, beside it.
-        """
-        arrived = time.perf_counter()
-        response = await call_next(request)
-        started = getattr(request.state, "started", arrived)
-        finished = getattr(request.state, "rendered", None) or time.perf_counter()
-        response.headers["Server-Timing"] = f"app;dur={(finished - started) * 1000:.1f}"
-        return response
-
     app.mount("/static", StaticFiles(directory=WEB_DIR / "static"), name="static")
     add_error_handlers(app)
+    app.add_middleware(RequestGuard, settings=settings)
     app.include_router(artifacts.router)
     for resource in RESOURCES:
-        for name in ("api", "forms", "pages"):
+        for name in ("api", "forms", "pages", "redirects"):
             if hasattr(resource, name):
                 app.include_router(getattr(resource, name))
     return app
@@ -115,6 +102,7 @@ def templates(settings: Settings) -> Jinja2Templates:
         token_required=bool(settings.token),
         allowed_roots=[str(root) for root in settings.allowed_roots],
         stage_labels=STAGE_LABELS,
+        csrf_token=csrf_token,
     )
     return found
 

@@ -11,11 +11,11 @@ IMMUTABLE = "public, max-age=31536000, immutable"
 
 
 @router.get("/artifacts/{key}")
-async def artifact(request: Request, key: str) -> Response:
+def artifact(request: Request, key: str) -> Response:
     try:
         path = request.app.state.store.path(key)
     except ValueError:
         path = None
     if path is None or not path.is_file():
-        return JSONResponse({"detail": f"no artifact {key!r}"}, status_code=404)
+        return JSONResponse({"detail": f"no artifact {key[:80]!r}"}, status_code=404)
     return FileResponse(path, headers={"Cache-Control": IMMUTABLE})

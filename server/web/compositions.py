@@ -16,14 +16,22 @@ from server.jobs.read import job_record
 from server.runs.read import get_layer, get_run
 from server.storage.errors import NotFoundError
 from server.storage.schema import JOB_ACTIVE, Job
-from server.web.deps import Channel, ChannelRef, RunId, RunRef, SessionDep, SubmitDep
+from server.web.deps import (
+    Channel,
+    ChannelRef,
+    RunId,
+    RunRef,
+    SessionDep,
+    SubmitDep,
+    no_live_worker,
+)
 from server.web.errors import RequestError
 from server.web.forms import OptionalFormText
-from server.web.security import check_write_access, see_other
+from server.web.security import check_write_access, forms_router, see_other
 from server.web.twins import Data, fragment, page_router
 
 pages = page_router()
-forms = APIRouter(include_in_schema=False)
+forms = forms_router()
 api = APIRouter(prefix="/api", tags=["decomposition"])
 
 Depth = Annotated[int, Query(ge=1, le=6)]
@@ -71,6 +79,11 @@ def composition_data(
     }
 
 
+def composition_waits(data: Data) -> bool:
+    """Whether the section waits for a job: asked for, not failed, no result yet."""
+    return bool(data["jobs"] and data["jobs"][0]["status"] != "failed" and not data["result"])
+
+
 def _composition_jobs(session: Session, run_id: int, request: dict[str, Any]) -> list[dict]:
     """The newest unfinished or failed job of this very request (at most one)."""
     jobs = session.scalars(
@@ -107,7 +120,7 @@ def queue_composition(
 
 
 @pages.get("/runs/{run_id}/layers/{layer_name}/neurons/{channel}/composition")
-async def composition_partial(
+def composition_partial(
     request: Request,
     session: SessionDep,
     run_id: RunRef,
@@ -118,11 +131,12 @@ async def composition_partial(
     depth: Depth = 3,
 ) -> Response:
     data = composition_data(session, run_id, layer_name, channel, source, mode, depth)
+    data["no_worker"] = no_live_worker(request, session, composition_waits(data))
     return fragment(request, "_composition.html", {"comp": data})
 
 
 @forms.post("/runs/{run_id}/layers/{layer_name}/neurons/{channel}/composition")
-async def compose_form(
+def compose_form(
     request: Request,
     submitter: SubmitDep,
     run_id: RunId,
@@ -143,12 +157,12 @@ async def compose_form(
 
 @api.get(
     "/runs/{run_id}/layers/{layer_name}/neurons/{channel}/composition",
-    summary="A neuron composed of a shallower layer's neurons (queued on first request)",
+    summary="A neuron composed of a shallower layer's neurons, once computed",
+    description="Read only: 200 with the result; 202 with the job while one computes it; 404 "
+    "when none was asked for (POST to the same URL queues it).",
 )
-async def api_composition(
-    request: Request,
+def api_composition(
     session: SessionDep,
-    submitter: SubmitDep,
     run_id: RunId,
     layer_name: str,
     channel: Channel,
@@ -159,6 +173,40 @@ async def api_composition(
     data = composition_data(session, run_id, layer_name, channel, source, mode, depth)
     if data["result"] is not None:
         return JSONResponse(data["result"])
+    if data["request"]["source"] is None:
+        raise RequestError(f"{layer_name} is the first analysed layer: nothing lies below it")
+    active = [job for job in data["jobs"] if job["status"] in JOB_ACTIVE]
+    if active:
+        return JSONResponse({"status": active[0]["status"], "job": active[0]["id"]}, 202)
+    raise NotFoundError(
+        "this composition has not been computed; POST to this URL to queue it"
+        + (
+            f"; the last try failed: {_first_line(data['jobs'][0]['error'])}"
+            if data["jobs"]
+            else ""
+        )
+    )
+
+
+@api.post(
+    "/runs/{run_id}/layers/{layer_name}/neurons/{channel}/composition",
+    summary="Queue a neuron's composition (200 with the result if it was computed before)",
+    status_code=202,
+)
+def api_compose(
+    request: Request,
+    submitter: SubmitDep,
+    run_id: RunId,
+    layer_name: str,
+    channel: Channel,
+    source: str | None = None,
+    mode: str = "activation",
+    depth: Depth = 3,
+) -> Response:
     check_write_access(request)
     queued = queue_composition(submitter, run_id, layer_name, channel, source, mode, depth)
-    return JSONResponse(queued, status_code=200 if queued.get("status") == "done" else 202)
+    return JSONResponse(queued, status_code=202 if queued.get("status") == "queued" else 200)
+
+
+def _first_line(text: str | None) -> str:
+    return (text or "no reason given").split("\n", 1)[0]

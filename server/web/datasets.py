@@ -16,11 +16,11 @@ from server.runs.read import list_datasets
 from server.storage.schema import Job
 from server.web.deps import SessionDep, SettingsDep, SubmitDep
 from server.web.forms import FormText, OptionalFormText
-from server.web.security import allowed_path, check_write_access, see_other
+from server.web.security import allowed_path, check_write_access, forms_router, see_other
 from server.web.twins import Page, page_router
 
 pages = page_router()
-forms = APIRouter(include_in_schema=False)
+forms = forms_router()
 api = APIRouter(prefix="/api", tags=["image folders"])
 
 DATASETS = Page("datasets.html")
@@ -41,12 +41,12 @@ def register_dataset(session: Session, settings: Settings, raw_path: str) -> tup
 
 
 @pages.get("/datasets")
-async def datasets_page(request: Request, session: SessionDep) -> Response:
+def datasets_page(request: Request, session: SessionDep) -> Response:
     return DATASETS.render(request, {"datasets": list_datasets(session)})
 
 
 @forms.post("/datasets")
-async def register_dataset_form(
+def register_dataset_form(
     request: Request,
     settings: SettingsDep,
     submitter: SubmitDep,
@@ -59,12 +59,12 @@ async def register_dataset_form(
 
 
 @api.get("/datasets", summary="Registered image folders")
-async def api_datasets(session: SessionDep) -> list[dict[str, Any]]:
+def api_datasets(session: SessionDep) -> list[dict[str, Any]]:
     return list_datasets(session)
 
 
 @api.post("/datasets", summary="Register an image folder (a worker scans it): returns the job")
-async def api_register_dataset(
+def api_register_dataset(
     request: Request, settings: SettingsDep, submitter: SubmitDep, body: DatasetBody
 ) -> dict[str, Any]:
     check_write_access(request)

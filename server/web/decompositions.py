@@ -30,14 +30,15 @@ from server.web.deps import (
     SessionDep,
     StoreDep,
     SubmitDep,
+    no_live_worker,
 )
 from server.web.errors import RequestError
 from server.web.forms import OptionalFormText, optional_int
-from server.web.security import check_write_access, see_other
+from server.web.security import check_write_access, forms_router, see_other
 from server.web.twins import Data, Page, fragment, page_router
 
 pages = page_router()
-forms = APIRouter(include_in_schema=False)
+forms = forms_router()
 api = APIRouter(prefix="/api", tags=["decomposition"])
 
 OptionalFile = Annotated[UploadFile | None, File()]
@@ -143,7 +144,7 @@ def _limits(request: Request) -> UploadLimits:
     return UploadLimits(settings.max_upload_bytes, settings.max_upload_pixels)
 
 
-async def submit_decomposition(
+def submit_decomposition(
     request: Request,
     submitter: SubmitDep,
     run_id: int,
@@ -154,7 +155,7 @@ async def submit_decomposition(
     data = b""
     limits = _limits(request)
     if file is not None and file.filename:
-        data = await file.read(limits.max_bytes + 1)
+        data = file.file.read(limits.max_bytes + 1)
     if not data and image_index is None:
         raise RequestError("choose an image file to upload (or a dataset image)")
     store = request.app.state.store
@@ -186,7 +187,7 @@ async def submit_decomposition(
 
 
 @forms.post("/runs/{run_id}/decompositions")
-async def decompose_form(
+def decompose_form(
     request: Request,
     submitter: SubmitDep,
     run_id: RunId,
@@ -196,12 +197,12 @@ async def decompose_form(
 ) -> Response:
     check_write_access(request, token)
     index = optional_int(image_index, "the image")
-    record = await submit_decomposition(request, submitter, run_id, file, index)
+    record = submit_decomposition(request, submitter, run_id, file, index)
     return see_other(request, f"/decompositions/{record['id']}", token)
 
 
 @pages.get("/decompositions/{decomposition_id}")
-async def decomposition_page(
+def decomposition_page(
     request: Request,
     session: SessionDep,
     decomposition_id: DecompositionRef,
@@ -209,11 +210,12 @@ async def decomposition_page(
     neuron: Annotated[int | None, Query(ge=0, le=MAX_ID)] = None,
 ) -> Response:
     data = decomposition_page_data(session, decomposition_id, layer, neuron)
+    data["no_worker"] = no_live_worker(request, session, data["polling"])
     return DECOMPOSITION.render(request, data)
 
 
 @pages.get("/decompositions/{decomposition_id}/at")
-async def pixel_partial(
+def pixel_partial(
     request: Request,
     session: SessionDep,
     store: StoreDep,
@@ -235,18 +237,16 @@ async def pixel_partial(
     status_code=202,
     responses={200: {"description": "this image was decomposed before: the finished object"}},
 )
-async def api_decompose(
+def api_decompose(
     request: Request, submitter: SubmitDep, run_id: RunId, file: UploadFile
 ) -> Response:
     check_write_access(request)
-    record = await submit_decomposition(request, submitter, run_id, file, None)
+    record = submit_decomposition(request, submitter, run_id, file, None)
     if record["status"] == "done":
         return JSONResponse(record)
     return JSONResponse({"id": record["id"], "status": record["status"]}, status_code=202)
 
 
 @api.get("/decompositions/{decomposition_id}", summary="A decomposition: status, then results")
-async def api_decomposition(
-    session: SessionDep, decomposition_id: DecompositionId
-) -> dict[str, Any]:
+def api_decomposition(session: SessionDep, decomposition_id: DecompositionId) -> dict[str, Any]:
     return decomposition_record(session, get_decomposition(session, decomposition_id))

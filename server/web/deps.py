@@ -1,22 +1,25 @@
 """Request dependencies as annotated aliases (after FastAPI's full-stack template).
 
-They and the handlers are ``async``: the work is short and CPU-bound (SQLite, Jinja), so it runs
-on the event loop one request at a time instead of interleaving in a thread pool under the GIL,
-which made every request as slow as the whole queue. Use several server processes for more
-throughput (``neuronscope serve --workers N``).
+They and the handlers are plain ``def``: FastAPI runs them in a thread pool, so a query, a
+decode or a file read never holds the event loop. The pool has as many threads as the database
+pool has connections (:mod:`server.web.guard`), so a request waits for a thread, not for a
+connection while holding the loop: that waited, blocked every other request from returning its
+connection, and froze the server for the pool's 30 s timeout. A request that still finds no
+connection within a few seconds is answered 503 with ``Retry-After``. Use several server
+processes for more throughput on more cores (``neuronscope serve --workers N``).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable, Iterator
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Path, Request
 from sqlalchemy.orm import Session
 
 from server.config import Settings
-from server.jobs.read import job_record
+from server.jobs.read import job_record, workers_alive
 from server.jobs.submit import submit_work
 from server.storage.artifacts import ArtifactStore
 from server.storage.errors import NotFoundError
@@ -28,7 +31,7 @@ T = TypeVar("T")
 MAX_ID = 2**31 - 1
 
 
-async def get_session(request: Request) -> AsyncIterator[Session]:
+def get_session(request: Request) -> Iterator[Session]:
     # The request's turn on the event loop starts here: Server-Timing measures from this point.
     request.state.started = time.perf_counter()
     with request.app.state.database.session() as session:
@@ -67,6 +70,13 @@ class Submitter:
 
 async def get_submitter(request: Request) -> Submitter:
     return Submitter(request)
+
+
+def no_live_worker(request: Request, session: Session, waiting: bool) -> bool:
+    """Whether a page waits for work that no live worker will do (the page then says so,
+    instead of showing "running" forever)."""
+    timeout = request.app.state.settings.heartbeat_timeout
+    return bool(waiting) and not workers_alive(session, timeout)
 
 
 SessionDep = Annotated[Session, Depends(get_session)]

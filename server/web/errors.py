@@ -9,6 +9,9 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.templating import Jinja2Templates
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from starlette.exceptions import HTTPException
 
 from server.storage.errors import NotFoundError
 from server.storage.uploads import UploadError
@@ -56,3 +59,32 @@ def add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestError)
     def refused(request: Request, error: RequestError) -> Response:
         return error_response(request, error.status, str(error))
+
+    @app.exception_handler(HTTPException)
+    def no_route(request: Request, error: HTTPException) -> Response:
+        """Starlette's own refusals (no route, a wrong method), said in a sentence."""
+        messages = {
+            404: f"there is no page at {request.url.path[:200]}",
+            405: f"{request.url.path[:200]} does not take {request.method} requests",
+        }
+        message = messages.get(error.status_code, str(error.detail))
+        response = error_response(request, error.status_code, message)
+        response.headers.update(error.headers or {})
+        return response
+
+    @app.exception_handler(PoolTimeoutError)
+    def overloaded(request: Request, _error: PoolTimeoutError) -> Response:
+        return busy(request, "the server is busy: every database connection is in use")
+
+    @app.exception_handler(OperationalError)
+    def locked(request: Request, error: OperationalError) -> Response:
+        if "locked" not in str(error.orig):
+            raise error
+        return busy(request, "the database is busy with a long write; try again in a moment")
+
+
+def busy(request: Request, message: str) -> Response:
+    """503 with ``Retry-After``: the request was fine, the server could not take it now."""
+    response = error_response(request, 503, f"{message}; try again in a moment")
+    response.headers["Retry-After"] = "1"
+    return response

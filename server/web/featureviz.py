@@ -27,14 +27,23 @@ from server.runs.read import get_layer, get_run, run_summary
 from server.storage.artifacts import ArtifactStore
 from server.storage.errors import NotFoundError
 from server.storage.schema import JOB_ACTIVE, Job, Upload
-from server.web.deps import MAX_ID, ChannelRef, RunId, RunRef, SessionDep, StoreDep, SubmitDep
+from server.web.deps import (
+    MAX_ID,
+    ChannelRef,
+    RunId,
+    RunRef,
+    SessionDep,
+    StoreDep,
+    SubmitDep,
+    no_live_worker,
+)
 from server.web.errors import RequestError
 from server.web.forms import OptionalFormText, optional_int
-from server.web.security import check_write_access, see_other
+from server.web.security import check_write_access, forms_router, see_other
 from server.web.twins import Data, Page, fragment, page_router
 
 pages = page_router()
-forms = APIRouter(include_in_schema=False)
+forms = forms_router()
 api = APIRouter(prefix="/api", tags=["feature visualisation"])
 
 METHODS = tuple(method.value for method in Method)
@@ -205,7 +214,7 @@ def render_form(
 
 
 @pages.get("/runs/{run_id}/layers/{layer_name}/neurons/{channel}/featureviz")
-async def featureviz_partial(
+def featureviz_partial(
     request: Request,
     session: SessionDep,
     store: StoreDep,
@@ -214,11 +223,15 @@ async def featureviz_partial(
     channel: ChannelRef,
 ) -> Response:
     data = featureviz_section(session, store, run_id, layer_name, channel)
-    return fragment(request, "_featureviz.html", {"fv": data})
+    return fragment(
+        request,
+        "_featureviz.html",
+        {"fv": data, "no_worker": no_live_worker(request, session, data["polling"])},
+    )
 
 
 @forms.post("/runs/{run_id}/layers/{layer_name}/featureviz")
-async def featureviz_form(
+def featureviz_form(
     request: Request,
     submitter: SubmitDep,
     run_id: RunId,
@@ -243,14 +256,14 @@ async def featureviz_form(
 
 
 @pages.get("/runs/{run_id}/classes")
-async def classes_page(
+def classes_page(
     request: Request, session: SessionDep, store: StoreDep, run_id: RunRef
 ) -> Response:
     return CLASSES.render(request, classes_data(session, store, run_id))
 
 
 @forms.post("/runs/{run_id}/classes/featureviz")
-async def classes_form(
+def classes_form(
     request: Request,
     submitter: SubmitDep,
     run_id: RunId,
@@ -270,7 +283,7 @@ async def classes_form(
 
 
 @forms.post("/runs/{run_id}/dreams")
-async def dream_form(
+def dream_form(
     request: Request,
     submitter: SubmitDep,
     run_id: RunId,
@@ -297,7 +310,7 @@ async def dream_form(
     "/runs/{run_id}/featureviz",
     summary="Queue feature visualisations of a layer's channels, or of the classes",
 )
-async def api_featureviz(
+def api_featureviz(
     request: Request, submitter: SubmitDep, run_id: RunId, body: FeatureVizBody
 ) -> dict[str, Any]:
     check_write_access(request)
@@ -305,13 +318,13 @@ async def api_featureviz(
 
 
 @api.get("/runs/{run_id}/classes", summary="The class visualisations of a run's model")
-async def api_classes(session: SessionDep, store: StoreDep, run_id: RunId) -> dict[str, Any]:
+def api_classes(session: SessionDep, store: StoreDep, run_id: RunId) -> dict[str, Any]:
     data = classes_data(session, store, run_id)
     return {"target": data["target"], "classes": data["classes"], "jobs": data["jobs"]}
 
 
 @api.post("/runs/{run_id}/dreams", summary="Queue DeepDream of one of the dataset's images")
-async def api_dream(
+def api_dream(
     request: Request, submitter: SubmitDep, run_id: RunId, body: DreamBody
 ) -> dict[str, Any]:
     check_write_access(request)
@@ -324,7 +337,7 @@ async def api_dream(
 def _moved(router: APIRouter, old: str, new: str) -> None:
     """POSTs to ``old`` go to ``new`` (its path parameters filled in), method and body kept."""
 
-    async def redirect(request: Request) -> Response:
+    def redirect(request: Request) -> Response:
         params = {name: quote(str(value), safe="") for name, value in request.path_params.items()}
         query = f"?{request.url.query}" if request.url.query else ""
         return RedirectResponse(new.format(**params) + query, status_code=308)
@@ -332,10 +345,12 @@ def _moved(router: APIRouter, old: str, new: str) -> None:
     router.add_api_route(old, redirect, methods=["POST"], include_in_schema=False)
 
 
+# Plain redirects: they change nothing, so they need no form's intent; the target checks it.
+redirects = APIRouter(include_in_schema=False)
 _moved(
-    forms,
+    redirects,
     "/runs/{run_id}/layers/{layer_name}/visualize",
     "/runs/{run_id}/layers/{layer_name}/featureviz",
 )
-_moved(forms, "/runs/{run_id}/classes/visualize", "/runs/{run_id}/classes/featureviz")
-_moved(forms, "/api/runs/{run_id}/visualizations", "/api/runs/{run_id}/featureviz")
+_moved(redirects, "/runs/{run_id}/classes/visualize", "/runs/{run_id}/classes/featureviz")
+_moved(redirects, "/api/runs/{run_id}/visualizations", "/api/runs/{run_id}/featureviz")

@@ -38,7 +38,7 @@ def optional_size(text: str | None) -> list[int] | None:
     if text is None or not text.strip():
         return None
     parts = text.replace(" ", "").replace("x", ",").split(",")
-    if len(parts) not in (1, 2) or not all(part.isdigit() and len(part) < 6 for part in parts):
+    if len(parts) not in (1, 2) or not all(is_number(part) and len(part) < 6 for part in parts):
         raise RequestError(f"the input size must be N or H,W in pixels, not {text!r}")
     values = [int(part) for part in parts]
     return values * 2 if len(values) == 1 else values

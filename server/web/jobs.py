@@ -14,11 +14,11 @@ from server.jobs.state import request_cancel
 from server.storage.schema import JOB_ACTIVE
 from server.web.deps import MAX_ID, JobId, JobRef, SessionDep, SettingsDep
 from server.web.forms import OptionalFormText
-from server.web.security import check_write_access, see_other
+from server.web.security import check_write_access, forms_router, see_other
 from server.web.twins import Data, Page, page_router
 
 pages = page_router()
-forms = APIRouter(include_in_schema=False)
+forms = forms_router()
 api = APIRouter(prefix="/api", tags=["jobs"])
 
 QueryId = Annotated[int, Query(ge=0, le=MAX_ID)]
@@ -56,7 +56,7 @@ def cancel_job(session: Session, job_id: int) -> dict[str, Any]:
 
 
 @pages.get("/jobs")
-async def jobs_page(
+def jobs_page(
     request: Request,
     session: SessionDep,
     settings: SettingsDep,
@@ -67,15 +67,13 @@ async def jobs_page(
 
 
 @pages.get("/jobs/{job_id}")
-async def job_page(request: Request, session: SessionDep, job_id: JobRef) -> Response:
+def job_page(request: Request, session: SessionDep, job_id: JobRef) -> Response:
     job = job_record(get_job(session, job_id))
     return JOB.render(request, {"job": job, "polling": job["status"] in JOB_ACTIVE})
 
 
 @forms.post("/jobs/{job_id}/cancel")
-async def cancel_job_form(
-    request: Request, job_id: JobId, token: OptionalFormText = None
-) -> Response:
+def cancel_job_form(request: Request, job_id: JobId, token: OptionalFormText = None) -> Response:
     check_write_access(request, token)
     with request.app.state.database.session() as session:
         cancel_job(session, job_id)
@@ -83,24 +81,24 @@ async def cancel_job_form(
 
 
 @api.get("/jobs", summary="Jobs, newest first")
-async def api_jobs(
+def api_jobs(
     session: SessionDep, active: bool = False, run: QueryId | None = None
 ) -> list[dict[str, Any]]:
     return list_jobs(session, run_id=run, active=active)
 
 
 @api.get("/jobs/{job_id}", summary="One job: status, progress, message, error")
-async def api_job(session: SessionDep, job_id: JobId) -> dict[str, Any]:
+def api_job(session: SessionDep, job_id: JobId) -> dict[str, Any]:
     return job_record(get_job(session, job_id))
 
 
 @api.post("/jobs/{job_id}/cancel", summary="Cancel a job (and the rest of its run)")
-async def api_cancel_job(request: Request, job_id: JobId) -> dict[str, Any]:
+def api_cancel_job(request: Request, job_id: JobId) -> dict[str, Any]:
     check_write_access(request)
     with request.app.state.database.session() as session:
         return cancel_job(session, job_id)
 
 
 @api.get("/workers", summary="Workers seen recently: alive, silent or stopped, and their job")
-async def api_workers(session: SessionDep, settings: SettingsDep) -> list[dict[str, Any]]:
+def api_workers(session: SessionDep, settings: SettingsDep) -> list[dict[str, Any]]:
     return list_workers(session, settings.heartbeat_timeout)

@@ -96,9 +96,7 @@ def table_query(request: Request) -> TableQuery:
 
 
 @pages.get("/runs/{run_id}/layers/{layer_name}")
-async def layer_page(
-    request: Request, session: SessionDep, run_id: RunRef, layer_name: str
-) -> Response:
+def layer_page(request: Request, session: SessionDep, run_id: RunRef, layer_name: str) -> Response:
     query = table_query(request)
     data = layer_data(session, request.app.state.tables, run_id, layer_name, query)
     return LAYER.render(request, {**data, "query": query, "index_labels": INDEX_LABELS})
@@ -114,7 +112,7 @@ async def layer_page(
         + ", ".join(NEURON_COLUMNS)
     ),
 )
-async def api_layer_neurons(
+def api_layer_neurons(
     request: Request,
     session: SessionDep,
     run_id: RunId,

@@ -23,11 +23,11 @@ from server.storage.schema import Job, Model
 from server.web.deps import SessionDep, SettingsDep, SubmitDep
 from server.web.errors import RequestError
 from server.web.forms import FormText, OptionalFormText, optional_numbers, optional_size
-from server.web.security import allowed_path, check_write_access, see_other
+from server.web.security import allowed_path, check_write_access, forms_router, see_other
 from server.web.twins import Page, page_router
 
 pages = page_router()
-forms = APIRouter(include_in_schema=False)
+forms = forms_router()
 api = APIRouter(prefix="/api", tags=["models"])
 
 MODELS = Page("models.html")
@@ -91,12 +91,12 @@ def register_model(session: Session, settings: Settings, request: ModelBody) -> 
 
 
 @pages.get("/models")
-async def models_page(request: Request, session: SessionDep) -> Response:
+def models_page(request: Request, session: SessionDep) -> Response:
     return MODELS.render(request, {"models": list_models(session)})
 
 
 @forms.post("/models")
-async def register_model_form(
+def register_model_form(
     request: Request,
     settings: SettingsDep,
     submitter: SubmitDep,
@@ -120,12 +120,12 @@ async def register_model_form(
 
 
 @api.get("/models", summary="Registered models with their layers")
-async def api_models(session: SessionDep) -> list[dict[str, Any]]:
+def api_models(session: SessionDep) -> list[dict[str, Any]]:
     return list_models(session)
 
 
 @api.post("/models", summary="Register a model (a worker loads it): returns the job")
-async def api_register_model(
+def api_register_model(
     request: Request, settings: SettingsDep, submitter: SubmitDep, body: ModelBody
 ) -> dict[str, Any]:
     check_write_access(request)

@@ -13,8 +13,8 @@ from sqlalchemy.orm import Session
 from server.runs.read import get_layer, layer_summary, neuron_detail, run_summary
 from server.storage.artifacts import ArtifactStore
 from server.storage.schema import Layer, Neuron
-from server.web.compositions import composition_data
-from server.web.deps import Channel, ChannelRef, RunId, RunRef, SessionDep, StoreDep
+from server.web.compositions import composition_data, composition_waits
+from server.web.deps import Channel, ChannelRef, RunId, RunRef, SessionDep, StoreDep, no_live_worker
 from server.web.featureviz import featureviz_section
 from server.web.layers import INDEX_LABELS
 from server.web.twins import Data, Page, page_router
@@ -57,7 +57,7 @@ def neuron_data(
 
 
 @pages.get("/runs/{run_id}/layers/{layer_name}/neurons/{channel}")
-async def neuron_page(
+def neuron_page(
     request: Request,
     session: SessionDep,
     store: StoreDep,
@@ -72,6 +72,8 @@ async def neuron_page(
     composition = composition_data(
         session, run_id, layer_name, channel, source or None, mode, depth
     )
+    waiting = bool(data["fv"]["polling"] or composition_waits(composition))
+    data["no_worker"] = composition["no_worker"] = no_live_worker(request, session, waiting)
     return NEURON.render(request, {**data, "comp": composition, "index_labels": INDEX_LABELS})
 
 
@@ -79,7 +81,7 @@ async def neuron_page(
     "/runs/{run_id}/layers/{layer_name}/neurons/{channel}",
     summary="One neuron: the same object as `neuronscope neuron --json`",
 )
-async def api_neuron(
+def api_neuron(
     session: SessionDep, store: StoreDep, run_id: RunId, layer_name: str, channel: Channel
 ) -> dict[str, Any]:
     return neuron_detail(session, store, run_id, layer_name, channel)

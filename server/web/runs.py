@@ -34,11 +34,11 @@ from server.storage.schema import JOB_ACTIVE, Dataset, Job, Model, Run
 from server.web.deps import MAX_ID, RunId, RunRef, SessionDep, SettingsDep, SubmitDep
 from server.web.errors import RequestError
 from server.web.forms import FormText, OptionalFormText, required_int
-from server.web.security import check_write_access, see_other
+from server.web.security import check_write_access, forms_router, see_other
 from server.web.twins import Data, Page, page_router
 
 pages = page_router()
-forms = APIRouter(include_in_schema=False)
+forms = forms_router()
 api = APIRouter(prefix="/api", tags=["runs"])
 
 MAX_TOP_K = 10_000
@@ -215,12 +215,12 @@ def cancel_run(session: Session, run_id: int) -> str:
 
 @pages.get("/")
 @pages.get("/runs")
-async def runs_page(request: Request, session: SessionDep) -> Response:
+def runs_page(request: Request, session: SessionDep) -> Response:
     return RUNS.render(request, runs_data(session))
 
 
 @pages.get("/runs/new")  # before the run page: "new" names no run
-async def new_run_page(
+def new_run_page(
     request: Request,
     session: SessionDep,
     model: QueryId | None = None,
@@ -230,14 +230,14 @@ async def new_run_page(
 
 
 @pages.get("/runs/{run_id}")
-async def run_page(
+def run_page(
     request: Request, session: SessionDep, settings: SettingsDep, run_id: RunRef
 ) -> Response:
     return RUN.render(request, run_data(session, run_id, settings.heartbeat_timeout))
 
 
 @forms.post("/runs")
-async def start_run_form(
+def start_run_form(
     request: Request,
     submit: SubmitDep,
     model: FormText,
@@ -270,9 +270,7 @@ async def start_run_form(
 
 
 @forms.post("/runs/{run_id}/cancel")
-async def cancel_run_form(
-    request: Request, run_id: RunId, token: OptionalFormText = None
-) -> Response:
+def cancel_run_form(request: Request, run_id: RunId, token: OptionalFormText = None) -> Response:
     check_write_access(request, token)
     with request.app.state.database.session() as session:
         cancel_run(session, run_id)
@@ -280,7 +278,7 @@ async def cancel_run_form(
 
 
 @forms.post("/runs/{run_id}/resume")
-async def resume_run_form(
+def resume_run_form(
     request: Request, submit: SubmitDep, run_id: RunId, token: OptionalFormText = None
 ) -> Response:
     check_write_access(request, token)
@@ -292,29 +290,29 @@ async def resume_run_form(
 
 
 @api.get("/runs", summary="Every analysis run")
-async def api_runs(session: SessionDep) -> list[dict[str, Any]]:
+def api_runs(session: SessionDep) -> list[dict[str, Any]]:
     return list_runs(session)
 
 
 @api.get("/runs/{run_id}", summary="A run and its layers, with index histograms")
-async def api_run(session: SessionDep, settings: SettingsDep, run_id: RunId) -> dict[str, Any]:
+def api_run(session: SessionDep, settings: SettingsDep, run_id: RunId) -> dict[str, Any]:
     return _without("no_worker")(run_data(session, run_id, settings.heartbeat_timeout))
 
 
 @api.post("/runs", summary="Start (or find) a run: returns it and its jobs")
-async def api_start_run(request: Request, submit: SubmitDep, body: RunBody) -> dict[str, Any]:
+def api_start_run(request: Request, submit: SubmitDep, body: RunBody) -> dict[str, Any]:
     check_write_access(request)
     return submit_run(submit, lambda session: start_run(session, body))
 
 
 @api.post("/runs/{run_id}/resume", summary="Queue a failed or cancelled run again")
-async def api_resume_run(request: Request, submit: SubmitDep, run_id: RunId) -> dict[str, Any]:
+def api_resume_run(request: Request, submit: SubmitDep, run_id: RunId) -> dict[str, Any]:
     check_write_access(request)
     return submit_run(submit, lambda session: resume_run(session, run_id))
 
 
 @api.post("/runs/{run_id}/cancel", summary="Cancel a run's unfinished jobs")
-async def api_cancel_run(request: Request, run_id: RunId) -> dict[str, Any]:
+def api_cancel_run(request: Request, run_id: RunId) -> dict[str, Any]:
     check_write_access(request)
     with request.app.state.database.session() as session:
         return {"run": run_id, "status": cancel_run(session, run_id)}

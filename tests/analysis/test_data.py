@@ -14,8 +14,11 @@ MODES = ["RGB", "L", "RGBA", "P", "CMYK", "LA", "I;16"]
 
 
 def _reference(path, size, policy, grey) -> np.ndarray:
-    """docs/algorithms.md §1's pixels through Pillow's plain conversions, always copying."""
+    """docs/algorithms.md §1's pixels through Pillow's plain conversions, always copying (a
+    16-bit image first scaled to 8 bits, which Pillow's conversion would clip instead)."""
     with Image.open(path) as image:
+        if image.mode == "I;16":
+            image = Image.fromarray(np.round(np.asarray(image) / 257).astype(np.uint8))
         image = image.convert("L").convert("RGB") if grey else image.convert("RGB")
         height, width = size
         if policy is ResizePolicy.CENTER_CROP:
@@ -46,6 +49,20 @@ def test_every_image_mode_decodes_to_pillows_own_conversion(tmp_path, policy, gr
         pixels = load_pixels(path, (16, 20), policy, grey)
         assert pixels.shape == (16, 20, 3) and pixels.dtype == np.uint8, mode
         assert np.array_equal(pixels, _reference(path, (16, 20), policy, grey)), mode
+
+
+@pytest.mark.parametrize("suffix", ["png", "tif"])
+def test_a_16_bit_greyscale_image_is_scaled_to_8_bits_not_clipped(tmp_path, suffix):
+    """A 16-bit ramp (PNG, and a TIFF of 32-bit integers) reads as the same ramp in 8 bits:
+    Pillow's plain conversion made every value above 255 white."""
+    ramp = np.tile(np.linspace(0, 65535, 64).round().astype(np.uint16), (8, 1))
+    path = tmp_path / f"ramp.{suffix}"
+    Image.fromarray(ramp if suffix == "png" else ramp.astype(np.int32)).save(path)
+    pixels = load_pixels(path, (8, 64)).astype(int)
+    assert np.array_equal(pixels[..., 0], pixels[..., 2])
+    assert abs(pixels[0, 0, 0] - 0) <= 1 and abs(pixels[0, -1, 0] - 255) <= 1
+    assert np.abs(pixels[0, :, 0] - np.linspace(0, 255, 64)).max() <= 4  # the ramp, not white
+    assert (pixels[0, :, 0] < 128).sum() >= 28
 
 
 @pytest.mark.parametrize("policy", list(ResizePolicy))

@@ -9,6 +9,7 @@ import pytest
 from tests.support.cli import analyze, run_cli
 from tests.support.images import write_photo
 from tests.support.models import RED_DETECTOR_ARGS
+from tests.support.web import web_client
 
 
 def test_analyze_then_read_back_a_neuron(capsys, data_dir, square_folder):
@@ -181,15 +182,12 @@ def test_the_same_schema_and_queries_work_on_postgresql(
     )
     assert [r["channel"] for r in json.loads(out)] == [0, 1, 2]
     assert analyze(capsys, square_folder)["reused"] is True
-    from fastapi.testclient import TestClient
-
     from server.config import load_settings
-    from server.web.app import create_app
 
     settings = load_settings(
         {"NEURONSCOPE_DATA_DIR": str(data_dir), "NEURONSCOPE_DATABASE_URL": postgres_url}
     )
-    with TestClient(create_app(settings)) as client:
+    with web_client(settings) as client:
         table = client.get(f"/runs/{result['run']}/layers/1.json?_sort_desc=color").json()
         assert [r["channel"] for r in table["rows"]] == [0, 1, 2]
         assert table["rows"][0]["spectral_class"] in {"opponent", "non-opponent", "unresponsive"}

@@ -15,7 +15,12 @@ from tests.support.cli import analysed_data_dir
 # Loaded at collection: schemathesis parametrizes one test per API operation from the schema.
 _DATA_DIR = analysed_data_dir(Path(tempfile.mkdtemp(prefix="neuronscope-schema-")))
 schema = schemathesis.openapi.from_asgi(
-    "/openapi.json", create_app(load_settings({"NEURONSCOPE_DATA_DIR": str(_DATA_DIR)}))
+    "/openapi.json",
+    create_app(
+        load_settings(
+            {"NEURONSCOPE_DATA_DIR": str(_DATA_DIR), "NEURONSCOPE_ALLOWED_HOSTS": "testserver"}
+        )
+    ),
 )
 
 

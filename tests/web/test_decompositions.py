@@ -7,17 +7,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 from PIL import Image
 
 from server.config import load_settings
-from server.web.app import create_app
 from tests.support.images import png_bytes, red_left_image
 from tests.support.jobs import drain, jobs, settings_for
+from tests.support.web import LabClient, web_client
 
 
-def client_for(analysed_dir: Path, **env: str) -> TestClient:
-    return TestClient(create_app(load_settings({"NEURONSCOPE_DATA_DIR": str(analysed_dir), **env})))
+def client_for(analysed_dir: Path, **env: str) -> LabClient:
+    return web_client(load_settings({"NEURONSCOPE_DATA_DIR": str(analysed_dir), **env}))
 
 
 def test_upload_then_decompose_then_read_it_back(analysed_dir):
@@ -77,7 +76,7 @@ def test_bad_uploads_are_refused_readably_and_store_nothing(analysed_dir, tmp_pa
         (b"this is not an image", 400, "not an image"),
         (whole[: len(whole) // 2], 400, "cannot be decoded"),
         (png_bytes(Image.new("L", (1000, 1000))), 413, "megapixels"),
-        (png_bytes(noise), 413, "MB"),
+        (png_bytes(noise), 413, "at most 48.8 KiB"),
     ]
     for data, status, words in cases:
         answer = web.post("/api/runs/1/decompositions", files={"file": ("bad.png", data)})
@@ -114,9 +113,13 @@ def test_a_dataset_image_from_a_neuron_page(analysed_dir):
 def test_composition_is_computed_once_on_request_and_linked(analysed_dir):
     web = client_for(analysed_dir)
     url = "/api/runs/1/layers/4/neurons/0/composition?source=1&mode=relevance&depth=1"
-    first = web.get(url)
+    never_asked = web.get(url)  # reading queues nothing: an <img> on any page could, else
+    assert never_asked.status_code == 404 and "POST to this URL" in never_asked.json()["detail"]
+    assert not jobs(settings_for(analysed_dir))
+    first = web.post(url)
     assert first.status_code == 202 and first.json()["status"] == "queued"
-    assert web.get(url).json()["job"] == first.json()["job"]  # the same job, not a second one
+    assert web.post(url).json()["job"] == first.json()["job"]  # the same job, not a second one
+    assert web.get(url).status_code == 202 and web.get(url).json()["job"] == first.json()["job"]
     drain(settings_for(analysed_dir))
     tree = web.get(url).json()["tree"]
     # Layer 4's channel 0 sums layer 1's red detector (channel 0) over its window.

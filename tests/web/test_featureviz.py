@@ -6,19 +6,18 @@ import re
 from pathlib import Path
 
 import numpy as np
-from fastapi.testclient import TestClient
 from PIL import Image
 
 from server.config import load_settings
-from server.web.app import create_app
 from tests.support.jobs import drain, jobs, settings_for
+from tests.support.web import LabClient, web_client
 
 NEURON = "/runs/1/layers/1/neurons/0"
 STEPS = {"steps": "96", "size": "32"}
 
 
-def client_for(analysed_dir: Path, **env: str) -> TestClient:
-    return TestClient(create_app(load_settings({"NEURONSCOPE_DATA_DIR": str(analysed_dir), **env})))
+def client_for(analysed_dir: Path, **env: str) -> LabClient:
+    return web_client(load_settings({"NEURONSCOPE_DATA_DIR": str(analysed_dir), **env}))
 
 
 def polls(html: str) -> bool:

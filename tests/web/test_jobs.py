@@ -8,14 +8,13 @@ from pathlib import Path
 from unittest.mock import ANY
 
 import pytest
-from fastapi.testclient import TestClient
 
 from server.config import load_settings
 from server.jobs.state import report_worker
 from server.storage.db import Database
-from server.web.app import create_app
 from tests.support.images import write_square_folder
 from tests.support.jobs import drain, jobs, operator_lab, run_status, settings_for
+from tests.support.web import LabClient, web_client
 
 
 @pytest.fixture
@@ -23,7 +22,7 @@ def lab(tmp_path: Path) -> Path:
     return operator_lab(tmp_path)
 
 
-def client_for(lab: Path, **env: str) -> TestClient:
+def client_for(lab: Path, **env: str) -> LabClient:
     settings = load_settings(
         {
             "NEURONSCOPE_DATA_DIR": str(lab / "data"),
@@ -31,7 +30,7 @@ def client_for(lab: Path, **env: str) -> TestClient:
             **env,
         }
     )
-    return TestClient(create_app(settings))
+    return web_client(settings)
 
 
 def polls(html: str) -> bool:

@@ -5,3 +5,12 @@ document.addEventListener("keydown", (event) => {
   const link = target && document.getElementById(target);
   if (link) window.location.href = link.href;
 });
+
+// A click on a decomposed image asks which neurons fire at that pixel (the image's own pixels).
+document.addEventListener("click", (event) => {
+  const image = event.target.closest("#original");
+  if (!image || !window.htmx) return;
+  const x = event.offsetX * image.dataset.width / image.clientWidth;
+  const y = event.offsetY * image.dataset.height / image.clientHeight;
+  htmx.ajax("GET", image.dataset.at + "&x=" + x.toFixed(1) + "&y=" + y.toFixed(1), "#pixel");
+});

@@ -11,11 +11,9 @@ import signal
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
 
 from server.jobs.read import list_workers
 from server.storage.db import Database
-from server.web.app import create_app
 from tests.support.images import write_square_folder
 from tests.support.jobs import (
     SLOW_MODEL_ARGS,
@@ -30,6 +28,7 @@ from tests.support.jobs import (
     stop_workers,
     wait_for,
 )
+from tests.support.web import web_client
 
 QUEUE = ("--workers", "0", "--batch-size", "4", "--json", "--queue")
 
@@ -72,7 +71,7 @@ def test_a_killed_worker_s_job_is_finished_by_another_with_identical_results(
         first.wait(timeout=10)
         assert jobs(settings)[victim.id - 1].status == "running"  # orphaned, not done
         assert run_status(settings, queued["run"]) == "running"
-        with TestClient(create_app(settings)) as web:  # the dashboard serves on regardless
+        with web_client(settings) as web:  # the dashboard serves on regardless
             listed = web.get(f"/jobs.json?run={queued['run']}").json()["jobs"]
             assert {job["status"] for job in listed} >= {"running"}
             assert web.get(f"/runs/{queued['run']}").status_code == 200
