@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
 
@@ -25,10 +26,16 @@ def serve_dashboard(host: str, port: int, workers: int = 1) -> None:
     from server.config import load_settings
     from server.storage.db import upgrade
 
+    # The app (in every server process) answers to the address it is bound to: see
+    # server.config.allowed_hosts.
+    os.environ["NEURONSCOPE_BIND_HOST"] = host
     settings = load_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade(settings.database_url)  # once, before the worker processes start
     print(f"dashboard: http://{host}:{port}/  (Ctrl-C to stop)", flush=True)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        names = ", ".join(settings.allowed_hosts)
+        print(f"answering to the host names {names} (add more: NEURONSCOPE_ALLOWED_HOSTS)")
     uvicorn.run(
         "server.web.app:create_app",
         factory=True,

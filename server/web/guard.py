@@ -43,6 +43,7 @@ TOKEN_COOKIE = "neuronscope_token"
 FORM_BODY_LIMIT = 1 << 20  # a form without a file, or a JSON body
 MULTIPART_OVERHEAD = 64 << 10  # boundaries, part headers and the small fields beside the file
 PEEK_LIMIT = 64 << 10  # how far into an upload the token may be looked for
+MAX_QUERY = 8 << 10  # a query string (700 repeated sort keys built a 386 KB page)
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; img-src 'self' data:; style-src 'self'; style-src-attr 'unsafe-inline'; "
     "script-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; "
@@ -145,6 +146,8 @@ class RequestGuard:
                 f"this server does not answer to the host name {host or '(none)'!r}; "
                 "its operator can add it to NEURONSCOPE_ALLOWED_HOSTS"
             )
+        if len(scope.get("query_string", b"")) > MAX_QUERY:
+            return 414, f"the query string is longer than {MAX_QUERY:,} characters"
         if scope["method"] in SAFE_METHODS:
             return None
         origin = headers.get("origin")
