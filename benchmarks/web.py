@@ -46,7 +46,7 @@ from server.storage.schema import (
 CHANNELS, TOP_K, IMAGES = 4096, 100, 20_000
 
 
-def build_database(data_dir: Path) -> None:
+def build_database(data_dir: Path, channels: int = CHANNELS) -> None:
     settings = load_settings({"NEURONSCOPE_DATA_DIR": str(data_dir)})
     database = Database(settings.database_url)
     nf_key = ArtifactStore(settings.artifact_dir).put_png(np.full((8, 8, 3), 128, np.uint8))
@@ -91,7 +91,7 @@ def build_database(data_dir: Path) -> None:
             name="big",
             position=0,
             type="ReLU",
-            channels=CHANNELS,
+            channels=channels,
             height=14,
             width=14,
             rf_size=[196, 196],
@@ -115,7 +115,7 @@ def build_database(data_dir: Path) -> None:
                         "nf_array_key": None,
                         "sprite_key": nf_key,
                     }
-                    for c in range(CHANNELS)
+                    for c in range(channels)
                 ],
             )
         )

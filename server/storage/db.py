@@ -25,15 +25,15 @@ CHECKOUT_TIMEOUT = 5.0
 def make_engine(url: str, connections: int | None = None) -> Engine:
     """An engine with SQLite set up for a web process and a worker sharing one file.
 
-    ``connections``: a pool of that many (the web's threads) plus as many again for requests
-    that still hold one while their response goes out, each waited for at most
+    ``connections``: a pool of that many (the web's threads) plus half as many again for
+    requests that still hold one while their response goes out, each waited for at most
     CHECKOUT_TIMEOUT; None keeps SQLAlchemy's defaults (the CLI and workers).
     """
     pool: dict[str, Any] = {}
     if connections is not None:
         pool = {
             "pool_size": connections,
-            "max_overflow": connections,
+            "max_overflow": max(1, connections // 2),
             "pool_timeout": CHECKOUT_TIMEOUT,
         }
     if url.startswith("sqlite"):

@@ -91,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 def templates(settings: Settings) -> Jinja2Templates:
     """The pages' templates, with the plots and the settings every page may need."""
     found = Jinja2Templates(directory=WEB_DIR / "templates")
+    found.env.auto_reload = False  # the templates ship with the code: no stat() per include
     found.env.globals.update(
         htmx_file=HTMX_FILE,
         htmx_integrity=HTMX_SHA384,

@@ -52,24 +52,36 @@ LAYER = Page(
 
 
 class LayerTableCache:
-    """Neuron tables of finished runs, which never change, kept in memory (LRU)."""
+    """Neuron tables of finished runs, which never change, kept in memory (LRU).
+
+    A table is built once however many requests ask for it at the same moment: the first
+    builds it, the others wait for it (a lab opening a new layer at once made every request
+    build the same table, each as slow as all of them together)."""
 
     def __init__(self, capacity: int = 64) -> None:
         self.capacity = capacity
         self._tables: OrderedDict[tuple[int, bool], list[dict[str, Any]]] = OrderedDict()
         self._lock = Lock()
+        self._building: dict[tuple[int, bool], Lock] = {}
 
     def rows(self, session: Session, layer: Layer) -> list[dict[str, Any]]:
         # A finished layer changes once more: when index jobs add its indexes (and summary).
         key = (layer.id, layer.summary is not None)
+        if layer.run.status != "done":
+            return neuron_table(session, layer)
         with self._lock:
             if key in self._tables:
                 self._tables.move_to_end(key)
                 return self._tables[key]
-        rows = neuron_table(session, layer)
-        if layer.run.status == "done":
+            building = self._building.setdefault(key, Lock())
+        with building:
+            with self._lock:
+                if key in self._tables:
+                    return self._tables[key]
+            rows = neuron_table(session, layer)
             with self._lock:
                 self._tables[key] = rows
+                self._building.pop(key, None)
                 while len(self._tables) > self.capacity:
                     self._tables.popitem(last=False)
         return rows
