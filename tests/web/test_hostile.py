@@ -359,3 +359,12 @@ def test_a_page_waiting_for_a_job_says_when_no_worker_will_do_it(analysed_dir):
 @pytest.mark.parametrize("value", ["", "1"])
 def test_the_web_thread_count_is_at_least_one(value):
     assert load_settings({"NEURONSCOPE_WEB_THREADS": value}).web_threads >= 1
+
+
+def test_the_bound_address_and_the_operators_names_are_the_allowed_hosts():
+    bound = load_settings({"NEURONSCOPE_BIND_HOST": "10.1.2.3"}).allowed_hosts
+    assert "10.1.2.3" in bound and "127.0.0.1" in bound and "evil.example" not in bound
+    everywhere = load_settings({"NEURONSCOPE_BIND_HOST": "0.0.0.0"}).allowed_hosts
+    assert socket.gethostname().lower() in everywhere  # the machine's own name, not any name
+    named = load_settings({"NEURONSCOPE_ALLOWED_HOSTS": "Lab.Example.org, [::2]"}).allowed_hosts
+    assert {"lab.example.org", "::2"} <= set(named)
