@@ -31,8 +31,25 @@ _ACTIVATIONS = (
     nn.Tanh,
     nn.PReLU,
 )
-ACTIVATION_TYPES = frozenset(cls.__name__ for cls in _ACTIVATIONS)
 _BARRIERS = (nn.Conv2d, nn.Linear, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d)
+# A module of a network's own (timm's GammaAct, a normaliser-free net's scaled GELU) counts as
+# an activation when it is a leaf, keeps its input's shape (checked where it runs) and its class
+# says so by its name's ending.
+_ACTIVATION_ENDINGS = ("act", "activation", "relu", "gelu", "silu", "swish", "mish", "sigmoid")
+
+
+def is_activation(module: nn.Module) -> bool:
+    """A known element-wise activation, or a leaf module of the network's own whose class name
+    ends like one (``GammaAct``, ``ScaledGELU``, ``QuickSwish``)."""
+    if isinstance(module, _ACTIVATIONS):
+        return True
+    name = type(module).__name__.lower()
+    return not list(module.children()) and name.endswith(_ACTIVATION_ENDINGS)
+
+
+def is_convolution(module: nn.Module) -> bool:
+    """A 2-D convolution, subclasses included (weight-standardised ones, timm's ``Conv2dSame``)."""
+    return isinstance(module, nn.Conv2d)
 
 
 class LayerListingError(ValueError):
@@ -51,6 +68,7 @@ class LayerInfo:
     calls: int
     activation: str | None
     receptive_field: ReceptiveField
+    role: str = ""  # "convolution", "activation" (:func:`is_activation`) or ""
 
     @property
     def hookable(self) -> bool:
@@ -98,10 +116,17 @@ def list_layers(model: nn.Module, input_spec: InputSpec) -> list[LayerInfo]:
             calls=calls[name],
             activation=activation_after.get(name),
             receptive_field=fields[name],
+            role=_role(module, output),
         )
         for name, (module, output) in first.items()
         if name in fields  # channels-last tensors (inside ConvNeXt blocks) are no channel maps
     ]
+
+
+def _role(module: nn.Module, output: torch.Tensor) -> str:
+    if is_convolution(module):
+        return "convolution"
+    return "activation" if is_activation(module) else ""
 
 
 def layer_receptive_fields(
@@ -136,10 +161,10 @@ def _activations_after_convolutions(order: list) -> dict[str, str]:
     leaves = [(n, m, o) for n, m, o in order if not list(m.children())]
     found: dict[str, str] = {}
     for index, (name, module, output) in enumerate(leaves):
-        if not isinstance(module, nn.Conv2d):
+        if not is_convolution(module):
             continue
         for later_name, later, later_output in leaves[index + 1 :]:
-            if isinstance(later, _ACTIVATIONS):
+            if is_activation(later):
                 if getattr(later_output, "shape", None) == output.shape:
                     found[name] = later_name
                 break
@@ -164,7 +189,7 @@ def default_layers(layers: list[LayerInfo]) -> list[str]:
     by_name = {layer.name: layer for layer in layers}
     chosen: list[str] = []
     for layer in layers:
-        if layer.type != "Conv2d" or _is_gate(layer):
+        if layer.role != "convolution" or _is_gate(layer):
             continue
         activation = by_name.get(layer.activation or "")
         if activation and activation.hookable:
@@ -192,7 +217,7 @@ def _enclosing(layer: LayerInfo, by_name: dict[str, LayerInfo]) -> str | None:
             return None
         prefix = parent.name + "."
         activates = any(
-            name.startswith(prefix) and inner.type in ACTIVATION_TYPES
+            name.startswith(prefix) and inner.role == "activation"
             for name, inner in by_name.items()
         )
         if parent.type not in _PLAIN_CONTAINERS or activates:

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from analysis.hooks import forward_until, layer_hooks
-from analysis.layers import ACTIVATION_TYPES, LayerInfo
+from analysis.layers import LayerInfo
 from analysis.models import InputSpec
 
 HUES = tuple(range(360))
@@ -218,7 +218,7 @@ def electrodes(layer: LayerInfo, by_name: dict[str, LayerInfo]) -> tuple[Electro
     An activation module is read at its input and its output; a convolution at its output and
     at the output of the activation that follows it; anything else at its output only.
     """
-    if layer.type in ACTIVATION_TYPES:
+    if layer.role == "activation":
         return Electrode(layer.name, before=True), Electrode(layer.name)
     activation = by_name.get(layer.activation or "")
     if activation is not None and activation.hookable:

@@ -27,6 +27,10 @@ class RunParams:
     resize: str
     jpeg_draft: bool = False  # JPEGs decoded at a reduced DCT scale (analysis.data.load_pixels)
 
+    def __post_init__(self) -> None:
+        if not self.layers:  # a run of no layer would sweep for nothing and look done
+            raise ValueError("a run records at least one layer")
+
     def as_json(self) -> dict[str, Any]:
         """The parameters as stored and hashed into the run's key. A later option is left out
         at its default, so runs made before it existed keep their keys."""

@@ -34,6 +34,11 @@ def select_layers(available: list[LayerInfo], requested: list[str] | None) -> li
     by_name = {layer.name: layer for layer in available}
     chosen = []
     names = expand_patterns(available, requested) if requested else default_layers(available)
+    if not names:
+        raise LayerSelectionError(
+            "this model has no default layer (no convolution the listing recognises); "
+            "see `neuronscope layers` and choose some with --layers"
+        )
     for name in names:
         layer = by_name.get(name)
         if layer is None:

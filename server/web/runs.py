@@ -150,6 +150,11 @@ def start_run(session: Session, request: RunBody) -> Planned:
         raise RequestError(f"resize must be one of {', '.join(RESIZE_POLICIES)}")
     known = {layer["name"]: layer for layer in model.layers}
     chosen = request.layers or [layer["name"] for layer in model.layers if layer["default"]]
+    if not chosen:
+        raise RequestError(
+            f"model {model.id} has no default layer; choose layers (`neuronscope layers` lists "
+            "them)"
+        )
     for name in chosen:
         if name not in known:
             raise RequestError(f"model {model.id} has no layer {name!r}")

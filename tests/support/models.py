@@ -210,3 +210,34 @@ def darkness_detector() -> nn.Sequential:
         second.weight[0, 0] = 1.0 / 9
         second.weight[1, 1] = 1.0 / 9
     return nn.Sequential(first, nn.ReLU(), nn.MaxPool2d(2), second, nn.ReLU()).eval()
+
+
+class ScaledStdConv2d(nn.Conv2d):
+    """A weight-standardised convolution of a normaliser-free net (a subclass of Conv2d)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.weight - self.weight.mean(dim=(1, 2, 3), keepdim=True)
+        return nn.functional.conv2d(x, weight, self.bias, self.stride, self.padding)
+
+
+class ScaledGELU(nn.Module):
+    """An activation of a network's own: GELU times a constant (no known activation class)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.gelu(x) * 1.7015
+
+
+def normaliser_free_net() -> nn.Sequential:
+    """Convolutions and activations that are none of torch's classes."""
+    torch.manual_seed(0)
+    return nn.Sequential(
+        ScaledStdConv2d(3, 4, 3, padding=1),
+        ScaledGELU(),
+        ScaledStdConv2d(4, 6, 3, padding=1, stride=2),
+        ScaledGELU(),
+    )
+
+
+def no_convolution_net() -> nn.Sequential:
+    """Pools and a linear read-out: nothing a default layer could be."""
+    return nn.Sequential(nn.AvgPool2d(2), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 2))
