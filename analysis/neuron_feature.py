@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from functools import cached_property, lru_cache
+from functools import cached_property, lru_cache, partial
 
 import numpy as np
 import torch
@@ -37,35 +37,32 @@ Box = tuple[int, int, int, int]  # (r0, r1, c0, c1)
 
 
 class NeuronFeature:
-    """A neuron's NF and the coverage of its window over the layer's reach, and its top
-    patches for display.
+    """A neuron's NF over the layer's reach, the coverage of its window when asked for, and
+    its top patches for display.
 
-    The NF itself is finished from the weighted sum and the coverage on first use, so the
-    caller's writer threads do that last pass over the reach in parallel, not the accumulating
-    loop. It is finished in the sum's own memory (a late layer's NF is megabytes, and every
-    fresh page costs).
+    The NF is accumulated directly (grey plus each patch's weighted difference from grey), so
+    it needs no finishing pass; the coverage, which only the coverage-normalised variant
+    needs, is integrated from the patches' boxes on first use.
     """
 
     def __init__(
         self,
-        total: np.ndarray,
-        cover: np.ndarray,
+        mean: np.ndarray,
+        cover: Callable[[], np.ndarray],
         tiles: list[np.ndarray],
         reach: Box,
         window: tuple[int, int],
     ) -> None:
-        self._total = total  # (h, w, 3) float32: Σ_j ŵ_j · image_j over the inside of windows
-        self.cover = cover  # (h, w) float32: Σ_j ŵ_j over the patches whose image covers it
+        self.mean = mean  # (h, w, 3) float32: the NF of docs/algorithms.md §3 over the reach
+        self._cover = cover
         self.tiles = tiles  # per rank: uint8, the patch every ``tile_step`` pixels, grey outside
         self.reach = reach  # where (h, w) lies in the window
         self.window = window  # the whole window's (rows, cols)
 
     @cached_property
-    def mean(self) -> np.ndarray:
-        """(h, w, 3) float32, the NF of docs/algorithms.md §3 over the reach: grey where no
-        patch's image reaches (and, by definition, everywhere outside the reach)."""
-        grey = np.float32(GREY) * (1.0 - self.cover)
-        return np.add(self._total, grey[..., None], out=self._total)
+    def cover(self) -> np.ndarray:
+        """(h, w) float32: Σ_j ŵ_j over the patches whose image covers each pixel."""
+        return self._cover()
 
     @property
     def coverage_mean(self) -> np.ndarray:
@@ -143,15 +140,16 @@ def neuron_features(
     float in [0, 1] exactly as :func:`analysis.data.load_rgb` gives it. Patches with a_j ≤ 0
     get zero weight, as they did not drive the neuron.
 
-    The NF is linear in the patches, and a patch is the image inside the window and grey
-    outside, so NF = Σ_j ŵ_j · image_j|inside + grey · (1 − Σ_j ŵ_j · inside_j), with ŵ_j =
-    w_j / Σ_k w_k: each patch is accumulated over the part of its window inside the image only.
-    A late layer's window can be many times the image, mostly grey: this reads no grey pixel.
+    The NF is linear in the patches, a patch is the image inside the window and grey outside,
+    and the ŵ_j = w_j / Σ_k w_k sum to 1, so NF = grey + Σ_j ŵ_j · (image_j − grey)|inside:
+    each accumulator starts grey and each patch adds its weighted difference from grey over the
+    part of its window inside the image only. A late layer's window can be many times the
+    image, mostly grey: this reads no grey pixel, and no pass over the whole reach follows.
 
     Work is grouped by image, and within an image by map position, so each window is cut once
-    however many neurons chose it. The weighted RGB sums are fused multiply-adds into float32
-    accumulators on ``device``; the coverage Σ_j ŵ_j · inside_j is a sum of boxes, kept
-    exactly (float64) as corner increments and integrated once per chunk of channels.
+    however many neurons chose it. The weighted sums are fused multiply-adds into float32
+    accumulators on ``device``; the coverage Σ_j ŵ_j · inside_j (for the coverage-normalised
+    variant only) is kept exactly as the boxes' corners and integrated when first asked for.
 
     Channels are taken in chunks whose accumulators fit ``memory_budget`` bytes, so each
     image is loaded once per chunk. When ``load_pixels`` holds at least ``resident_images``
@@ -170,7 +168,7 @@ def neuron_features(
     for start in range(0, len(live), chunk):
         channels = live[start : start + chunk]
         weights = [_normalised_weights(values[c]).tolist() for c in channels]
-        sums = torch.zeros(len(channels), height, width, 3, device=device)
+        sums = torch.full((len(channels), height, width, 3), GREY, device=device)
         boxes = _Boxes()
         tiles = {c: [np.empty(0)] * values.shape[1] for c in channels}
         by_image: dict[int, dict[tuple[int, int], list[tuple[int, int]]]] = defaultdict(
@@ -182,7 +180,7 @@ def neuron_features(
                 by_image[int(images[channel, rank])][position].append((local, rank))
         for index in sorted(by_image):
             pixels = load_pixels(index)
-            image = torch.from_numpy(pixels).to(device).to(torch.float32).div_(255.0)
+            image = torch.from_numpy(pixels).to(device).to(torch.float32).div_(255.0).sub_(GREY)
             for position, entries in by_image[index].items():
                 r0, _, c0, _ = window = field.window(*position)
                 tile = cut_patch(pixels, window, step)
@@ -190,11 +188,10 @@ def neuron_features(
                     tiles[channels[local]][rank] = tile
                 reached = (r0 + top, r0 + top + height, c0 + left, c0 + left + width)
                 _accumulate(sums, boxes, image, reached, entries, weights)
-        totals = sums.cpu().numpy()
-        cover = boxes.integrated(len(channels), height, width)
+        means = sums.cpu().numpy()
         for local, channel in enumerate(channels):
-            feature = NeuronFeature(totals[local], cover[local], tiles[channel], reach, field.size)
-            yield channel, feature
+            cover = partial(boxes.integrated, local, height, width)
+            yield channel, NeuronFeature(means[local], cover, tiles[channel], reach, field.size)
 
 
 def _normalised_weights(values: np.ndarray) -> np.ndarray:
@@ -212,24 +209,16 @@ class _Boxes:
     def add(self, local: int, top: int, bottom: int, left: int, right: int, weight: float) -> None:
         self.rows.append((local, top, bottom, left, right, weight))
 
-    def integrated(self, channels: int, height: int, width: int) -> np.ndarray:
-        """(channels, height, width) float32: each pixel's summed weight over the boxes that
-        hold it, from float64 corner increments integrated along both axes."""
-        corners = np.zeros((channels, height + 1, width + 1))
-        if self.rows:
-            table = np.array(self.rows)  # float64 holds the integer columns exactly
-            local, top, bottom, left, right = table[:, :5].astype(np.int64).T
-            weight = table[:, 5]
-            at = np.ravel_multi_index(
-                (np.tile(local, 4), np.concatenate([top, top, bottom, bottom]),
-                 np.concatenate([left, right, left, right])),
-                corners.shape,
-            )  # fmt: skip
-            signed = np.concatenate([weight, -weight, -weight, weight])
-            where, which = np.unique(at, return_inverse=True)
-            corners.flat[where] = np.bincount(which, weights=signed)  # np.add.at, 30× faster
-        cover = torch.from_numpy(corners).cumsum_(1).cumsum_(2)[:, :height, :width]
-        return cover.to(torch.float32).numpy()
+    def integrated(self, local: int, height: int, width: int) -> np.ndarray:
+        """(height, width) float32: each pixel's summed weight over channel ``local``'s boxes,
+        from float64 corner increments integrated along both axes."""
+        corners = np.zeros((height + 1, width + 1))
+        for _local, top, bottom, left, right, weight in (r for r in self.rows if r[0] == local):
+            corners[top, left] += weight
+            corners[top, right] -= weight
+            corners[bottom, left] -= weight
+            corners[bottom, right] += weight
+        return corners.cumsum(0).cumsum(1)[:height, :width].astype(np.float32)
 
 
 def _accumulate(

@@ -6,6 +6,7 @@ The queries (and SQLAlchemy) load inside the commands, so the CLI starts quickly
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from server.cli.common import open_database
@@ -22,6 +23,12 @@ def add_commands(commands: Any) -> None:
     neuron.add_argument("layer")
     neuron.add_argument("channel", type=int)
     neuron.add_argument("--json", action="store_true")
+    neuron.add_argument(
+        "--nf-array",
+        metavar="PATH",
+        help="write the float NF (float32 .npy over nf_box) there, computing it from the top "
+        "images if no one has yet (it is then kept)",
+    )
     neuron.set_defaults(handler=run_neuron)
 
     summary = commands.add_parser("summary", help="per-layer index histograms of a run")
@@ -98,6 +105,8 @@ def run_neuron(args: argparse.Namespace) -> int:
 
     _, database, store = open_database()
     with database.session() as session:
+        if args.nf_array:
+            write_nf_array(session, store, args.run, args.layer, args.channel, args.nf_array)
         detail = neuron_detail(session, store, args.run, args.layer, args.channel)
     if args.json:
         print_json(detail)
@@ -137,6 +146,29 @@ def run_neuron(args: argparse.Namespace) -> int:
     if len(detail["top"]) > 20:
         print(f"... {len(detail['top']) - 20} more (use --json)")
     return 0
+
+
+def write_nf_array(session, store, run_id: int, layer_name: str, channel: int, path: str) -> None:
+    """The neuron's float NF into ``path`` (stored, or computed now and stored)."""
+    import shutil
+
+    from sqlalchemy import select
+
+    from server.runs.nf_arrays import FloatFeatures
+    from server.runs.read import get_layer
+    from server.storage.errors import NotFoundError
+    from server.storage.schema import Neuron
+
+    layer = get_layer(session, run_id, layer_name)
+    neuron = session.scalar(
+        select(Neuron).where(Neuron.layer_id == layer.id, Neuron.channel == channel)
+    )
+    if neuron is None or neuron.dead:
+        raise NotFoundError(f"{layer_name} channel {channel} has no NF (no such live neuron)")
+    key = FloatFeatures(session, store, layer.run).key(layer, neuron)
+    shutil.copyfile(store.path(key), path)
+    session.commit()
+    print(f"float NF of {layer_name} #{channel}: {path}", file=sys.stderr)
 
 
 def run_rank(args: argparse.Namespace) -> int:

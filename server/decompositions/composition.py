@@ -24,6 +24,7 @@ from analysis.neuron_feature import full_window, to_uint8
 from server.decompositions.read import COMPOSITION_MODES
 from server.progress import Progress
 from server.runs.decoded import DecodedImages
+from server.runs.nf_arrays import FloatFeatures
 from server.runs.stored import layer_neurons, load_layer_topk, stored_field, stored_reach
 from server.storage.artifacts import ArtifactStore
 from server.storage.schema import Composition, Layer, Neuron, Run
@@ -101,7 +102,10 @@ def compose_neuron(
         raise DecompositionError(f"{layer} channel {channel} never fires: nothing to compose")
     nfs = {name: layer_neurons(session, stored[name]) for name in (layer, *below)}
     if mode == "activation":
-        return _activation_result(loaded, model, neuron, stored, layer, channel, source, nfs, store)
+        features = FloatFeatures(session, store, run)
+        return _activation_result(
+            loaded, model, neuron, stored, layer, channel, source, nfs, store, features
+        )
     chain = [layer, *below[below.index(source) :]][: depth + 1]
     total = sum(3**level for level in range(len(chain) - 1))
     if progress is not None:
@@ -129,6 +133,7 @@ def _activation_result(
     source: str,
     nfs: dict[str, list[Neuron]],
     store: ArtifactStore,
+    float_features: FloatFeatures,
 ) -> dict[str, Any]:
     maxima = torch.tensor([n.max_activation for n in nfs[source]], dtype=torch.float32)
     placements, _mean = activation_composition(
@@ -140,18 +145,16 @@ def _activation_result(
         stored_field(stored[source]),
         maxima,
     )
-    own = nfs[layer][channel]
+    target = stored[layer]
+    base = float_features.array(target, nfs[layer][channel])
     composite = None
-    if own.nf_array_key:
-        target = stored[layer]
+    if base is not None:
         reach = stored_reach(target)
-        base = store.load_array(own.nf_array_key)
         if reach:  # the canvas is the whole window: its source windows lie anywhere in it
             base = full_window(base, reach, (target.rf_size[0], target.rf_size[1]))
         features = {
-            p.channel: store.load_array(nfs[source][p.channel].nf_array_key)
+            p.channel: float_features.array(stored[source], nfs[source][p.channel])
             for p in placements
-            if nfs[source][p.channel].nf_array_key
         }
         pasted = paste_features(base, placements, features, stored_reach(stored[source]))
         composite = store.put_png(to_uint8(pasted))

@@ -23,6 +23,7 @@ from analysis.models import LoadedModel
 from analysis.neuron_feature import to_uint8
 from analysis.resize import InputMap
 from server.runs.decoded import run_decoding
+from server.runs.nf_arrays import FloatFeatures
 from server.runs.stored import layer_neurons, stored_field, stored_reach
 from server.storage.artifacts import ArtifactStore
 from server.storage.schema import Layer, Neuron, Run
@@ -68,9 +69,10 @@ def decompose_image(
         "layers": {},
     }
     placed = InputMap.of((width, height), size, policy)
+    features = FloatFeatures(session, store, run)
     for name, decomposition in found.items():
         result["layers"][name] = _store_layer(
-            decomposition, layers[name], neurons[name], pixels, store, placed
+            decomposition, layers[name], neurons[name], pixels, store, placed, features
         )
     return result
 
@@ -82,11 +84,10 @@ def _store_layer(
     pixels: np.ndarray,
     store: ArtifactStore,
     placed: InputMap,
+    float_features: FloatFeatures,
 ) -> dict[str, Any]:
     features = {
-        p.channel: store.load_array(neurons[p.channel].nf_array_key)
-        for p in found.placements
-        if neurons[p.channel].nf_array_key
+        p.channel: float_features.array(layer, neurons[p.channel]) for p in found.placements
     }
     heatmaps: dict[int, str] = {}
     for placement in found.placements:

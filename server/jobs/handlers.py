@@ -33,6 +33,7 @@ from server.featureviz.render import (
 from server.progress import Progress
 from server.runs.disk import check_room_for_features
 from server.runs.inputs import ModelCache, RunInputError, open_run_inputs
+from server.runs.nf_arrays import FloatFeatures
 from server.runs.register import register_dataset, register_model
 from server.runs.stages import (
     AnalysisSettings,
@@ -43,7 +44,7 @@ from server.runs.stages import (
 )
 from server.storage.artifacts import ArtifactStore
 from server.storage.db import Database
-from server.storage.schema import Decomposition, Job, Run, Upload
+from server.storage.schema import Decomposition, Job, Neuron, Run, Upload
 
 
 @dataclass
@@ -68,7 +69,7 @@ def run_sweep_shard(context: JobContext) -> dict[str, Any]:
     with context.database.session() as session:
         run = _run_of(session, context.job)
         inputs = open_run_inputs(run, context.models)
-    check_room_for_features(context.store, inputs.layers, inputs.loaded.input)
+    check_room_for_features(context.store, inputs.layers, run.params["top_k"])
     # No transaction stays open through the sweep, which only reads images.
     started = time.perf_counter()
     result = sweep_images(
@@ -246,6 +247,25 @@ def run_compose(context: JobContext) -> dict[str, Any]:
     return {"layer": params["layer"], "channel": params["channel"], "mode": params["mode"]}
 
 
+def run_nf_array(context: JobContext) -> dict[str, Any]:
+    """One neuron's float NF, computed from its top-K and the run's images, and kept."""
+    params = context.job.params
+    with context.database.session() as session:
+        run = _run_of(session, context.job)
+        layer = next((found for found in run.layers if found.name == params["layer"]), None)
+        neuron = layer and session.scalar(
+            select(Neuron).where(Neuron.layer_id == layer.id, Neuron.channel == params["channel"])
+        )
+        if layer is None or neuron is None:
+            raise RunInputError(
+                f"run {run.id} has no neuron {params['layer']} #{params['channel']}"
+            )
+        context.progress.start("computing the float Neuron Feature", 1)
+        key = FloatFeatures(session, context.store, run).key(layer, neuron)
+        context.progress.finish()
+        return {"layer": layer.name, "channel": neuron.channel, "nf_array": key}
+
+
 def run_register_model(context: JobContext) -> dict[str, Any]:
     params = context.job.params
     context.progress.start("loading the model", 1)
@@ -283,6 +303,7 @@ HANDLERS: dict[str, Callable[[JobContext], dict[str, Any]]] = {
     "dream": run_dream,
     "decompose": run_decompose,
     "compose": run_compose,
+    "nf_array": run_nf_array,
     "register_model": run_register_model,
     "register_dataset": run_register_dataset,
 }

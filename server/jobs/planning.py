@@ -178,3 +178,12 @@ def plan_composition(session: Session, run: Run, request: dict[str, Any]) -> tup
             run_id=run.id,
         ),
     )
+
+
+def plan_nf_array(session: Session, run: Run, layer: str, channel: int) -> tuple[Job, bool]:
+    """The job that computes one neuron's float NF from its top-K (docs/algorithms.md §3)."""
+    params = {"layer": layer, "channel": channel}
+    return submit(
+        session,
+        JobSpec(kind="nf_array", identity=[run.key, params], params=params, run_id=run.id),
+    )

@@ -99,6 +99,18 @@ def list_workers(session: Session, timeout: float) -> list[dict[str, Any]]:
     return found
 
 
+def last_asked(session: Session, run_id: int, kind: str, params: dict[str, Any]) -> dict | None:
+    """The newest unfinished or failed job of ``kind`` asked of a run with exactly ``params``:
+    what a page shows while the answer is being computed, or why it could not be."""
+    found = session.scalars(
+        select(Job)
+        .where(Job.run_id == run_id, Job.kind == kind, Job.status.in_((*JOB_ACTIVE, "failed")))
+        .order_by(Job.id)
+    )
+    matching = [job for job in found if job.params == params]
+    return job_record(matching[-1]) if matching else None
+
+
 def workers_alive(session: Session, timeout: float) -> bool:
     """Whether any worker reported in within ``timeout`` seconds and has not stopped."""
     cutoff = datetime.now(UTC) - timedelta(seconds=timeout)

@@ -1,5 +1,9 @@
-"""The Neuron Feature stage's files: a float NF array, a display PNG and a top-patch sprite for
-every live neuron of a layer, written by a thread per core while the next NFs accumulate."""
+"""The Neuron Feature stage's files: a display PNG and a top-patch sprite for every live neuron
+of a layer, written by a thread per core while the next NFs accumulate.
+
+The float NF at full resolution is not stored here (it was 96 % of a whole network's disk and
+most of this stage's time): :mod:`server.runs.nf_arrays` computes it from the top-K when it is
+first asked for."""
 
 from __future__ import annotations
 
@@ -33,8 +37,8 @@ def compute_neuron_features(
     device: str = "cpu",
     advance: Callable[[int], None] | None = None,
 ) -> dict[int, StoredNeuron]:
-    """NF (float NPY at full resolution over the layer's :func:`nf_box` + stretched display
-    PNG of the whole window) and top-patch sprite (JPEG) for every live channel of a layer;
+    """The NF's stretched display PNG of the whole window (computed over the layer's
+    :func:`nf_box`) and the top-patch sprite (JPEG) for every live channel of a layer;
     ``advance(n)`` is told how many are finished.
 
     Encoding, hashing and writing a neuron's files run on a thread per core (they release the
@@ -55,7 +59,6 @@ def compute_neuron_features(
     )
 
     def save(entry: StoredNeuron, feature: NeuronFeature) -> None:
-        entry.nf_array_key = store.put_array(feature.mean)
         entry.nf_key = store.put_png(display_image(feature.mean, feature.reach, feature.window))
         entry.sprite_key = store.put_jpeg(sprite(feature.tiles))
 

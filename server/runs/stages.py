@@ -181,7 +181,7 @@ def store_features(
     """
     trimmed = {name: topk.trimmed() for name, topk in result.layers.items()}
     live = {name: int((~topk.dead).sum()) for name, topk in trimmed.items()}
-    check_room_for_features(store, layers, loaded.input, live)
+    check_room_for_features(store, layers, run.params["top_k"], live)
     decoded = decoded or DecodedImages.of_run(folder, loaded.input, run)
     neurons: dict[str, dict[int, StoredNeuron]] = {}
     seconds: dict[str, float] = {}
@@ -240,7 +240,7 @@ def analyze_run(
 ) -> AnalysisTimings:
     """Sweep, NFs, indexes; store everything and mark ``run`` done in the last commit."""
     timings = AnalysisTimings()
-    check_room_for_features(store, layers, loaded.input)
+    check_room_for_features(store, layers, run.params["top_k"])
     run.status = "running"
     session.commit()
 

@@ -17,7 +17,8 @@ from server.storage.schema import INDEX_NAMES, Layer, Neuron, NeuronIndex, Run, 
 
 @dataclass
 class StoredNeuron:
-    """Artifact keys of one neuron's NF and sprite (None for a dead neuron)."""
+    """Artifact keys of one neuron's display NF and sprite (None for a dead neuron); its float
+    NF is computed when first asked for (:mod:`server.runs.nf_arrays`)."""
 
     channel: int
     nf_key: str | None = None

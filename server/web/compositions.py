@@ -7,15 +7,14 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from server.decompositions.read import COMPOSITION_MODES, composition_record, find_composition
 from server.jobs.planning import plan_composition
-from server.jobs.read import job_record
+from server.jobs.read import last_asked
 from server.runs.read import get_layer, get_run
 from server.storage.errors import NotFoundError
-from server.storage.schema import JOB_ACTIVE, Job
+from server.storage.schema import JOB_ACTIVE
 from server.web.deps import (
     Channel,
     ChannelRef,
@@ -75,25 +74,13 @@ def composition_data(
         "sources": below,
         "request": request,
         "result": composition_record(run_id, stored) if stored else None,
-        "jobs": _composition_jobs(session, run_id, request),
+        "jobs": [job] if (job := last_asked(session, run_id, "compose", request)) else [],
     }
 
 
 def composition_waits(data: Data) -> bool:
     """Whether the section waits for a job: asked for, not failed, no result yet."""
     return bool(data["jobs"] and data["jobs"][0]["status"] != "failed" and not data["result"])
-
-
-def _composition_jobs(session: Session, run_id: int, request: dict[str, Any]) -> list[dict]:
-    """The newest unfinished or failed job of this very request (at most one)."""
-    jobs = session.scalars(
-        select(Job).where(
-            Job.run_id == run_id,
-            Job.kind == "compose",
-            Job.status.in_((*JOB_ACTIVE, "failed")),
-        )
-    )
-    return [job_record(job) for job in jobs if job.params == request][-1:]
 
 
 def queue_composition(

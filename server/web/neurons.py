@@ -6,20 +6,36 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import Response
+from fastapi.responses import FileResponse, JSONResponse, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from server.runs.read import get_layer, layer_summary, neuron_detail, run_summary
+from server.jobs.planning import plan_nf_array
+from server.jobs.read import job_record, last_asked
+from server.runs.read import get_layer, get_run, layer_summary, neuron_detail, run_summary
 from server.storage.artifacts import ArtifactStore
+from server.storage.errors import NotFoundError
 from server.storage.schema import Layer, Neuron
 from server.web.compositions import composition_data, composition_waits
-from server.web.deps import Channel, ChannelRef, RunId, RunRef, SessionDep, StoreDep, no_live_worker
+from server.web.deps import (
+    Channel,
+    ChannelRef,
+    RunId,
+    RunRef,
+    SessionDep,
+    StoreDep,
+    SubmitDep,
+    no_live_worker,
+)
+from server.web.errors import RequestError
 from server.web.featureviz import featureviz_section
+from server.web.forms import OptionalFormText
 from server.web.layers import INDEX_LABELS
+from server.web.security import check_write_access, forms_router, see_other
 from server.web.twins import Data, Page, page_router
 
 pages = page_router()
+forms = forms_router()
 api = APIRouter(prefix="/api", tags=["runs"])
 
 NEURON = Page("neuron.html", json=lambda data: data["neuron"])
@@ -48,6 +64,9 @@ def neuron_data(
         "layer": layer_summary(layer),
         "nf_key": keys.nf_key,
         "nf_array_key": keys.nf_array_key,
+        "nf_array_job": last_asked(
+            session, run_id, "nf_array", {"layer": layer_name, "channel": channel}
+        ),
         "sprite_key": keys.sprite_key,
         "fv": featureviz_section(session, store, run_id, layer_name, channel),
         "previous": channel - 1 if channel > 0 else None,
@@ -72,7 +91,9 @@ def neuron_page(
     composition = composition_data(
         session, run_id, layer_name, channel, source or None, mode, depth
     )
-    waiting = bool(data["fv"]["polling"] or composition_waits(composition))
+    asked = data["nf_array_job"]
+    nf_waits = bool(asked and asked["status"] != "failed")
+    waiting = bool(data["fv"]["polling"] or composition_waits(composition) or nf_waits)
     data["no_worker"] = composition["no_worker"] = no_live_worker(request, session, waiting)
     return NEURON.render(request, {**data, "comp": composition, "index_labels": INDEX_LABELS})
 
@@ -85,3 +106,84 @@ def api_neuron(
     session: SessionDep, store: StoreDep, run_id: RunId, layer_name: str, channel: Channel
 ) -> dict[str, Any]:
     return neuron_detail(session, store, run_id, layer_name, channel)
+
+
+# ---- the float NF, computed when asked for ------------------------------------------------------
+
+
+def queue_nf_array(submitter: SubmitDep, run_id: int, layer_name: str, channel: int) -> Data:
+    """The neuron's float NF if it is stored ({"nf_array": key}), else the job that computes it
+    (queued once)."""
+
+    def plan(session: Session) -> tuple[Data, list[int]]:
+        neuron = _neuron(session, run_id, layer_name, channel)
+        if neuron.dead:
+            raise RequestError(f"{layer_name} channel {channel} never fires: it has no NF", 404)
+        if neuron.nf_array_key:
+            return {"nf_array": neuron.nf_array_key}, []
+        job, ready = plan_nf_array(session, get_run(session, run_id), layer_name, channel)
+        return {"status": job.status, "job": job_record(job)}, [job.id] if ready else []
+
+    return submitter.plan(plan)
+
+
+def _neuron(session: Session, run_id: int, layer_name: str, channel: int) -> Neuron:
+    layer = get_layer(session, run_id, layer_name)
+    neuron = session.scalar(
+        select(Neuron).where(Neuron.layer_id == layer.id, Neuron.channel == channel)
+    )
+    if neuron is None:
+        raise NotFoundError(f"layer {layer_name!r} has channels 0..{layer.channels - 1}")
+    return neuron
+
+
+@forms.post("/runs/{run_id}/layers/{layer_name}/neurons/{channel}/nf_array")
+def nf_array_form(
+    request: Request,
+    submitter: SubmitDep,
+    run_id: RunId,
+    layer_name: str,
+    channel: ChannelRef,
+    token: OptionalFormText = None,
+) -> Response:
+    check_write_access(request, token)
+    queue_nf_array(submitter, run_id, layer_name, channel)
+    return see_other(request, f"/runs/{run_id}/layers/{layer_name}/neurons/{channel}#nf", token)
+
+
+NF_ARRAY_PATH = "/runs/{run_id}/layers/{layer_name}/neurons/{channel}/nf_array"
+
+
+@api.get(
+    NF_ARRAY_PATH,
+    summary="The neuron's float NF (.npy), once computed",
+    description="200: the float32 array over `nf_box` (grey beyond it). 202: a job computes it. "
+    "409: it cannot be computed (the run's image folder changed). 404: not asked for yet: "
+    "POST to this URL.",
+    responses={200: {"content": {"application/octet-stream": {}}}},
+)
+def api_nf_array(
+    session: SessionDep, store: StoreDep, run_id: RunId, layer_name: str, channel: Channel
+) -> Response:
+    neuron = _neuron(session, run_id, layer_name, channel)
+    if neuron.nf_array_key and store.path(neuron.nf_array_key).is_file():
+        name = f"nf-{layer_name}-{channel}.npy"
+        return FileResponse(store.path(neuron.nf_array_key), filename=name)
+    if neuron.dead:
+        raise NotFoundError(f"{layer_name} channel {channel} never fires: it has no NF")
+    job = last_asked(session, run_id, "nf_array", {"layer": layer_name, "channel": channel})
+    if job and job["status"] == "failed":
+        reason = (job["error"] or "no reason given").split("\n", 1)[0]
+        raise RequestError(f"the float NF could not be computed: {reason}", 409)
+    if job:
+        return JSONResponse({"status": job["status"], "job": job["id"]}, status_code=202)
+    raise NotFoundError("the float NF has not been computed; POST to this URL to compute it")
+
+
+@api.post(NF_ARRAY_PATH, summary="Compute the neuron's float NF (a worker reads its top images)")
+def api_compute_nf_array(
+    request: Request, submitter: SubmitDep, run_id: RunId, layer_name: str, channel: Channel
+) -> Response:
+    check_write_access(request)
+    answer = queue_nf_array(submitter, run_id, layer_name, channel)
+    return JSONResponse(answer, status_code=200 if "nf_array" in answer else 202)

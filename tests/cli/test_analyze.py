@@ -93,15 +93,17 @@ def test_a_run_that_cannot_fit_on_the_disk_is_refused_before_it_starts(
 ):
     from server.storage.artifacts import ArtifactStore
 
-    monkeypatch.setattr(ArtifactStore, "free_bytes", lambda self: 2_000_000_000)
+    monkeypatch.setattr(ArtifactStore, "free_bytes", lambda self: 200_000_000)
     code, out, err = run_cli(
         capsys, "analyze", "--model", "torchvision:densenet121", "--data", str(square_folder),
         "--layers", "features.norm5", "--input-size", "224", "--workers", "0", "--no-indexes",
+        "--top-k", "100",
     )  # fmt: skip
-    # 1,024 neurons, each 416 × 416 × 3 float32 over the reach of a 2,071 px window.
+    # 1,024 neurons of a 2,071 px window: a 231 px display PNG (its 160 kB of pixels, half of
+    # that stored) and 100 tiles of 95 px (27 kB each, a quarter) a neuron.
     assert code == 1 and out == ""
-    assert "need 2.1 GB" in err and "2.0 GB free" in err and "fewer or earlier layers" in err
-    assert not list(data_dir.rglob("*.npy"))  # nothing computed, nothing written
+    assert "need 775.1 MB" in err and "200.0 MB free" in err and "smaller --top-k" in err
+    assert not list(data_dir.rglob("*.png"))  # nothing computed, nothing written
     code, out, _ = run_cli(capsys, "runs", "--json")
     assert [run["status"] for run in json.loads(out)] == ["failed"]
 

@@ -40,10 +40,11 @@ def test_every_family_is_analysed_end_to_end(capsys, data_dir, square_folder, fa
 
 
 def test_a_window_thirty_times_the_image_stores_only_what_the_image_reaches(
-    capsys, data_dir, square_folder
+    capsys, data_dir, square_folder, tmp_path
 ):
     """DenseNet-121's last layers see 2,071 px windows; on 64 px images a 2 × 2 map reaches
-    96 px of them. The NF array holds that part (0.1 MB, not 51 MB); the rest is grey."""
+    96 px of them. The NF array, computed when asked for, holds that part (0.1 MB, not 51 MB);
+    the rest is grey."""
     import numpy as np
     from PIL import Image
 
@@ -56,7 +57,9 @@ def test_a_window_thirty_times_the_image_stores_only_what_the_image_reaches(
     )  # fmt: skip
     assert code == 0, err
     run = json.loads(out)["run"]
-    code, out, err = run_cli(capsys, "neuron", str(run), layer, "0", "--json")
+    code, out, err = run_cli(
+        capsys, "neuron", str(run), layer, "0", "--json", "--nf-array", str(tmp_path / "nf.npy")
+    )
     assert code == 0, err
     neuron = json.loads(out)
     assert neuron["top"][0]["window"][1] - neuron["top"][0]["window"][0] == 2071
@@ -67,7 +70,9 @@ def test_a_window_thirty_times_the_image_stores_only_what_the_image_reaches(
     assert whole.shape == (2071, 2071, 3) and whole[0, 0].tolist() == [GREY] * 3
     with Image.open(neuron["nf"]) as shown:  # the whole window, shrunk 9 times
         assert shown.size == (231, 231)
-    code, out, err = run_cli(capsys, "neuron", str(run), "features.conv0", "0", "--json")
+    code, out, err = run_cli(
+        capsys, "neuron", str(run), "features.conv0", "0", "--json", "--nf-array", "/dev/null"
+    )
     first = json.loads(out)  # a window inside the image keeps all of it
     assert first["nf_box"] == [0, 7, 0, 7] and np.load(first["nf_array"]).shape == (7, 7, 3)
     # Decompositions paste these parts where the whole NFs went (tested in test_decomposition).
@@ -151,7 +156,12 @@ def test_a_greyscale_model_reads_images_as_grey_and_is_shown_no_hues(
     assert run["input_channels"] == 1
     # Luma, not the RGB mean: the blue squares are the darkest to a greyscale camera.
     assert all(top["image"].startswith("blue/") for top in neuron["top"])
-    nf = np.load(neuron["nf_array"])
+    code, _out, err = run_cli(
+        capsys, "neuron", str(run["id"]), "4", "0", "--nf-array",
+        str(tmp_path / "nf.npy"),
+    )  # fmt: skip
+    assert code == 0, err
+    nf = np.load(tmp_path / "nf.npy")  # computed from the grey images the model saw
     assert np.allclose(nf[..., 0], nf[..., 1]) and np.allclose(nf[..., 0], nf[..., 2])
     indexes = neuron["indexes"]
     assert indexes["color"] == pytest.approx(0.0, abs=1e-6)  # it cannot see colour

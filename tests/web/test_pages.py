@@ -83,18 +83,13 @@ def test_images_are_served_with_long_lived_cache_headers(client):
     assert hashlib.sha256(image.content).hexdigest() == keys[0].split(".")[0]
 
 
-def test_the_float_nf_downloads_from_the_neuron_page(client):
-    import io
-
-    import numpy as np
-
+def test_the_float_nf_is_offered_on_the_neuron_page_until_asked_for(client):
+    """Not stored by the run: the page offers to compute it (the download itself, against the
+    CLI's array and the definition, is tested in tests/server/runs/test_nf_arrays.py)."""
     page = client.get(LAYER + "/neurons/0").text
-    key = re.search(r'href="/artifacts/([0-9a-f]{64}\.npy)" download', page).group(1)
-    array = np.load(io.BytesIO(client.get(f"/artifacts/{key}").content), allow_pickle=False)
-    detail = client.get("/api/runs/1/layers/4/neurons/0").json()
-    r0, r1, c0, c1 = detail["nf_box"]
-    assert array.dtype == np.float32 and array.shape == (r1 - r0, c1 - c0, 3)
-    assert np.array_equal(array, np.load(detail["nf_array"]))
+    assert 'action="/runs/1/layers/4/neurons/0/nf_array"' in page and ".npy" not in page
+    assert client.get("/api/runs/1/layers/4/neurons/0").json()["nf_array"] is None
+    assert client.get("/api/runs/1/layers/4/neurons/0/nf_array").status_code == 404
 
 
 def test_vendored_htmx_matches_the_integrity_attribute(client):
