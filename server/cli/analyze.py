@@ -63,6 +63,11 @@ def add_commands(commands: Any) -> None:
     analyze.add_argument(
         "--wait", action="store_true", help="with --queue: show progress until the run ends"
     )
+    analyze.add_argument(
+        "--yes",
+        action="store_true",
+        help="start a run estimated over 10 minutes or half the free disk without asking",
+    )
     analyze.set_defaults(handler=run_analyze)
 
 
@@ -127,6 +132,9 @@ def run_analyze(args: argparse.Namespace) -> int:
     )
     if not args.jpeg_draft and not args.json:
         suggest_jpeg_draft(folder, loaded.input.size, ResizePolicy(args.resize))
+    if not args.json and not confirm_budget(args, loaded, folder, requested, store, device):
+        print("neuronscope: not started", file=sys.stderr)
+        return 1
     if args.queue:
         return enqueue_analysis(args, settings, database, loaded, folder, requested)
     started = time.perf_counter()
@@ -185,6 +193,67 @@ def suggest_jpeg_draft(folder: ImageFolder, size: tuple[int, int], policy: Resiz
             "less, several times faster (their pixels differ slightly, so it is another run)",
             file=sys.stderr,
         )
+
+
+def confirm_budget(
+    args: argparse.Namespace,
+    loaded: Any,
+    folder: ImageFolder,
+    requested: list[str] | None,
+    store: Any,
+    device: str,
+) -> bool:
+    """Print what the run will cost (:mod:`server.runs.budget`); for a long or large one, say
+    what shrinks it and, at a terminal, ask before starting (``--yes`` does not ask)."""
+    from analysis.layers import list_layers
+    from analysis.resize import ResizePolicy
+    from server.runs.budget import estimate_run
+    from server.runs.selection import select_layers
+
+    layers = select_layers(list_layers(loaded.module, loaded.input), requested)
+    loaded.module.to(device)
+
+    def featureviz() -> float:
+        from analysis.featureviz.targets import Target
+        from analysis.featureviz.units import estimate_seconds
+        from server.featureviz.render import render_settings
+
+        settings = render_settings(featureviz_options(args))
+        return sum(
+            estimate_seconds(loaded.module, Target(layer.name), layer.channels, loaded.input,
+                             settings)
+            for layer in layers
+        )  # fmt: skip
+
+    budget = estimate_run(
+        loaded,
+        folder,
+        layers,
+        args.top_k,
+        args.batch_size,
+        indexes=not args.no_indexes,
+        policy=ResizePolicy(args.resize),
+        featureviz=featureviz if args.featureviz else None,
+        free_bytes=store.free_bytes(),
+    )
+    neurons = sum(layer.channels for layer in layers)
+    where = "a worker's device" if args.queue else device
+    print(
+        f"estimate for {len(layers)} layer(s), {neurons:,} neurons, {len(folder.images):,} "
+        f"images on {where} (from a short trial; within about a factor of 2):",
+        file=sys.stderr,
+    )
+    for line in budget.lines():
+        print(line, file=sys.stderr)
+    if not budget.large:
+        return True
+    print("that is long or large; these shrink it:", file=sys.stderr)
+    for way in budget.advice(indexes=not args.no_indexes):
+        print(f"  {way}", file=sys.stderr)
+    if args.yes or not sys.stdin.isatty():
+        return True
+    answer = input("start it? [y/N] ")
+    return answer.strip().lower() in ("y", "yes")
 
 
 def featureviz_options(args: argparse.Namespace) -> dict[str, Any]:
