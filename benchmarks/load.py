@@ -31,7 +31,6 @@ import os
 import random
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,7 +41,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from benchmarks.web import build_database
+from benchmarks.web import build_database, serving
 
 READS = ("layer table", "neuron page", "csv export", "job poll", "decomposition record")
 SORTS = ("color", "orientation", "symmetry", "class", "shape", "mean")
@@ -207,21 +206,8 @@ def main() -> None:
         probe.close()
         print(f"building a run with {args.channels} neurons …", flush=True)
         build_database(Path(tmp), channels=args.channels)
-        command = [sys.executable, "-m", "server.cli.main", "serve", "--port", str(port)]
         workers = ["--workers", str(args.workers)] if args.workers else []
-        server = subprocess.Popen(
-            [*command, *workers],
-            env={"NEURONSCOPE_DATA_DIR": tmp, "PATH": os.environ.get("PATH", "/usr/bin:/bin")},
-            stdout=subprocess.DEVNULL,
-        )
-        try:
-            base = f"http://127.0.0.1:{port}"
-            for _ in range(300):
-                try:
-                    httpx.get(base + "/", timeout=1)
-                    break
-                except httpx.TransportError:
-                    time.sleep(0.1)
+        with serving(Path(tmp), port, workers) as base:
             floor_ms = baseline(base)
             print(
                 f"{args.users} users ({args.users * 2 // 3} browsing, the rest polling) and "
@@ -231,9 +217,6 @@ def main() -> None:
             )
             record, seconds = asyncio.run(run_load(base, args))
             met = report(record, seconds, floor_ms)
-        finally:
-            server.terminate()
-            server.wait(timeout=20)
     sys.exit(0 if met else 1)
 
 

@@ -15,6 +15,7 @@ the app to the response), whose p95 has the goal < 50 ms. Needs the web stack
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import socket
 import statistics
@@ -22,7 +23,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -207,6 +210,32 @@ def _p95(values: list[float]) -> float:
     return statistics.quantiles(values, n=20)[-1]
 
 
+@contextmanager
+def serving(data_dir: Path, port: int, options: list[str]) -> Iterator[str]:
+    """``neuronscope serve`` on ``port`` over ``data_dir``, as an operator starts it; yields its
+    base URL once it answers, and stops it afterwards."""
+    server = subprocess.Popen(
+        [sys.executable, "-m", "server.cli.main", "serve", "--port", str(port), *options],
+        env={
+            "NEURONSCOPE_DATA_DIR": str(data_dir),
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        },
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(300):
+            try:
+                httpx.get(base + "/", timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        yield base
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=16)
@@ -218,28 +247,7 @@ def main() -> None:
         port = probe.getsockname()[1]
         probe.close()
         build_database(Path(tmp))
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "server.cli.main",
-                "serve",
-                "--port",
-                str(port),
-                "--workers",
-                str(args.workers),
-            ],
-            env={"NEURONSCOPE_DATA_DIR": tmp, "PATH": "/usr/bin:/bin"},
-            stdout=subprocess.DEVNULL,
-        )
-        try:
-            base = f"http://127.0.0.1:{port}"
-            for _ in range(200):
-                try:
-                    httpx.get(base + "/", timeout=1)
-                    break
-                except httpx.TransportError:
-                    time.sleep(0.1)
+        with serving(Path(tmp), port, ["--workers", str(args.workers)]) as base:
             views = {
                 "layer table, 4,096 neurons by colour (HTML, 100 rows)": (
                     f"{base}/runs/1/layers/big?_sort_desc=color"
@@ -256,9 +264,6 @@ def main() -> None:
                     f"client latency median {statistics.median(latencies):.1f} ms, "
                     f"p95 {_p95(latencies):.1f} ms"
                 )
-        finally:
-            server.terminate()
-            server.wait(timeout=10)
 
 
 if __name__ == "__main__":

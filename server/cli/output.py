@@ -45,8 +45,7 @@ def _format(value: Any) -> str:
 
 def duration(seconds: float) -> str:
     """An estimate for people: 40 s, 12 min, 3.5 h (with a hint where hours are at stake)."""
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h (a GPU worker is far faster: neuronscope worker --device cuda)"
+    from server.runs.budget import duration as plain
+
+    hint = " (a GPU worker is far faster: neuronscope worker --device cuda)"
+    return plain(seconds) + (hint if seconds >= 5400 else "")

@@ -27,7 +27,7 @@ from analysis.neuron_feature import NF_DISPLAY_LIMIT, display_image, sprite, til
 from analysis.physiology import stimulus_count
 from analysis.resize import ResizePolicy
 from analysis.sweep import loader_workers
-from server.runs.disk import feature_bytes
+from server.runs.disk import feature_bytes, readable_bytes
 from server.storage.png import encode_png
 
 LONG_SECONDS = 600.0  # over this, or over half the free disk, the user is asked to confirm
@@ -72,10 +72,12 @@ class Budget:
         width = max(len(stage.name) for stage in self.stages)
         rows = [
             f"  {stage.name:<{width}}  {duration(stage.seconds):>9}"
-            + (f"  {size(stage.bytes):>9}" if stage.bytes else "")
+            + (f"  {readable_bytes(stage.bytes):>9}" if stage.bytes else "")
             for stage in self.stages
         ]
-        total = f"  {'total':<{width}}  {duration(self.seconds):>9}  {size(self.bytes):>9}"
+        total = (
+            f"  {'total':<{width}}  {duration(self.seconds):>9}  {readable_bytes(self.bytes):>9}"
+        )
         return [*rows, total]
 
     def advice(self, indexes: bool) -> list[str]:
@@ -235,16 +237,9 @@ def _index_seconds(
 
 
 def duration(seconds: float) -> str:
-    """``"45 s"``, ``"12 min"``, ``"3.5 h"``."""
+    """An estimate for people: ``"45 s"``, ``"12 min"``, ``"3.5 h"``."""
     if seconds < 90:
         return f"{seconds:.0f} s"
     if seconds < 5400:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
-
-
-def size(count: int) -> str:
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if count >= scale:
-            return f"{count / scale:.1f} {unit}"
-    return f"{count} B"

@@ -43,15 +43,15 @@ def check_room_for_features(
     need, free = feature_bytes(layers, top_k, live), store.free_bytes()
     if need > free:
         raise StorageError(
-            f"the Neuron Features of {len(layers)} layer(s) need {_size(need)} and {store.root} "
-            f"has {_size(free)} free: choose fewer layers or a smaller --top-k, or free some "
-            "space"
+            f"the Neuron Features of {len(layers)} layer(s) need {readable_bytes(need)} and "
+            f"{store.root} has {readable_bytes(free)} free: choose fewer layers or a smaller "
+            "--top-k, or free some space"
         )
 
 
-def _size(count: int) -> str:
-    """A byte count for people: 3.2 GB, 410.0 MB, 5.1 kB."""
-    for unit, scale in (("GB", 1e9), ("MB", 1e6)):
+def readable_bytes(count: int) -> str:
+    """A byte count for people: 3.2 GB, 410.0 MB, 5.1 kB, 40 bytes."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
         if count >= scale:
             return f"{count / scale:.1f} {unit}"
-    return f"{count / 1e3:.1f} kB"
+    return f"{count} bytes"

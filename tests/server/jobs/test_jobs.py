@@ -231,12 +231,12 @@ def test_a_run_whose_features_cannot_fit_on_the_disk_fails_before_its_sweep(
 
     settings = settings_for(data_dir)
     with monkeypatch.context() as patched:
-        patched.setattr(ArtifactStore, "free_bytes", lambda self: 1000)
+        patched.setattr(ArtifactStore, "free_bytes", lambda self: 10)
         queued = queue_run(capsys, square_folder)
         drain(settings)
     sweep, merge, *_ = jobs(settings)
     assert sweep.status == "failed"
-    assert "Neuron Features of 2 layer(s) need" in sweep.error and "1.0 kB free" in sweep.error
+    assert "Neuron Features of 2 layer(s) need" in sweep.error and "10 bytes free" in sweep.error
     assert merge.status == "cancelled" and run_status(settings, queued["run"]) == "failed"
     queue_run(capsys, square_folder)  # space was freed: the same run goes through
     drain(settings)
