@@ -14,7 +14,6 @@ from server.jobs.planning import plan_composition
 from server.jobs.read import last_asked
 from server.runs.read import get_layer, get_run
 from server.storage.errors import NotFoundError
-from server.storage.schema import JOB_ACTIVE
 from server.web.deps import (
     Channel,
     ChannelRef,
@@ -26,6 +25,7 @@ from server.web.deps import (
 )
 from server.web.errors import RequestError
 from server.web.forms import OptionalFormText
+from server.web.jobs import not_ready
 from server.web.security import check_write_access, forms_router, see_other
 from server.web.twins import Data, fragment, page_router
 
@@ -162,17 +162,7 @@ def api_composition(
         return JSONResponse(data["result"])
     if data["request"]["source"] is None:
         raise RequestError(f"{layer_name} is the first analysed layer: nothing lies below it")
-    active = [job for job in data["jobs"] if job["status"] in JOB_ACTIVE]
-    if active:
-        return JSONResponse({"status": active[0]["status"], "job": active[0]["id"]}, 202)
-    raise NotFoundError(
-        "this composition has not been computed; POST to this URL to queue it"
-        + (
-            f"; the last try failed: {_first_line(data['jobs'][0]['error'])}"
-            if data["jobs"]
-            else ""
-        )
-    )
+    return not_ready(data["jobs"][0] if data["jobs"] else None, "this composition")
 
 
 @api.post(
@@ -193,7 +183,3 @@ def api_compose(
     check_write_access(request)
     queued = queue_composition(submitter, run_id, layer_name, channel, source, mode, depth)
     return JSONResponse(queued, status_code=202 if queued.get("status") == "queued" else 200)
-
-
-def _first_line(text: str | None) -> str:
-    return (text or "no reason given").split("\n", 1)[0]

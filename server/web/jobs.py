@@ -6,13 +6,15 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.orm import Session
 
 from server.jobs.read import get_job, job_record, list_jobs, list_workers
 from server.jobs.state import request_cancel
+from server.storage.errors import NotFoundError
 from server.storage.schema import JOB_ACTIVE
 from server.web.deps import MAX_ID, JobId, JobRef, SessionDep, SettingsDep
+from server.web.errors import RequestError
 from server.web.forms import OptionalFormText
 from server.web.security import check_write_access, forms_router, see_other
 from server.web.twins import Data, Page, page_router
@@ -44,6 +46,18 @@ def jobs_data(session: Session, timeout: float, active: bool, run: int | None) -
         "polling": any(job["status"] in JOB_ACTIVE for job in jobs),
         "poll_url": "/jobs" + (f"?{query}" if query else ""),
     }
+
+
+def not_ready(job: Data | None, what: str) -> Response:
+    """What a read-only GET answers for something computed on request that is not stored yet:
+    202 while ``job`` computes it, 409 with the reason when its last try failed, 404 when no one
+    has asked (the same URL takes a POST to ask)."""
+    if job and job["status"] == "failed":
+        reason = (job["error"] or "no reason given").split("\n", 1)[0]
+        raise RequestError(f"{what} could not be computed: {reason}; POST to try again", 409)
+    if job:
+        return JSONResponse({"status": job["status"], "job": job["id"]}, status_code=202)
+    raise NotFoundError(f"{what} has not been computed; POST to this URL to compute it")
 
 
 def cancel_job(session: Session, job_id: int) -> dict[str, Any]:

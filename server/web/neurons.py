@@ -30,6 +30,7 @@ from server.web.deps import (
 from server.web.errors import RequestError
 from server.web.featureviz import featureviz_section
 from server.web.forms import OptionalFormText
+from server.web.jobs import not_ready
 from server.web.layers import INDEX_LABELS
 from server.web.security import check_write_access, forms_router, see_other
 from server.web.twins import Data, Page, page_router
@@ -172,12 +173,7 @@ def api_nf_array(
     if neuron.dead:
         raise NotFoundError(f"{layer_name} channel {channel} never fires: it has no NF")
     job = last_asked(session, run_id, "nf_array", {"layer": layer_name, "channel": channel})
-    if job and job["status"] == "failed":
-        reason = (job["error"] or "no reason given").split("\n", 1)[0]
-        raise RequestError(f"the float NF could not be computed: {reason}", 409)
-    if job:
-        return JSONResponse({"status": job["status"], "job": job["id"]}, status_code=202)
-    raise NotFoundError("the float NF has not been computed; POST to this URL to compute it")
+    return not_ready(job, "the float NF")
 
 
 @api.post(NF_ARRAY_PATH, summary="Compute the neuron's float NF (a worker reads its top images)")
