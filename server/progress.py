@@ -8,11 +8,13 @@ from typing import Protocol
 
 class Progress(Protocol):
     """Reports long work: ``start`` a stage of ``total`` steps (counted in ``unit``, such as
-    ``images``), then ``update`` done counts."""
+    ``images``), then ``update`` done counts; ``note`` a line to keep in view."""
 
     def start(self, stage: str, total: int, unit: str = "") -> None: ...
     def update(self, done: int) -> None: ...
     def finish(self) -> None: ...
+    def note(self, text: str) -> None:
+        """A line that stays beside the stages' progress (a run's estimated cost)."""
 
 
 class SilentProgress:
@@ -23,4 +25,7 @@ class SilentProgress:
         pass
 
     def finish(self) -> None:
+        pass
+
+    def note(self, text: str) -> None:
         pass

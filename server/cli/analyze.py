@@ -206,35 +206,21 @@ def confirm_budget(
     """Print what the run will cost (:mod:`server.runs.budget`); for a long or large one, say
     what shrinks it and, at a terminal, ask before starting (``--yes`` does not ask)."""
     from analysis.layers import list_layers
-    from analysis.resize import ResizePolicy
-    from server.runs.budget import estimate_run
+    from server.jobs.estimate import run_budget
     from server.runs.selection import select_layers
 
     layers = select_layers(list_layers(loaded.module, loaded.input), requested)
-    loaded.module.to(device)
-
-    def featureviz() -> float:
-        from analysis.featureviz.targets import Target
-        from analysis.featureviz.units import estimate_seconds
-        from server.featureviz.render import render_settings
-
-        settings = render_settings(featureviz_options(args))
-        return sum(
-            estimate_seconds(loaded.module, Target(layer.name), layer.channels, loaded.input,
-                             settings)
-            for layer in layers
-        )  # fmt: skip
-
-    budget = estimate_run(
+    budget = run_budget(
         loaded,
         folder,
         layers,
         args.top_k,
         args.batch_size,
+        args.resize,
         indexes=not args.no_indexes,
-        policy=ResizePolicy(args.resize),
-        featureviz=featureviz if args.featureviz else None,
-        free_bytes=store.free_bytes(),
+        featureviz=featureviz_options(args) if args.featureviz else None,
+        store=store,
+        device=device,
     )
     neurons = sum(layer.channels for layer in layers)
     where = "a worker's device" if args.queue else device

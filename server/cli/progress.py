@@ -31,6 +31,10 @@ class TerminalProgress:
             if note:
                 self._bar.set_postfix_str(note)
 
+    def note(self, text: str) -> None:
+        if self.enabled:
+            tqdm.write(text, file=sys.stderr)
+
     def finish(self) -> None:
         if self._bar is not None:
             self._bar.close()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select
@@ -30,9 +29,10 @@ from server.featureviz.render import (
     render_settings,
     unit_count,
 )
-from server.progress import Progress
+from server.jobs.context import JobContext
+from server.jobs.estimate import note_run_estimate, run_estimate
 from server.runs.disk import check_room_for_features
-from server.runs.inputs import ModelCache, RunInputError, open_run_inputs
+from server.runs.inputs import RunInputError, open_run_inputs
 from server.runs.nf_arrays import FloatFeatures
 from server.runs.register import register_dataset, register_model
 from server.runs.stages import (
@@ -43,20 +43,7 @@ from server.runs.stages import (
     sweep_stats,
 )
 from server.storage.artifacts import ArtifactStore
-from server.storage.db import Database
 from server.storage.schema import Decomposition, Job, Neuron, Run, Upload
-
-
-@dataclass
-class JobContext:
-    """What a handler gets: its job (a detached copy), storage, and where to report progress."""
-
-    job: Job
-    database: Database
-    store: ArtifactStore
-    settings: AnalysisSettings
-    progress: Progress
-    models: ModelCache = field(default_factory=ModelCache)
 
 
 def run_sweep_shard(context: JobContext) -> dict[str, Any]:
@@ -70,6 +57,9 @@ def run_sweep_shard(context: JobContext) -> dict[str, Any]:
         run = _run_of(session, context.job)
         inputs = open_run_inputs(run, context.models)
     check_room_for_features(context.store, inputs.layers, run.params["top_k"])
+    estimate = None
+    if params["start"] == 0 and context.job.attempts <= 1:
+        estimate = note_run_estimate(context, run, inputs, params["batch_size"])
     # No transaction stays open through the sweep, which only reads images.
     started = time.perf_counter()
     result = sweep_images(
@@ -87,6 +77,7 @@ def run_sweep_shard(context: JobContext) -> dict[str, Any]:
         "shard": key,
         "seconds": round(time.perf_counter() - started, 3),
         "device": settings.device,
+        **({"estimate": estimate} if estimate else {}),
     }
 
 
@@ -306,6 +297,7 @@ HANDLERS: dict[str, Callable[[JobContext], dict[str, Any]]] = {
     "nf_array": run_nf_array,
     "register_model": run_register_model,
     "register_dataset": run_register_dataset,
+    "estimate": run_estimate,
 }
 
 

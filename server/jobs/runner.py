@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from sqlalchemy import update
 
 from server.jobs import state
-from server.jobs.handlers import HANDLERS, JobContext
+from server.jobs.context import JobContext
+from server.jobs.handlers import HANDLERS
 from server.runs.inputs import ModelCache
 from server.runs.stages import AnalysisSettings
 from server.storage.artifacts import ArtifactStore
@@ -83,6 +84,7 @@ class JobProgress:
         self._stage = ""
         self._total = 1
         self._unit = ""
+        self._note = ""
         self._started = time.perf_counter()
 
     def start(self, stage: str, total: int, unit: str = "") -> None:
@@ -98,7 +100,13 @@ class JobProgress:
         self.monitor.progress = min(done / self._total, 1.0)
         self.monitor.message = (
             f"{self._stage}: {done:,} of {self._total:,}{self._unit}{self._pace(done)}"
+            + (f"\n{self._note}" if self._note else "")
         )
+
+    def note(self, text: str) -> None:
+        """Kept under every later message of the job (the line a user should not miss)."""
+        self._note = text
+        self.monitor.message = text
 
     def _pace(self, done: int) -> str:
         """Items per second and the time left, so a user sees which stage is slow."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,6 +29,7 @@ from analysis.physiology import stimulus_count
 from analysis.resize import ResizePolicy
 from analysis.sweep import loader_workers
 from server.runs.disk import feature_bytes, readable_bytes
+from server.runs.features import feature_processes
 from server.storage.png import encode_png
 
 LONG_SECONDS = 600.0  # over this, or over half the free disk, the user is asked to confirm
@@ -80,14 +82,53 @@ class Budget:
         )
         return [*rows, total]
 
-    def advice(self, indexes: bool) -> list[str]:
-        """Which options shrink a large run."""
+    def advice(self, indexes: bool, flags: bool = True) -> list[str]:
+        """Which options shrink a large run: as the CLI's flags, or as the new-run form's
+        fields (``flags=False``)."""
+        if not flags:
+            ways = [
+                "fewer layers, or earlier ones (a late layer's windows are the largest)",
+                "a smaller top-K (every stage after the sweep is in proportion to it)",
+            ]
+            if indexes:
+                ways.append("no selectivity indexes (a later run with them adds them)")
+            return [*ways, "a GPU worker (`neuronscope worker --device cuda`)"]
         ways = ["--layers (fewer, or earlier: a late layer's windows are the largest)"]
         ways.append("--top-k (every stage after the sweep is in proportion to it)")
         if indexes:
             ways.append("--no-indexes (they can be added later by analysing again without it)")
         ways.append("a GPU worker (--queue, then `neuronscope worker --device cuda`)")
         return ways
+
+    def headline(self) -> str:
+        """One line: each stage's time (and disk), then the total."""
+        stages = " · ".join(
+            f"{stage.name} {duration(stage.seconds)}"
+            + (f" ({readable_bytes(stage.bytes)})" if stage.bytes else "")
+            for stage in self.stages
+        )
+        return f"{stages} · total {duration(self.seconds)}, {readable_bytes(self.bytes)}"
+
+    def record(self) -> dict[str, Any]:
+        """The estimate as a job stores it (JSON), its figures also worded for people."""
+        return {
+            "stages": [
+                {
+                    "name": stage.name,
+                    "seconds": round(stage.seconds, 2),
+                    "bytes": stage.bytes,
+                    "time": duration(stage.seconds),
+                    "disk": readable_bytes(stage.bytes) if stage.bytes else "",
+                }
+                for stage in self.stages
+            ],
+            "seconds": round(self.seconds, 2),
+            "bytes": self.bytes,
+            "time": duration(self.seconds),
+            "disk": readable_bytes(self.bytes),
+            "free_disk": readable_bytes(self.free_bytes) if self.free_bytes is not None else None,
+            "large": self.large,
+        }
 
 
 def estimate_run(
@@ -112,7 +153,9 @@ def estimate_run(
     loaders = max(1, loader_workers(device) or 1)
     budget = Budget(free_bytes=free_bytes)
     budget.stages.append(Stage("sweep", cold + count * max(forward, decode / loaders)))
+    neurons = sum(layer.channels for layer in layers)
     nf_seconds = sum(layer.channels * _neuron_feature_seconds(layer, top_k) for layer in layers)
+    nf_seconds /= feature_processes(str(device), neurons)
     budget.stages.append(Stage("Neuron Features", nf_seconds, feature_bytes(layers, top_k)))
     if indexes:
         truncated = _truncated_seconds(loaded, layers)

@@ -9,7 +9,7 @@ failure are harmless orphans, and a failed run is cleared and recomputed next ti
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
@@ -35,7 +35,6 @@ from server.runs.register import RunParams, find_or_create_run, register_dataset
 from server.runs.selection import select_layers
 from server.runs.stored import load_layer_topk
 from server.runs.write import (
-    StoredNeuron,
     clear_run_layers,
     store_layer_indexes,
     store_sweep_results,
@@ -49,7 +48,6 @@ class AnalysisTimings:
     sweep_s: float = 0.0
     features_s: float = 0.0
     indexes_s: float = 0.0
-    per_layer: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -173,33 +171,26 @@ def store_features(
     progress: Progress,
     device: str = "cpu",
     decoded: DecodedImages | None = None,
-) -> dict[str, float]:
+) -> None:
     """NFs and sprites of every layer, then the run's layers, neurons and top activations.
 
     Layers stored by an earlier, interrupted attempt are replaced (the caller commits once), so
-    repeating this is harmless. Returns seconds per layer.
+    repeating this is harmless.
     """
     trimmed = {name: topk.trimmed() for name, topk in result.layers.items()}
     live = {name: int((~topk.dead).sum()) for name, topk in trimmed.items()}
     check_room_for_features(store, layers, run.params["top_k"], live)
     decoded = decoded or DecodedImages.of_run(folder, loaded.input, run)
-    neurons: dict[str, dict[int, StoredNeuron]] = {}
-    seconds: dict[str, float] = {}
-    progress.start("neuron features", sum(layer.channels for layer in layers), "neurons")
-    done = 0
-    for layer in layers:
-        started = time.perf_counter()
-        neurons[layer.name] = compute_neuron_features(
-            layer,
-            trimmed[layer.name],
-            decoded,
-            store,
-            device,
-            lambda finished, base=done: progress.update(base + finished),
-        )
-        seconds[layer.name] = time.perf_counter() - started
-        done += layer.channels
-        progress.update(done)
+    live_total = sum(live[layer.name] for layer in layers)
+    progress.start("neuron features", live_total, "neurons")
+    neurons = compute_neuron_features(
+        [(layer, trimmed[layer.name]) for layer in layers],
+        decoded,
+        store,
+        device,
+        progress.update,
+    )
+    progress.update(live_total)
     progress.finish()
     clear_run_layers(session, run)
     store_sweep_results(
@@ -212,7 +203,6 @@ def store_features(
     )
     session.flush()
     session.refresh(run)
-    return seconds
 
 
 def sweep_stats(result: SweepResult, folder: ImageFolder, settings: AnalysisSettings) -> dict:
@@ -250,7 +240,7 @@ def analyze_run(
     timings.sweep_s = time.perf_counter() - started
 
     started = time.perf_counter()
-    timings.per_layer = store_features(
+    store_features(
         session, run, loaded, folder, layers, result, store, progress, settings.device, decoded
     )
     timings.features_s = time.perf_counter() - started

@@ -9,13 +9,14 @@ of the dashboard and of a worker.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
+import itertools
 import os
 import re
 import shutil
 import socket
-import tempfile
 import time
 from pathlib import Path
 
@@ -33,6 +34,7 @@ FOREIGN_PARTIAL_AGE = 24 * 3600.0
 class ArtifactStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+        self._folders: set[str] = set()  # fan-out folders known to exist
 
     def path(self, key: str) -> Path:
         """Where ``key`` (``<sha256>.<ext>``) lives: fanned out by its first two hex digits."""
@@ -44,7 +46,11 @@ class ArtifactStore:
         return self.put_parts([data], suffix)
 
     def put_parts(self, parts: list[bytes | memoryview], suffix: str) -> str:
-        """Store the concatenation of ``parts`` without joining them in memory first."""
+        """Store the concatenation of ``parts`` without joining them in memory first.
+
+        A run writes two files a neuron, so this does little besides: its fan-out folders are
+        made once, and the temporary file is named here (``tempfile`` draws random names and
+        retries)."""
         digest = hashlib.sha256()
         for part in parts:
             digest.update(part)
@@ -52,16 +58,20 @@ class ArtifactStore:
         target = self.path(key)
         if target.exists():
             return key
-        target.parent.mkdir(parents=True, exist_ok=True)
-        prefix = f"{PARTIAL}{_machine()}-{os.getpid()}-"
-        handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=prefix)
+        if key[:2] not in self._folders:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self._folders.add(key[:2])
+        # this machine, process and serial: no other writer uses the name (one left by a dead
+        # process that had this pid is stale, and truncated)
+        temporary = target.parent / f"{PARTIAL}{_machine()}-{os.getpid()}-{next(_SERIAL)}"
+        handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             with os.fdopen(handle, "wb") as file:
                 for part in parts:
                     file.write(part)
-            Path(temporary).replace(target)
+            temporary.replace(target)
         except BaseException:
-            Path(temporary).unlink(missing_ok=True)
+            temporary.unlink(missing_ok=True)
             raise
         return key
 
@@ -113,6 +123,10 @@ class ArtifactStore:
         return shutil.disk_usage(existing).free
 
 
+_SERIAL = itertools.count()  # temporary files' last name part (next() is atomic in CPython)
+
+
+@functools.cache
 def _machine() -> str:
     """This machine's name as a file-name part (no dashes, which separate the parts)."""
     return re.sub(r"[^A-Za-z0-9]", "_", socket.gethostname())[:64] or "host"

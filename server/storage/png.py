@@ -5,6 +5,11 @@ Pillow picks a filter per row by trying all five, which cost most of a display i
 encoding (2.5 of 3.3 ms for a 211×211 Neuron Feature). The smooth images stored here compress
 as well with the Up filter (each row minus the one above) and zlib's RLE strategy: 0.6–0.9 ms,
 and files 0–15 % smaller than Pillow's at level 1 on ResNet-18's NFs.
+
+The deflate stream comes from Intel's ISA-L (the ``isal`` package) where it installs: on
+ResNet-50's NFs it is 4.2× faster than zlib's RLE at level 1 (0.13 against 0.56 ms a 214×214
+image) for files 2 % larger, and its output is an ordinary zlib stream. zlib remains the
+fallback (a platform without the wheel), with the same pixels either way.
 """
 
 from __future__ import annotations
@@ -13,6 +18,11 @@ import struct
 import zlib
 
 import numpy as np
+
+try:
+    from isal import isal_zlib
+except ImportError:  # no wheel for this platform: zlib writes the same pixels, slower
+    isal_zlib = None
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 COLOUR_TYPES = {1: 0, 3: 2, 4: 6}  # channels → PNG colour type: grey, RGB, RGBA
@@ -32,10 +42,17 @@ def encode_png(pixels: np.ndarray, level: int = 1) -> bytes:
     filtered[:, 0] = UP
     filtered[0, 1:] = rows[0]  # the row above the first is zeros
     np.subtract(rows[1:], rows[:-1], out=filtered[1:, 1:])  # uint8 arithmetic wraps
-    deflate = zlib.compressobj(level, zlib.DEFLATED, zlib.MAX_WBITS, 9, zlib.Z_RLE)
-    data = deflate.compress(filtered.data) + deflate.flush()
+    data = _deflated(filtered, level)
     header = struct.pack(">IIBBBBB", width, height, 8, COLOUR_TYPES[channels], 0, 0, 0)
     return SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", data) + _chunk(b"IEND", b"")
+
+
+def _deflated(data: np.ndarray, level: int) -> bytes:
+    """``data`` as a zlib stream: ISA-L's at ``level`` (it has levels 0–3) where installed."""
+    if isal_zlib is not None:
+        return isal_zlib.compress(data.data, min(level, 3))
+    deflate = zlib.compressobj(level, zlib.DEFLATED, zlib.MAX_WBITS, 9, zlib.Z_RLE)
+    return deflate.compress(data.data) + deflate.flush()
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Query, Request
+from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from sqlalchemy import select
@@ -20,7 +20,7 @@ from analysis.resize import ResizePolicy
 from server.decompositions.read import list_decompositions
 from server.jobs.planning import PlanOptions, plan_analysis
 from server.jobs.read import job_record, list_workers, run_stages
-from server.jobs.state import stop_run
+from server.jobs.state import JobSpec, stop_run, submit
 from server.runs.read import (
     get_run,
     layer_summary,
@@ -134,8 +134,9 @@ class RunBody(BaseModel):
 Planned = tuple[int, list[Job], list[int]]
 
 
-def start_run(session: Session, request: RunBody) -> Planned:
-    """Create (or find) the run and plan its jobs; returns the run id, its jobs, ids to send."""
+def checked_run(session: Session, request: RunBody) -> tuple[Model, Dataset, tuple[str, ...]]:
+    """The model, image folder and layers (in the model's order) ``request`` names, each
+    checked: a bad value is refused with its reason."""
     model = session.get(Model, request.model)
     if model is None or not model.layers:
         raise RequestError(f"no registered model {request.model}", 404)
@@ -161,7 +162,12 @@ def start_run(session: Session, request: RunBody) -> Planned:
         if not known[name]["hookable"]:
             raise RequestError(f"layer {name!r} runs several times per forward pass")
     order = list(known)
-    layers = tuple(sorted(set(chosen), key=order.index))
+    return model, dataset, tuple(sorted(set(chosen), key=order.index))
+
+
+def start_run(session: Session, request: RunBody) -> Planned:
+    """Create (or find) the run and plan its jobs; returns the run id, its jobs, ids to send."""
+    model, dataset, layers = checked_run(session, request)
     params = RunParams(layers, request.top_k, request.resize, request.jpeg_draft)
     run, _finished = find_or_create_run(session, model, dataset, params, clear=False)
     options = PlanOptions(
@@ -170,6 +176,27 @@ def start_run(session: Session, request: RunBody) -> Planned:
     jobs, to_send = plan_analysis(session, run, options)
     session.flush()
     return run.id, jobs, to_send
+
+
+def estimate_cost(session: Session, request: RunBody) -> tuple[Job, bool]:
+    """The job that measures what the run ``request`` describes would cost, on a worker's
+    device (asked again, it measures again)."""
+    model, dataset, layers = checked_run(session, request)
+    params = {
+        "model": model.id,
+        "dataset": dataset.id,
+        "layers": list(layers),
+        "top_k": request.top_k,
+        "resize": request.resize,
+        "batch_size": request.batch_size,
+        "indexes": request.indexes,
+        "featureviz": request.featureviz,
+    }
+    job, ready = submit(
+        session, JobSpec(kind="estimate", identity=params, params=params, repeatable=True)
+    )
+    session.flush()
+    return job, ready
 
 
 def resume_run(session: Session, run_id: int) -> Planned:
@@ -241,10 +268,8 @@ def run_page(
     return RUN.render(request, run_data(session, run_id, settings.heartbeat_timeout))
 
 
-@forms.post("/runs")
-def start_run_form(
+def run_form(
     request: Request,
-    submit: SubmitDep,
     model: FormText,
     dataset: FormText,
     layers: Annotated[list[str] | None, Form()] = None,
@@ -256,9 +281,11 @@ def start_run_form(
     indexes: OptionalFormText = None,
     featureviz: OptionalFormText = None,
     token: OptionalFormText = None,
-) -> Response:
+) -> RunBody:
+    """The new-run form's fields as a run request (its token checked first)."""
     check_write_access(request, token)
-    body = RunBody.model_construct(
+    request.state.token = token
+    return RunBody.model_construct(
         model=required_int(model, "the model"),
         dataset=required_int(dataset, "the image folder"),
         layers=list(layers or []),
@@ -270,8 +297,23 @@ def start_run_form(
         indexes=bool(indexes),
         featureviz=bool(featureviz),
     )
+
+
+RunForm = Annotated[RunBody, Depends(run_form)]
+
+
+@forms.post("/runs")
+def start_run_form(request: Request, submit: SubmitDep, body: RunForm) -> Response:
     run_id = submit_run(submit, lambda session: start_run(session, body))["run"]
-    return see_other(request, f"/runs/{run_id}", token)
+    return see_other(request, f"/runs/{run_id}", request.state.token)
+
+
+@forms.post("/runs/estimate")
+def estimate_form(request: Request, submit: SubmitDep, body: RunForm) -> Response:
+    """The new-run form's "estimate the cost" button: the job's page shows the figures (and
+    the form shows that part of it under itself)."""
+    job = submit.job(lambda session: estimate_cost(session, body))
+    return see_other(request, f"/jobs/{job['id']}", request.state.token)
 
 
 @forms.post("/runs/{run_id}/cancel")
@@ -308,6 +350,16 @@ def api_run(session: SessionDep, settings: SettingsDep, run_id: RunId) -> dict[s
 def api_start_run(request: Request, submit: SubmitDep, body: RunBody) -> dict[str, Any]:
     check_write_access(request)
     return submit_run(submit, lambda session: start_run(session, body))
+
+
+@api.post(
+    "/runs/estimate",
+    summary="Measure what a run would cost (a worker's short trial): returns the job, whose "
+    "result holds each stage's time and disk",
+)
+def api_estimate(request: Request, submit: SubmitDep, body: RunBody) -> dict[str, Any]:
+    check_write_access(request)
+    return submit.job(lambda session: estimate_cost(session, body))
 
 
 @api.post("/runs/{run_id}/resume", summary="Queue a failed or cancelled run again")
