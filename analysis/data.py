@@ -22,6 +22,8 @@ from torch.utils.data import Dataset
 
 from analysis.resize import InputMap, ResizePolicy
 
+FILTERS = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}  # a policy's resampling
+
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
 )
@@ -113,10 +115,10 @@ def load_pixels(
     """Decode ``path`` as a uint8 (height, width, 3) RGB array at the model's input size (a
     quarter of the float array's memory, for caches).
 
-    ``size`` is (height, width), or one int for a square. Bilinear resampling in Pillow low-pass
-    filters when shrinking (antialiasing), as docs/algorithms.md §1 asks. ``grey`` reads the
-    image as a greyscale model sees it (luminance, R = G = B), so its patches and NFs show what
-    it saw.
+    ``size`` is (height, width), or one int for a square. Pillow's resampling (bilinear, or the
+    policy's bicubic) low-pass filters when shrinking (antialiasing), as docs/algorithms.md §1 asks.
+    ``grey`` reads the image as a greyscale model sees it (luminance, R = G = B), so its patches and
+    NFs show what it saw.
 
     ``draft`` lets a JPEG decode at the smallest DCT scale (1/2, 1/4 or 1/8) that still covers
     the size it is resized to, which libjpeg does from fewer coefficients: a 12-megapixel photo
@@ -125,6 +127,7 @@ def load_pixels(
     the image's extent maps to the same place either way, and other formats decode in full.
     """
     height, width = (size, size) if isinstance(size, int) else size
+    policy = ResizePolicy.of(policy)
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         with Image.open(path) as image:
@@ -132,8 +135,8 @@ def load_pixels(
             drafted = image.draft(image.mode, placed.resized) if draft else None
             extent = drafted[1] if drafted else None  # the full image, in the decoded pixels
             image = _in_mode(_in_mode(image, "L"), "RGB") if grey else _in_mode(image, "RGB")
-            image = image.resize(placed.resized, Image.BILINEAR, box=extent)
-            if policy is ResizePolicy.CENTER_CROP:
+            image = image.resize(placed.resized, FILTERS[policy.interpolation], box=extent)
+            if policy.crops:
                 image = image.crop(placed.crop)
             return np.array(image, dtype=np.uint8)  # writable: torch wraps it as is
 

@@ -2,7 +2,11 @@
 
 A model spec is one of:
 
-- ``torchvision:NAME``: any torchvision classification architecture (random init unless weights);
+- ``torchvision:NAME``: any torchvision classification architecture (random init unless weights:
+  a file, or the name of torchvision's pretrained weights, ``IMAGENET1K_V2`` or ``DEFAULT``, read
+  from the torch hub cache, :mod:`analysis.zoo`);
+- ``timm:NAME`` or ``timm:NAME.TAG``: any timm model; with a pretrained tag, its weights from the
+  Hugging Face hub cache; its input configuration either way (timm is an optional extra);
 - a path to a ``torch.export`` program (``.pt2``, saved with ``torch.export.save``). TorchScript
   files are refused with an explanation: loaded TorchScript modules silently ignore forward
   hooks, and ``torch.jit`` is deprecated;
@@ -21,6 +25,7 @@ import pickle
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -29,10 +34,20 @@ from analysis.metadata import (
     META_INPUT_CHANNELS,
     META_INPUT_SIZE,
     META_MEAN,
+    META_RESIZE,
     META_STD,
 )
+from analysis.resize import ResizePolicy
 from analysis.safetensors_io import SafetensorsError, load_safetensors
 
+if TYPE_CHECKING:
+    from analysis.zoo import Pretrained
+
+# torchvision's own DenseNet checkpoints name "norm.1" what the module calls "norm1" (torchvision
+# renames them on load the same way).
+_DENSENET_KEY = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$"
+)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # A greyscale model's defaults: ImageNet's statistics of the luminance below.
@@ -164,9 +179,22 @@ class LoadedModel:
     weights_sha256: str
     metadata: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def resize(self) -> ResizePolicy:
+        """How the model wants an image file resized: its zoo configuration's evaluation
+        transform, or the whole image squeezed to the input."""
+        return ResizePolicy.of(self.metadata.get(META_RESIZE, "whole"))
+
 
 def build_architecture(spec: str) -> nn.Module:
     """Instantiate the network named by ``spec`` (see the module docstring)."""
+    if spec.startswith("timm:"):
+        from analysis.zoo import ZooError, timm_zoo
+
+        try:
+            return timm_zoo.build(spec.removeprefix("timm:"))
+        except ZooError as error:
+            raise ModelError(str(error)) from None
     if spec.startswith("torchvision:"):
         # Imported here, not at the top: torchvision's ``ops`` import ``torch._dynamo``, a
         # second of start-up that a model of one's own never needs.
@@ -282,8 +310,18 @@ def load_model(
         torch.manual_seed(seed)
         module = build_architecture(spec)
     metadata: dict[str, str] = {}
-    if weights is not None:
+    pretrained = _zoo_weights(module, spec, weights)
+    if pretrained is not None:
+        state, metadata, weights = pretrained.state, pretrained.metadata, pretrained.path
+    elif weights is not None:
         state, metadata = read_state_dict(Path(weights))
+    if spec.startswith("timm:"):
+        from analysis.zoo import timm_zoo
+
+        metadata = {**timm_zoo.preprocessing(module), **metadata}
+    if weights is not None:
+        if spec.startswith("torchvision:densenet"):
+            state = {_DENSENET_KEY.sub(r"\1\2", key): value for key, value in state.items()}
         try:
             module.load_state_dict(state, strict=True)
         except RuntimeError as error:
@@ -309,6 +347,27 @@ def load_model(
         weights_sha256=weights_sha256(module),
         metadata=metadata,
     )
+
+
+def _zoo_weights(module: nn.Module, spec: str, weights: str | Path | None) -> Pretrained | None:
+    """Pretrained weights from a zoo's local cache: a ``timm:NAME.TAG`` spec's (unless a file
+    is given), or torchvision's named by ``weights`` (``IMAGENET1K_V2``, ``DEFAULT``)."""
+    from analysis.zoo import ZooError
+
+    try:
+        if spec.startswith("timm:") and weights is None:
+            from analysis.zoo import timm_zoo
+
+            name = spec.removeprefix("timm:")
+            return timm_zoo.pretrained(module, name) if timm_zoo.has_tag(name) else None
+        if spec.startswith("torchvision:") and weights is not None:
+            from analysis.zoo import torchvision_zoo
+
+            if torchvision_zoo.is_weights_name(str(weights)):
+                return torchvision_zoo.pretrained(spec.removeprefix("torchvision:"), str(weights))
+    except ZooError as error:
+        raise ModelError(str(error)) from None
+    return None
 
 
 def input_channels(module: nn.Module) -> int:

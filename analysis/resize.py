@@ -1,24 +1,82 @@
 """How an image file becomes a model input, and where its pixels land (docs/algorithms.md §1).
 
 Two policies: ``whole`` squeezes the whole image to the input's height × width; ``center-crop``
-scales it, keeping its aspect, to the smallest size that covers the input, then keeps the
-centre. :class:`InputMap` maps points and windows both ways between the image file's own pixels
-and the model's input pixels. The loader resizes by it, decompositions report their windows in
-the uploaded image's pixels by it, and the web finds the map position under a clicked pixel by
-it, so the three always agree. Plain Python: the web process imports it without torch.
+scales it, keeping its aspect, to cover the input (or to a zoo model's own resize size), then keeps
+the centre. :class:`InputMap` maps points and windows both ways between the image file's own pixels
+and the model's input pixels. The loader resizes by it, decompositions report their windows in the
+uploaded image's pixels by it, and the web finds the map position under a clicked pixel by it, so
+the three always agree. Plain Python: the web process imports it without torch.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
+from typing import ClassVar
+
+MODES = ("whole", "center-crop")
+INTERPOLATIONS = ("bilinear", "bicubic")
 
 
-class ResizePolicy(StrEnum):
-    """How a raw image becomes a model input of (height, width)."""
+@dataclass(frozen=True)
+class ResizePolicy:
+    """How a raw image becomes a model input of (height, width).
 
-    WHOLE = "whole"  # the whole image squeezed to height x width
-    CENTER_CROP = "center-crop"  # scaled to cover height x width, then the central part
+    ``whole`` squeezes the image to the input; ``center-crop`` scales it, keeping its aspect,
+    so its shorter side is ``resize_to`` (at least enough to cover the input; None: just
+    enough), then keeps the centre. A zoo model's evaluation transform is one of these:
+    torchvision's ResNet-50 V2 weights resize to 232 and crop 224, bilinear; timm's resize to
+    ⌊224 / crop_pct⌋, mostly bicubic. Written as text in a run's parameters (:attr:`value`):
+    ``whole``, ``center-crop``, ``center-crop 232``, ``center-crop 235 bicubic``.
+    """
+
+    mode: str = "whole"
+    resize_to: int | None = None
+    interpolation: str = "bilinear"
+
+    WHOLE: ClassVar[ResizePolicy]
+    CENTER_CROP: ClassVar[ResizePolicy]
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"resize must be {' or '.join(MODES)}, not {self.mode!r}")
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"interpolation must be {' or '.join(INTERPOLATIONS)}")
+        if self.resize_to is not None and (self.mode != "center-crop" or self.resize_to < 1):
+            raise ValueError("only a centre crop resizes to a size first, of at least 1 px")
+
+    @classmethod
+    def of(cls, text: str | ResizePolicy) -> ResizePolicy:
+        """Parse :attr:`value`'s text (a policy passes through); ValueError names the problem."""
+        if isinstance(text, ResizePolicy):
+            return text
+        mode, *rest = str(text).split() or [""]
+        resize_to, interpolation = None, "bilinear"
+        for part in rest:
+            if part.isdigit():
+                resize_to = int(part)
+            else:
+                interpolation = part
+        return cls(mode, resize_to, interpolation)
+
+    @property
+    def value(self) -> str:
+        words = [self.mode]
+        if self.resize_to is not None:
+            words.append(str(self.resize_to))
+        if self.interpolation != "bilinear":
+            words.append(self.interpolation)
+        return " ".join(words)
+
+    @property
+    def crops(self) -> bool:
+        return self.mode == "center-crop"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+ResizePolicy.WHOLE = ResizePolicy()
+ResizePolicy.CENTER_CROP = ResizePolicy("center-crop")
 
 
 @dataclass(frozen=True)
@@ -46,17 +104,21 @@ class InputMap:
         input of ``input_size`` = (height, width), or one int for a square input (decompositions
         stored before non-square input hold one)."""
         height, width = (input_size, input_size) if isinstance(input_size, int) else input_size
-        return cls(image_size[0], image_size[1], height, width, ResizePolicy(policy))
+        return cls(image_size[0], image_size[1], height, width, ResizePolicy.of(policy))
 
     @property
     def scale(self) -> float:
-        """The centre crop's one scaling factor: the smallest that covers the input."""
-        return max(self.input_height / self.height, self.input_width / self.width)
+        """The centre crop's one scaling factor: the smallest that covers the input, or more to
+        bring the shorter side to the policy's ``resize_to``."""
+        cover = max(self.input_height / self.height, self.input_width / self.width)
+        if self.policy.resize_to is None:
+            return cover
+        return max(cover, self.policy.resize_to / min(self.height, self.width))
 
     @property
     def resized(self) -> tuple[int, int]:
         """(width, height) the image is resized to before any crop."""
-        if self.policy is not ResizePolicy.CENTER_CROP:
+        if not self.policy.crops:
             return self.input_width, self.input_height
         scale = self.scale
         return (
@@ -74,7 +136,7 @@ class InputMap:
 
     def to_input(self, y: float, x: float) -> tuple[float, float]:
         """A point of the image file in model-input pixels."""
-        if self.policy is ResizePolicy.CENTER_CROP:
+        if self.policy.crops:
             left, top, _right, _bottom = self.crop
             return y * self.scale - top, x * self.scale - left
         return y * self.input_height / self.height, x * self.input_width / self.width
@@ -82,7 +144,7 @@ class InputMap:
     def to_original(self, y: float, x: float) -> tuple[float, float]:
         """A point of the model input in the image file's pixels (the inverse of
         :meth:`to_input`)."""
-        if self.policy is ResizePolicy.CENTER_CROP:
+        if self.policy.crops:
             left, top, _right, _bottom = self.crop
             return (y + top) / self.scale, (x + left) / self.scale
         return y * self.height / self.input_height, x * self.width / self.input_width

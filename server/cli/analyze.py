@@ -31,7 +31,13 @@ def add_commands(commands: Any) -> None:
         "--layers", help="comma-separated layer names (default: every conv's activation)"
     )
     analyze.add_argument("--top-k", type=int, default=100, help="top images kept per neuron")
-    analyze.add_argument("--resize", choices=["whole", "center-crop"], default="whole")
+    analyze.add_argument(
+        "--resize",
+        default="model",
+        help="how an image becomes the input: whole, center-crop, or center-crop SIZE [bicubic] "
+        "(scale the shorter side to SIZE, then crop the centre); default: the model's own "
+        "(a zoo model's evaluation transform, else whole)",
+    )
     analyze.add_argument(
         "--jpeg-draft",
         action="store_true",
@@ -127,11 +133,12 @@ def run_analyze(args: argparse.Namespace) -> int:
     settings, database, store = open_database()
     device = args.device or settings.device
     loaded = load_model_from_args(args.model, args)
+    args.resize = resize_for(loaded, args.resize)
     requested = (
         [name.strip() for name in args.layers.split(",") if name.strip()] if args.layers else None
     )
     if not args.jpeg_draft and not args.json:
-        suggest_jpeg_draft(folder, loaded.input.size, ResizePolicy(args.resize))
+        suggest_jpeg_draft(folder, loaded.input.size, ResizePolicy.of(args.resize))
     if not args.json and not confirm_budget(args, loaded, folder, requested, store, device):
         print("neuronscope: not started", file=sys.stderr)
         return 1
@@ -152,7 +159,7 @@ def run_analyze(args: argparse.Namespace) -> int:
             folder,
             requested,
             top_k=args.top_k,
-            resize=ResizePolicy(args.resize),
+            resize=ResizePolicy.of(args.resize),
             settings=analysis_settings,
             jpeg_draft=args.jpeg_draft,
             progress=TerminalProgress(enabled=not args.json),
@@ -325,6 +332,17 @@ def print_run_report(summary: dict[str, Any], artifact_dir: Any) -> None:
     )
     print(f"Neuron Features (PNG) are stored under {artifact_dir}; read any neuron with")
     print(f"  neuronscope neuron {summary['id']} {summary['layers'][-1]} 0 --json")
+
+
+def resize_for(loaded: Any, text: str) -> str:
+    """The run's resize text: the model's own for ``model``, else ``text`` checked."""
+    from analysis.models import ModelError
+    from analysis.resize import ResizePolicy
+
+    try:
+        return (loaded.resize if text == "model" else ResizePolicy.of(text)).value
+    except ValueError as error:
+        raise ModelError(f"--resize: {error}") from None
 
 
 def enqueue_analysis(

@@ -55,7 +55,7 @@ def run_budget(
         top_k,
         batch_size,
         indexes=indexes,
-        policy=ResizePolicy(resize),
+        policy=ResizePolicy.of(resize),
         featureviz=visualisations if featureviz is not None else None,
         free_bytes=store.free_bytes(),
     )

@@ -23,13 +23,13 @@ from PIL import Image
 from analysis.data import ImageFolder, load_pixels, model_pixels
 from analysis.hooks import forward_until, layer_hooks, model_device
 from analysis.layers import LayerInfo
-from analysis.models import LoadedModel
-from analysis.neuron_feature import NF_DISPLAY_LIMIT, display_image, sprite, tile_step
+from analysis.models import InputSpec, LoadedModel
+from analysis.neuron_feature import display_image, sprite, tile_step
 from analysis.physiology import stimulus_count
 from analysis.resize import ResizePolicy
 from analysis.sweep import loader_workers
 from server.runs.disk import feature_bytes, readable_bytes
-from server.runs.features import feature_processes
+from server.runs.features import feature_processes, nf_box
 from server.storage.png import encode_png
 
 LONG_SECONDS = 600.0  # over this, or over half the free disk, the user is asked to confirm
@@ -154,7 +154,9 @@ def estimate_run(
     budget = Budget(free_bytes=free_bytes)
     budget.stages.append(Stage("sweep", cold + count * max(forward, decode / loaders)))
     neurons = sum(layer.channels for layer in layers)
-    nf_seconds = sum(layer.channels * _neuron_feature_seconds(layer, top_k) for layer in layers)
+    nf_seconds = sum(
+        layer.channels * _neuron_feature_seconds(layer, spec, top_k) for layer in layers
+    )
     nf_seconds /= feature_processes(str(device), neurons)
     budget.stages.append(Stage("Neuron Features", nf_seconds, feature_bytes(layers, top_k)))
     if indexes:
@@ -210,19 +212,21 @@ def _synchronise(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _neuron_feature_seconds(layer: LayerInfo, top_k: int) -> float:
-    """One neuron of ``layer``: K patches accumulated over its window, the display drawn and
-    encoded, the sprite tiled and encoded; on a synthetic NF of the layer's window size."""
-    rows, cols = layer.receptive_field.size
-    rows, cols = min(rows, 4 * NF_DISPLAY_LIMIT), min(cols, 4 * NF_DISPLAY_LIMIT)
+def _neuron_feature_seconds(layer: LayerInfo, spec: InputSpec, top_k: int) -> float:
+    """One neuron of ``layer``: K patches accumulated over its reach (where its NF is computed:
+    a late layer's window can be many times larger), the display drawn and encoded, the sprite
+    tiled and encoded; on a synthetic NF of that size."""
+    reach = nf_box(layer, spec)
+    rows, cols = reach[1] - reach[0], reach[3] - reach[2]
     rng = np.random.default_rng(0)
     feature = rng.random((rows, cols, 3), dtype=np.float32)
     step = tile_step(layer.receptive_field)
-    tile = (rng.random((-(-rows // step), -(-cols // step), 3)) * 255).astype(np.uint8)
+    window = layer.receptive_field.size
+    tile = (rng.random((-(-window[0] // step), -(-window[1] // step), 3)) * 255).astype(np.uint8)
     started = time.perf_counter()
     for _ in range(top_k):
         feature += 0.01 * feature
-    encode_png(display_image(feature))
+    encode_png(display_image(feature, reach, window))
     image = Image.fromarray(sprite([tile] * top_k))
     image.save(_Discard(), "JPEG", quality=90)
     return time.perf_counter() - started

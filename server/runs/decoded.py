@@ -18,7 +18,7 @@ IMAGE_CACHE_BYTES = 1 << 30  # decoded images kept between the layers of a stage
 def run_decoding(run: Run) -> tuple[ResizePolicy, bool]:
     """How ``run`` turns files into the model's pixels: its resize policy, and whether JPEGs may
     decode at a reduced DCT scale (a run parameter, as it changes the pixels)."""
-    return ResizePolicy(run.params["resize"]), bool(run.params.get("jpeg_draft", False))
+    return ResizePolicy.of(run.params["resize"]), bool(run.params.get("jpeg_draft", False))
 
 
 class DecodedImages:

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from analysis.metadata import META_RESIZE, META_SOURCE, class_names
 from server.featureviz.read import featureviz_records
 from server.storage.artifacts import ArtifactStore
 from server.storage.errors import NotFoundError
@@ -37,6 +38,9 @@ def run_summary(run: Run, layers: list[Layer] | None = None) -> dict[str, Any]:
         "input_size": run.model.input_size,
         "input_shape": list(run.model.input_shape),
         "input_channels": run.model.input_channels,
+        "mean": run.model.mean,
+        "std": run.model.std,
+        "weights_source": (run.model.meta or {}).get(META_SOURCE),
         "dataset": run.dataset.root,
         "images": run.dataset.image_count,
         "layers": [layer.name for layer in layers] or list(run.params.get("layers", [])),
@@ -263,6 +267,9 @@ def list_models(session: Session) -> list[dict[str, Any]]:
             "input_channels": model.input_channels,
             "mean": model.mean,
             "std": model.std,
+            "resize": (model.meta or {}).get(META_RESIZE, "whole"),
+            "weights_source": (model.meta or {}).get(META_SOURCE),
+            "classes": len(class_names(model.meta)),
             "layers": model.layers or [],
             "created": model.created.isoformat(),
         }

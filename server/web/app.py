@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
+from analysis.resize import ResizePolicy
 from server.config import Settings, load_settings
 from server.jobs.queue import JobQueue, create_huey
 from server.storage.artifacts import ArtifactStore
@@ -105,7 +106,20 @@ def templates(settings: Settings) -> Jinja2Templates:
         stage_labels=STAGE_LABELS,
         csrf_token=csrf_token,
     )
+    found.env.filters["resize_words"] = resize_words
     return found
+
+
+def resize_words(text: str | None) -> str:
+    """A run's resize text for people: "whole image", "centre crop from 232 px, bicubic"."""
+    try:
+        policy = ResizePolicy.of(text or "whole")
+    except ValueError:
+        return str(text)
+    words = "centre crop" if policy.crops else "whole image"
+    if policy.resize_to is not None:
+        words += f" from {policy.resize_to} px"
+    return words + (f", {policy.interpolation}" if policy.interpolation != "bilinear" else "")
 
 
 def query_string(pairs: list[tuple[str, str]]) -> str:

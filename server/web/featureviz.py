@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from analysis.featureviz.targets import Method, Target
-from analysis.metadata import META_CLASSES
+from analysis.metadata import class_names
 from server.featureviz.read import featureviz_records, latest_featureviz
 from server.jobs.planning import featureviz_job
 from server.jobs.read import job_record
@@ -106,7 +106,7 @@ def classes_data(session: Session, store: ArtifactStore, run_id: int) -> Data:
         stored = featureviz_records(session, store, run_id, target, unit)
         classes.append({"class": unit, **next(r for r in stored if r["key"] == key)})
     jobs = active_featureviz_jobs(session, run_id, None)
-    names = (run.model.meta or {}).get(META_CLASSES, "").split(",")
+    names = class_names(run.model.meta)
     for entry in classes:
         entry["name"] = names[entry["class"]] if len(names) > entry["class"] else None
     return {

@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from analysis.metadata import META_RESIZE
 from analysis.resize import ResizePolicy
 from server.decompositions.read import list_decompositions
 from server.jobs.planning import PlanOptions, plan_analysis
@@ -43,7 +44,6 @@ api = APIRouter(prefix="/api", tags=["runs"])
 
 MAX_TOP_K = 10_000
 MAX_SHARDS = 4096
-RESIZE_POLICIES = tuple(policy.value for policy in ResizePolicy)
 RUN_COLUMNS = ("id", "status", "model", "dataset", "images", "neurons", "dead", "created")
 LAYER_COLUMNS = (
     "name",
@@ -119,7 +119,12 @@ class RunBody(BaseModel):
     dataset: int = Field(ge=0, le=MAX_ID)
     layers: list[str] = Field(default_factory=list, description="default: every conv activation")
     top_k: int = Field(100, ge=1, le=MAX_TOP_K)
-    resize: str = Field("whole", pattern="^(whole|center-crop)$")
+    resize: str = Field(
+        "model",
+        max_length=40,
+        description="model (its own: a zoo model's evaluation transform, else whole), whole, "
+        "center-crop, or center-crop SIZE [bicubic]",
+    )
     jpeg_draft: bool = Field(
         False,
         description="decode JPEGs at the smallest DCT scale that covers the input size "
@@ -134,9 +139,9 @@ class RunBody(BaseModel):
 Planned = tuple[int, list[Job], list[int]]
 
 
-def checked_run(session: Session, request: RunBody) -> tuple[Model, Dataset, tuple[str, ...]]:
-    """The model, image folder and layers (in the model's order) ``request`` names, each
-    checked: a bad value is refused with its reason."""
+def checked_run(session: Session, request: RunBody) -> tuple[Model, Dataset, tuple[str, ...], str]:
+    """The model, image folder, layers (in the model's order) and resize text ``request``
+    names, each checked: a bad value is refused with its reason."""
     model = session.get(Model, request.model)
     if model is None or not model.layers:
         raise RequestError(f"no registered model {request.model}", 404)
@@ -147,8 +152,14 @@ def checked_run(session: Session, request: RunBody) -> tuple[Model, Dataset, tup
         raise RequestError(f"top-K must be between 1 and {MAX_TOP_K}")
     if not 1 <= request.shards <= MAX_SHARDS or not 1 <= request.batch_size <= 4096:
         raise RequestError(f"shards must be 1 to {MAX_SHARDS} and the batch size 1 to 4096")
-    if request.resize not in RESIZE_POLICIES:
-        raise RequestError(f"resize must be one of {', '.join(RESIZE_POLICIES)}")
+    try:
+        resize = ResizePolicy.of(
+            (model.meta or {}).get(META_RESIZE, "whole")
+            if request.resize == "model"
+            else request.resize
+        )
+    except ValueError as error:
+        raise RequestError(str(error)) from None
     known = {layer["name"]: layer for layer in model.layers}
     chosen = request.layers or [layer["name"] for layer in model.layers if layer["default"]]
     if not chosen:
@@ -162,13 +173,13 @@ def checked_run(session: Session, request: RunBody) -> tuple[Model, Dataset, tup
         if not known[name]["hookable"]:
             raise RequestError(f"layer {name!r} runs several times per forward pass")
     order = list(known)
-    return model, dataset, tuple(sorted(set(chosen), key=order.index))
+    return model, dataset, tuple(sorted(set(chosen), key=order.index)), resize.value
 
 
 def start_run(session: Session, request: RunBody) -> Planned:
     """Create (or find) the run and plan its jobs; returns the run id, its jobs, ids to send."""
-    model, dataset, layers = checked_run(session, request)
-    params = RunParams(layers, request.top_k, request.resize, request.jpeg_draft)
+    model, dataset, layers, resize = checked_run(session, request)
+    params = RunParams(layers, request.top_k, resize, request.jpeg_draft)
     run, _finished = find_or_create_run(session, model, dataset, params, clear=False)
     options = PlanOptions(
         request.shards, request.batch_size, request.indexes, {} if request.featureviz else None
@@ -181,13 +192,13 @@ def start_run(session: Session, request: RunBody) -> Planned:
 def estimate_cost(session: Session, request: RunBody) -> tuple[Job, bool]:
     """The job that measures what the run ``request`` describes would cost, on a worker's
     device (asked again, it measures again)."""
-    model, dataset, layers = checked_run(session, request)
+    model, dataset, layers, resize = checked_run(session, request)
     params = {
         "model": model.id,
         "dataset": dataset.id,
         "layers": list(layers),
         "top_k": request.top_k,
-        "resize": request.resize,
+        "resize": resize,
         "batch_size": request.batch_size,
         "indexes": request.indexes,
         "featureviz": request.featureviz,
@@ -274,7 +285,7 @@ def run_form(
     dataset: FormText,
     layers: Annotated[list[str] | None, Form()] = None,
     top_k: FormText = "100",
-    resize: FormText = "whole",
+    resize: FormText = "model",
     jpeg_draft: OptionalFormText = None,
     shards: FormText = "1",
     batch_size: FormText = "64",

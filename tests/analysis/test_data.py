@@ -21,7 +21,7 @@ def _reference(path, size, policy, grey) -> np.ndarray:
             image = Image.fromarray(np.round(np.asarray(image) / 257).astype(np.uint8))
         image = image.convert("L").convert("RGB") if grey else image.convert("RGB")
         height, width = size
-        if policy is ResizePolicy.CENTER_CROP:
+        if policy.crops:
             scale = max(height / image.height, width / image.width)
             scaled = (round(image.width * scale), round(image.height * scale))
             image = image.resize((max(scaled[0], width), max(scaled[1], height)), Image.BILINEAR)
@@ -32,7 +32,7 @@ def _reference(path, size, policy, grey) -> np.ndarray:
         return np.array(image)
 
 
-@pytest.mark.parametrize("policy", list(ResizePolicy))
+@pytest.mark.parametrize("policy", [ResizePolicy.WHOLE, ResizePolicy.CENTER_CROP])
 @pytest.mark.parametrize("grey", [False, True])
 def test_every_image_mode_decodes_to_pillows_own_conversion(tmp_path, policy, grey):
     rng = np.random.default_rng(3)
@@ -65,7 +65,7 @@ def test_a_16_bit_greyscale_image_is_scaled_to_8_bits_not_clipped(tmp_path, suff
     assert (pixels[0, :, 0] < 128).sum() >= 28
 
 
-@pytest.mark.parametrize("policy", list(ResizePolicy))
+@pytest.mark.parametrize("policy", [ResizePolicy.WHOLE, ResizePolicy.CENTER_CROP])
 def test_jpeg_draft_decodes_a_big_photo_at_reduced_scale_to_nearly_the_same_pixels(
     tmp_path, policy
 ):
