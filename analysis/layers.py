@@ -35,7 +35,17 @@ _BARRIERS = (nn.Conv2d, nn.Linear, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPoo
 # A module of a network's own (timm's GammaAct, a normaliser-free net's scaled GELU) counts as
 # an activation when it is a leaf, keeps its input's shape (checked where it runs) and its class
 # says so by its name's ending.
-_ACTIVATION_ENDINGS = ("act", "activation", "relu", "gelu", "silu", "swish", "mish", "sigmoid")
+_ACTIVATION_ENDINGS = (
+    "act",
+    "activation",
+    "relu",
+    "gelu",
+    "gelutanh",
+    "silu",
+    "swish",
+    "mish",
+    "sigmoid",
+)
 
 
 def is_activation(module: nn.Module) -> bool:

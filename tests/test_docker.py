@@ -45,4 +45,5 @@ def test_the_images_copy_what_exists_and_pin_torch():
             assert (REPO / source).exists(), source
     assert DOCKERFILE.count("COPY --from=source /app /app") == 2
     assert DOCKERFILE.count("torch==2.14.1 torchvision==0.29.1") == 2
-    assert DOCKERFILE.count("pip install -e .") == 2  # web/ and alembic/ stay beside the code
+    # editable, so web/ and alembic/ stay beside the code; timm's zoo included
+    assert DOCKERFILE.count("pip install -e '.[timm]'") == 2

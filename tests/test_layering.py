@@ -3,9 +3,9 @@
 Levels, lowest first: ``analysis`` → ``server.storage``, ``server.config``, ``server.progress`` →
 each feature (``runs``, ``featureviz``, ``decompositions``) → ``jobs`` → ``cli`` and ``web``. A
 module imports only its own level or lower. A feature's ``read`` module imports storage, other
-``read`` modules and plain-Python (torch-free) ``analysis`` modules only. The web reads through ``read``, registers through
-``runs.register`` and asks for work through the jobs' torch-free front door; it imports no
-compute and no analysis module that loads torch.
+``read`` modules and plain-Python (torch-free) ``analysis`` modules only. The web reads through
+``read``, registers through ``runs.register`` and asks for work through the jobs' torch-free front
+door; it imports no compute and no analysis module that loads torch.
 """
 
 from __future__ import annotations

@@ -10,7 +10,9 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 
@@ -64,5 +66,53 @@ def hf_repos(org: str) -> list[tuple[str, Path]]:
 def _folders(parent: Path) -> list[Path]:
     try:
         return [path for path in parent.iterdir() if path.is_dir()]
+    except OSError:
+        return []
+
+
+@dataclass(frozen=True)
+class CachedWeights:
+    """Pretrained weights found in a local cache, as a spec ``analyze`` takes."""
+
+    spec: str  # what to pass as --model
+    weights: str | None  # what to pass as --weights (torchvision's enum name), if anything
+    path: Path
+    bytes: int
+
+
+def cached_weights() -> list[CachedWeights]:
+    """Every torchvision checkpoint and timm safetensors file in the local caches that names a
+    model these zoos build."""
+    return [*_torchvision_cached(), *_timm_cached()]
+
+
+def _torchvision_cached() -> list[CachedWeights]:
+    folder = torch_hub_checkpoints()
+    files = {path.name: path for path in _files(folder)}
+    if not files:
+        return []
+    import torchvision
+
+    found = []
+    for name in torchvision.models.list_models(module=torchvision.models):
+        for tag, entry in torchvision.models.get_model_weights(name).__members__.items():
+            path = files.get(Path(urlparse(entry.url).path).name)
+            if path is not None and tag != "DEFAULT":
+                found.append(CachedWeights(f"torchvision:{name}", tag, path, path.stat().st_size))
+    return found
+
+
+def _timm_cached() -> list[CachedWeights]:
+    found = []
+    for name, _folder in hf_repos("timm"):
+        path = hf_cached_file(f"timm/{name}", "model.safetensors")
+        if path is not None:
+            found.append(CachedWeights(f"timm:{name}", None, path, path.stat().st_size))
+    return found
+
+
+def _files(folder: Path) -> list[Path]:
+    try:
+        return [path for path in folder.iterdir() if path.is_file()]
     except OSError:
         return []

@@ -80,11 +80,12 @@ def add_commands(commands: Any) -> None:
 def run_layers(args: argparse.Namespace) -> int:
     import sys
 
-    from analysis.layers import list_layers, unmapped_layers
+    from analysis.layers import default_layers, list_layers, unmapped_layers
 
     loaded = load_model_from_args(args.model, args)
     layers = list_layers(loaded.module, loaded.input)
-    records = [layer.as_json() for layer in layers]
+    defaults = set(default_layers(layers))
+    records = [{**layer.as_json(), "default": layer.name in defaults} for layer in layers]
     left_out = unmapped_layers(loaded.module, loaded.input, layers)
     if left_out:
         print(
@@ -96,8 +97,9 @@ def run_layers(args: argparse.Namespace) -> int:
     if args.json:
         print_json(records)
         return 0
+    print(describe_model(loaded), file=sys.stderr)
     print_table(
-        ["name", "type", "channels", "map", "rf size", "stride", "offset", "activation"],
+        ["name", "type", "channels", "map", "rf size", "stride", "offset", "activation", "default"],
         [
             [
                 r["name"],
@@ -108,11 +110,33 @@ def run_layers(args: argparse.Namespace) -> int:
                 r["rf_stride"],
                 r["rf_offset"],
                 r["activation"],
+                "yes" if r["default"] else "",
             ]
             for r in records
         ],
     )
+    print(
+        f"{len(defaults)} of {len(records)} layers are recorded by default (`analyze` without "
+        "--layers); --layers names others",
+        file=sys.stderr,
+    )
     return 0
+
+
+def describe_model(loaded: Any) -> str:
+    """One line on what was loaded: its weights and the input it will be given."""
+    from analysis.metadata import META_SOURCE, class_names
+
+    source = loaded.metadata.get(META_SOURCE)
+    weights = f"pretrained {source}" if source else loaded.weights_path or "random weights (seeded)"
+    spec = loaded.input
+    classes = len(class_names(loaded.metadata))
+    return (
+        f"{loaded.spec}: {weights}; input {spec.height}×{spec.width} px, "
+        f"{loaded.resize.value}, mean {', '.join(f'{v:g}' for v in spec.mean)}, "
+        f"std {', '.join(f'{v:g}' for v in spec.std)}"
+        + (f"; {classes:,} named classes" if classes else "")
+    )
 
 
 def run_analyze(args: argparse.Namespace) -> int:

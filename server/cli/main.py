@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from analysis.allocator import reuse_freed_memory
-from server.cli import analyze, browse, decompose, demo, featureviz, gc, jobs, serve
+from server.cli import analyze, browse, decompose, demo, featureviz, gc, jobs, serve, zoo
 
 EXIT_FAILURE = 1
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer whose reader left
@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_commands(commands)
     featureviz.add_commands(commands)
     gc.add_commands(commands)
+    zoo.add_commands(commands)
     return parser
 
 

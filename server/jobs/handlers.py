@@ -31,7 +31,7 @@ from server.featureviz.render import (
 )
 from server.jobs.context import JobContext
 from server.jobs.estimate import note_run_estimate, run_estimate
-from server.runs.disk import check_room_for_features
+from server.runs.disk import check_room_for_features, readable_bytes
 from server.runs.inputs import RunInputError, open_run_inputs
 from server.runs.nf_arrays import FloatFeatures
 from server.runs.register import register_dataset, register_model
@@ -286,6 +286,23 @@ def run_register_dataset(context: JobContext) -> dict[str, Any]:
         return {"dataset": dataset.id, "images": dataset.image_count}
 
 
+def run_zoo_scan(context: JobContext) -> dict[str, Any]:
+    """The pretrained weights in this worker's torch hub and Hugging Face caches."""
+    from analysis.zoo.caches import cached_weights
+
+    context.progress.start("looking through the caches", 1)
+    found = [
+        {
+            "spec": entry.spec,
+            "weights": entry.weights or "",
+            "file": str(entry.path),
+            "size": readable_bytes(entry.bytes),
+        }
+        for entry in cached_weights()
+    ]
+    return {"weights": found, "count": len(found)}
+
+
 HANDLERS: dict[str, Callable[[JobContext], dict[str, Any]]] = {
     "sweep": run_sweep_shard,
     "merge": run_merge,
@@ -298,6 +315,7 @@ HANDLERS: dict[str, Callable[[JobContext], dict[str, Any]]] = {
     "register_model": run_register_model,
     "register_dataset": run_register_dataset,
     "estimate": run_estimate,
+    "zoo": run_zoo_scan,
 }
 
 

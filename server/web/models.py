@@ -8,6 +8,7 @@ already registered from the command line.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -32,6 +33,8 @@ api = APIRouter(prefix="/api", tags=["models"])
 
 MODELS = Page("models.html")
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
+WEIGHTS_NAME = re.compile(r"[A-Z][A-Z0-9_]*")  # torchvision's IMAGENET1K_V2, DEFAULT
+TIMM_NAME = re.compile(r"[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)?")  # resnet50, resnet50.a1_in1k
 
 
 class ModelBody(BaseModel):
@@ -50,6 +53,9 @@ def register_model(session: Session, settings: Settings, request: ModelBody) -> 
     if spec.startswith("torchvision:"):
         if not spec.split(":", 1)[1].replace("_", "").isalnum():
             raise RequestError(f"{spec!r} does not name a torchvision model")
+    elif spec.startswith("timm:"):
+        if not TIMM_NAME.fullmatch(spec.split(":", 1)[1]):
+            raise RequestError(f"{spec!r} does not name a timm model (timm:NAME or NAME.TAG)")
     elif spec.endswith(".pt2"):
         spec = str(allowed_path(settings, spec, "exported model", directory=False))
     elif ":" in spec:
@@ -64,7 +70,10 @@ def register_model(session: Session, settings: Settings, request: ModelBody) -> 
     else:
         raise RequestError(f"{spec!r} is not a model spec: use torchvision:NAME or a .pt2 file")
     weights = None
-    if request.weights and request.weights.strip():
+    named = (request.weights or "").strip()
+    if spec.startswith("torchvision:") and WEIGHTS_NAME.fullmatch(named):
+        weights = named  # torchvision's weights by name, from the worker's torch hub cache
+    elif named:
         weights = str(allowed_path(settings, request.weights, "weights file", directory=False))
         if not weights.endswith(WEIGHT_SUFFIXES):
             raise RequestError(f"weights must be one of {', '.join(WEIGHT_SUFFIXES)}: {weights}")
@@ -88,6 +97,21 @@ def register_model(session: Session, settings: Settings, request: ModelBody) -> 
     return submit(
         session, JobSpec(kind="register_model", identity=params, params=params, repeatable=True)
     )
+
+
+def scan_zoo(session: Session) -> tuple[Job, bool]:
+    """Queue a job that lists the pretrained weights in a worker's caches (its page offers to
+    register each)."""
+    return submit(session, JobSpec(kind="zoo", identity=["zoo"], repeatable=True))
+
+
+@forms.post("/models/zoo")
+def scan_zoo_form(
+    request: Request, submitter: SubmitDep, token: OptionalFormText = None
+) -> Response:
+    check_write_access(request, token)
+    job = submitter.job(scan_zoo)
+    return see_other(request, f"/jobs/{job['id']}", token)
 
 
 @pages.get("/models")

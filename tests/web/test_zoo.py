@@ -1,0 +1,47 @@
+"""Zoo models from the browser: a worker lists the pretrained weights in its caches, each is
+registered with one click (timm by tag, torchvision by weights name), and the new-run form
+offers the model's own preprocessing."""
+
+from __future__ import annotations
+
+import pytest
+
+from server.config import load_settings
+from tests.support.jobs import drain, operator_lab, settings_for
+from tests.support.web import web_client
+from tests.support.zoo import empty_caches, hub_snapshot, torchvision_checkpoint
+
+pytest.importorskip("timm")
+
+
+def test_find_register_and_start_from_the_caches(tmp_path, monkeypatch):
+    lab = operator_lab(tmp_path / "lab")
+    caches = empty_caches(tmp_path / "caches", monkeypatch)
+    hub_snapshot(caches, "resnet18.a1_in1k")
+    torchvision_checkpoint(caches, "resnet18", "IMAGENET1K_V1")
+    settings = settings_for(lab / "data")
+    web = web_client(load_settings({"NEURONSCOPE_DATA_DIR": str(lab / "data")}))
+    assert "Find pretrained weights" in web.get("/models").text
+
+    scanned = web.post("/models/zoo", follow_redirects=False)
+    assert scanned.status_code == 303
+    drain(settings)
+    job = web.get(scanned.headers["location"] + ".json").json()
+    specs = {(w["spec"], w["weights"]) for w in job["result"]["weights"]}
+    assert specs == {("timm:resnet18.a1_in1k", ""), ("torchvision:resnet18", "IMAGENET1K_V1")}
+    assert 'value="timm:resnet18.a1_in1k"' in web.get(scanned.headers["location"]).text
+
+    for spec, weights in specs:
+        registered = web.post("/models", data={"spec": spec, "weights": weights})
+        assert registered.status_code == 200, registered.text
+    drain(settings)
+    models = {m["spec"]: m for m in web.get("/api/models").json()}
+    timm_model = models["timm:resnet18.a1_in1k"]
+    assert timm_model["weights_source"] == "timm/resnet18.a1_in1k"
+    assert timm_model["resize"] == "center-crop 235 bicubic" and timm_model["classes"] == 1000
+    assert models["torchvision:resnet18"]["resize"] == "center-crop 256"
+
+    form = web.get(f"/runs/new?model={timm_model['id']}").text
+    assert "timm/resnet18.a1_in1k" in form and "centre crop from 235 px, bicubic" in form
+    refused = web.post("/models", data={"spec": "timm:../../etc"})
+    assert refused.status_code == 400 and "does not name a timm model" in refused.text
