@@ -38,7 +38,7 @@ from analysis.metadata import (
     META_STD,
 )
 from analysis.resize import ResizePolicy
-from analysis.safetensors_io import SafetensorsError, load_safetensors
+from analysis.safetensors_io import SafetensorsError, load_safetensors, looks_like_safetensors
 
 if TYPE_CHECKING:
     from analysis.zoo import Pretrained
@@ -249,7 +249,7 @@ def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]
     path = Path(path).expanduser()
     if not path.is_file():
         raise ModelError(f"weights file not found: {path}")
-    if path.suffix == ".safetensors":
+    if path.suffix == ".safetensors" or looks_like_safetensors(path):
         try:
             return load_safetensors(path)
         except SafetensorsError as error:

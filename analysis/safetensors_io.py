@@ -68,6 +68,16 @@ def safetensors_bytes(
     return b"".join([struct.pack("<Q", len(encoded)), encoded, *blobs])
 
 
+def looks_like_safetensors(path: Path) -> bool:
+    """Whether ``path`` starts as a safetensors file does (an 8-byte header length, then the
+    JSON header): the Hugging Face cache keeps files as blobs named by hash, without suffix."""
+    with Path(path).open("rb") as file:
+        start = file.read(9)
+    if len(start) < 9 or start[8:9] != b"{":
+        return False
+    return struct.unpack("<Q", start[:8])[0] < Path(path).stat().st_size
+
+
 def load_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Return ``(tensors, metadata)`` read from a safetensors file."""
     return parse_safetensors(Path(path).read_bytes(), str(path))

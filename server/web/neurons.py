@@ -3,9 +3,9 @@ its composition, and neighbours; its ``.json`` twin and the API give the CLI's n
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -16,7 +16,7 @@ from server.runs.read import get_layer, get_run, layer_summary, neuron_detail, r
 from server.storage.artifacts import ArtifactStore
 from server.storage.errors import NotFoundError
 from server.storage.schema import Layer, Neuron
-from server.web.compositions import composition_data, composition_waits
+from server.web.compositions import Depth, composition_data, composition_waits
 from server.web.deps import (
     Channel,
     ChannelRef,
@@ -86,7 +86,7 @@ def neuron_page(
     channel: ChannelRef,
     source: str | None = None,
     mode: str = "activation",
-    depth: Annotated[int, Query(ge=1, le=6)] = 3,
+    depth: Depth = 3,
 ) -> Response:
     data = neuron_data(session, store, run_id, layer_name, channel)
     composition = composition_data(

@@ -53,6 +53,9 @@ def test_timm_weights_by_tag_come_from_the_hugging_face_cache(caches):
     assert class_names(loaded.metadata)[:2] == ["tench", "goldfish"]
     assert loaded.metadata["neuronscope.source"] == "timm/resnet18.a1_in1k"
 
+    again = load_model("timm:resnet18.a1_in1k", weights=loaded.weights_path)  # as a worker does
+    assert same_weights(again.module, state) and "/blobs/" in loaded.weights_path
+
     overridden = load_model("timm:resnet18.a1_in1k", input_size=96, mean=(0.5,) * 3)
     assert overridden.input.size == (96, 96) and overridden.input.mean == (0.5,) * 3
 

@@ -43,5 +43,12 @@ def test_find_register_and_start_from_the_caches(tmp_path, monkeypatch):
 
     form = web.get(f"/runs/new?model={timm_model['id']}").text
     assert "timm/resnet18.a1_in1k" in form and "centre crop from 235 px, bicubic" in form
+    run = {"model": str(timm_model["id"]), "dataset": "1", "layers": ["layer1"], "top_k": "2"}
+    started = web.post("/runs", data={**run, "batch_size": "4"}, follow_redirects=False)
+    drain(settings)  # a worker loads the pretrained weights again, from the cache's blob
+    finished = web.get(started.headers["location"] + ".json").json()["run"]
+    assert finished["status"] == "done" and finished["resize"] == "center-crop 235 bicubic"
+    assert finished["weights_source"] == "timm/resnet18.a1_in1k"
+
     refused = web.post("/models", data={"spec": "timm:../../etc"})
     assert refused.status_code == 400 and "does not name a timm model" in refused.text
