@@ -11,6 +11,9 @@ META_MEAN = "neuronscope.mean"
 META_STD = "neuronscope.std"
 # The names of the output classes in logit order: a JSON list, or comma-separated (the demo).
 META_CLASSES = "neuronscope.classes"
+# The classes' ids in the same order (ImageNet's WordNet ids, "n01440764"): how a dataset whose
+# folders are named by them (ImageNet's own layout) gets its labels' names.
+META_CLASS_IDS = "neuronscope.class_ids"
 # How an image file becomes its input, when the model says (a zoo model's evaluation transform,
 # as a run's resize text: "center-crop 232", "center-crop 235 bicubic").
 META_RESIZE = "neuronscope.resize"
@@ -29,3 +32,15 @@ def class_names(meta: dict[str, str] | None) -> list[str]:
             return []
         return [str(name) for name in names] if isinstance(names, list) else []
     return text.split(",") if text else []
+
+
+def label_names(meta: dict[str, str] | None) -> dict[str, str]:
+    """Class id → name ("n01440764" → "tench") where the weights name both, else {}."""
+    try:
+        ids = json.loads((meta or {}).get(META_CLASS_IDS, "[]"))
+    except ValueError:
+        return {}
+    names = class_names(meta)
+    if not isinstance(ids, list) or len(ids) != len(names):
+        return {}
+    return {str(key): name for key, name in zip(ids, names, strict=True)}

@@ -124,11 +124,18 @@ def _argument(args: Any, kwargs: dict, index: int, name: str, default: Any) -> A
 
 
 class _Tracer(TorchFunctionMode):
-    """Runs the forward unchanged, attaching a :class:`Geometry` to every spatial tensor."""
+    """Runs the forward unchanged, attaching a :class:`Geometry` to every spatial tensor.
+
+    A tensor computed from the image whose map the trace lost (tokens flattened for attention,
+    an upsampling) is *lost*, and so is everything computed from it; where a lost tensor of the
+    output's whole shape joins a map (attention added back to its residual), the result is lost
+    too: its units see more than any window. A lost tensor smaller than the output (a
+    squeeze-and-excitation gate, broadcast over the map) does not count."""
 
     def __init__(self, image: torch.Tensor) -> None:
         super().__init__()
         self.geometry: dict[int, Geometry] = {id(image): Geometry((1, 1), (1, 1), (0, 0), (2, 3))}
+        self.lost: set[int] = set()
         self.alive: list[torch.Tensor] = [image]  # keeps ids from being reused mid-forward
 
     def of(self, tensor: Any) -> Geometry | None:
@@ -139,11 +146,18 @@ class _Tracer(TorchFunctionMode):
         result = func(*args, **kwargs)
         parts = result if isinstance(result, (tuple, list)) else (result,)
         name = getattr(func, "__name__", "").split(".")[0]  # aten overloads: conv2d.default
+        inputs = _tensors(args, kwargs)
+        traced = any(id(t) in self.geometry for t in inputs)
+        lost = [t for t in inputs if id(t) in self.lost]
         for part in parts:  # chunk, split, unbind: every piece is a map
             if isinstance(part, torch.Tensor):
-                found = self._geometry(name, args, kwargs, part)
+                poisoned = (lost and not traced) or any(t.shape == part.shape for t in lost)
+                found = None if poisoned else self._geometry(name, args, kwargs, part)
                 if found is not None:
                     self.geometry[id(part)] = found
+                    self.alive.append(part)
+                elif traced or lost:
+                    self.lost.add(id(part))
                     self.alive.append(part)
             if name in _POOLS or name in _ADAPTIVE:
                 break  # (output, indices): the indices are no map

@@ -18,6 +18,7 @@ from typing import Any
 from torch import nn
 
 from analysis.metadata import (
+    META_CLASS_IDS,
     META_CLASSES,
     META_INPUT_SIZE,
     META_MEAN,
@@ -115,7 +116,8 @@ def classes(model: nn.Module) -> dict[str, str]:
     subset = infer_imagenet_subset(model)
     if not subset:
         return {}
-    names = [text.split(",")[0].strip() for text in ImageNetInfo(subset).label_descriptions()]
+    info = ImageNetInfo(subset)
+    names = [text.split(",")[0].strip() for text in info.label_descriptions()]
     if len(names) != getattr(model, "num_classes", len(names)):
         return {}
-    return {META_CLASSES: json.dumps(names)}
+    return {META_CLASSES: json.dumps(names), META_CLASS_IDS: json.dumps(info.label_names())}

@@ -12,6 +12,7 @@ from urllib.parse import urlparse
 import torch
 
 from analysis.metadata import (
+    META_CLASS_IDS,
     META_CLASSES,
     META_INPUT_SIZE,
     META_MEAN,
@@ -23,6 +24,9 @@ from analysis.resize import ResizePolicy
 from analysis.zoo import Pretrained, ZooError
 from analysis.zoo.caches import torch_hub_checkpoints
 
+# ImageNet-1k's WordNet ids in class order (the sorted folder names of its training set), as
+# timm ships them in timm/data/_info/imagenet_synsets.txt.
+IMAGENET_1K_IDS = (Path(__file__).parent / "imagenet_1k_synsets.txt").read_text().split()
 WEIGHTS_NAME = re.compile(r"[A-Z][A-Z0-9_]*")  # IMAGENET1K_V2, DEFAULT: never a file's name
 
 
@@ -88,4 +92,6 @@ def metadata(entry: Any) -> dict[str, str]:
     categories = entry.meta.get("categories")
     if categories:
         found[META_CLASSES] = json.dumps([str(name) for name in categories])
+        if len(categories) == len(IMAGENET_1K_IDS):  # ImageNet-1k, in its usual sorted order
+            found[META_CLASS_IDS] = json.dumps(IMAGENET_1K_IDS)
     return found

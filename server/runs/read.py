@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from analysis.metadata import META_RESIZE, META_SOURCE, class_names
+from analysis.metadata import META_RESIZE, META_SOURCE, class_names, label_names
 from server.featureviz.read import featureviz_records
 from server.storage.artifacts import ArtifactStore
 from server.storage.errors import NotFoundError
@@ -151,7 +151,16 @@ def neuron_detail(
         ],
         "indexes": neuron_indexes(session, neuron.id),
         "feature_vis": featureviz_records(session, store, run_id, layer.name, channel),
+        # the dataset's labels that the model's weights name ("n01440764": "tench")
+        "label_names": _named_labels(run, [row.label for row in rows]),
     }
+
+
+def _named_labels(run: Run, labels: list[str | None]) -> dict[str, str]:
+    """The names the run's model gives those of ``labels`` that are its class ids (the class
+    index's top class and distribution are over these same labels)."""
+    names = label_names(run.model.meta)
+    return {label: names[label] for label in set(labels) if label in names}
 
 
 def neuron_indexes(session: Session, neuron_id: int) -> dict[str, Any]:

@@ -107,7 +107,13 @@ def templates(settings: Settings) -> Jinja2Templates:
         csrf_token=csrf_token,
     )
     found.env.filters["resize_words"] = resize_words
+    found.env.filters["named_label"] = named_label
     return found
+
+
+def named_label(label: str, names: dict[str, str]) -> str:
+    """A dataset label with the name the model's weights give it: "n01440764 · tench"."""
+    return f"{label} · {names[label]}" if label in names else label
 
 
 def resize_words(text: str | None) -> str:

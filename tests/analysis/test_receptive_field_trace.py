@@ -72,3 +72,40 @@ def test_transformers_list_their_convolutions_and_say_what_was_left_out(capsys):
     captured = capsys.readouterr()
     assert "features.0.0" in captured.out  # the patch embedding is a convolution
     assert "left out" in captured.err and "attention" in captured.err
+
+
+class _TokenAttention(torch.nn.Module):
+    """A hybrid block: every position attends to every other, added back to its residual."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.qkv = torch.nn.Conv2d(4, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        tokens = self.qkv(x).flatten(2)
+        weights = torch.softmax(tokens.transpose(1, 2) @ tokens, dim=-1)
+        return x + (tokens @ weights).view(b, c, h, w)
+
+
+class _Gate(torch.nn.Module):
+    """Squeeze-and-excitation: a 1 × 1 gate from the whole map, broadcast back over it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(x.mean((2, 3), keepdim=True))
+
+
+def test_what_attention_mixes_is_left_out_and_a_gate_is_not():
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, padding=1),
+        _Gate(),
+        torch.nn.Conv2d(4, 4, 3, padding=1),
+        _TokenAttention(),
+        torch.nn.Conv2d(4, 4, 3, padding=1),
+    ).eval()
+    fields = traced_receptive_fields(model, ["0", "1", "2", "3.qkv", "3", "4"], InputSpec(16))
+    assert fields["1"].size == (3, 3) and fields["2"].size == (5, 5)  # the gate keeps the map
+    assert fields["3.qkv"].size == (5, 5)  # before attention: still a window
+    assert fields["3"] is None and fields["4"] is None  # after it: every position sees all
+    listed = [layer.name for layer in list_layers(model, InputSpec(16))]
+    assert "3.qkv" in listed and "3" not in listed and "4" not in listed

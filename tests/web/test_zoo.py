@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 
 from server.config import load_settings
-from tests.support.jobs import drain, operator_lab, settings_for
+from tests.support.images import write_photo
+from tests.support.jobs import cli, drain, environment, operator_lab, settings_for
 from tests.support.web import web_client
 from tests.support.zoo import empty_caches, hub_snapshot, torchvision_checkpoint
 
@@ -52,3 +53,22 @@ def test_find_register_and_start_from_the_caches(tmp_path, monkeypatch):
 
     refused = web.post("/models", data={"spec": "timm:../../etc"})
     assert refused.status_code == 400 and "does not name a timm model" in refused.text
+
+
+def test_imagenet_folder_names_are_shown_with_the_weights_class_names(tmp_path, monkeypatch):
+    caches = empty_caches(tmp_path / "caches", monkeypatch)
+    hub_snapshot(caches, "resnet18.a1_in1k")
+    folder = tmp_path / "val"  # ImageNet's own layout: a folder per WordNet id
+    for index, wnid in enumerate(("n01440764", "n01443537")):
+        for seed in range(2):
+            write_photo(folder / wnid / f"{seed}.jpg", 70, 50, seed=2 * index + seed)
+    env = environment(tmp_path / "data")
+    args = ("--input-size", "64", "--layers", "layer1", "--top-k", "3", "--no-indexes")
+    cli(env, "analyze", "--model", "timm:resnet18.a1_in1k", "--data", str(folder), *args)
+    web = web_client(load_settings({"NEURONSCOPE_DATA_DIR": str(tmp_path / "data")}))
+    neuron = web.get("/runs/1/layers/layer1/neurons/0.json").json()
+    labels = {top["label"] for top in neuron["top"]}
+    names = {"n01440764": "tench", "n01443537": "goldfish"}
+    assert neuron["label_names"] == {label: names[label] for label in labels}
+    page = web.get("/runs/1/layers/layer1/neurons/0").text
+    assert any(f"{label} · {names[label]}" in page for label in labels)
