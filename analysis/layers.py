@@ -212,7 +212,9 @@ def default_layers(layers: list[LayerInfo]) -> list[str]:
     return sorted(chosen, key=order.__getitem__)
 
 
-_PLAIN_CONTAINERS = frozenset({"Sequential", "Conv2dNormActivation"})
+# Wrappers of a convolution and its norm that apply an activation only when they hold one
+# (torchvision's, timm's): without one they are passed over on the way up.
+_PLAIN_CONTAINERS = frozenset({"Sequential", "Conv2dNormActivation", "ConvNormAct", "ConvBnAct"})
 
 
 def _enclosing(layer: LayerInfo, by_name: dict[str, LayerInfo]) -> str | None:

@@ -56,7 +56,9 @@ def run_sweep_shard(context: JobContext) -> dict[str, Any]:
     with context.database.session() as session:
         run = _run_of(session, context.job)
         inputs = open_run_inputs(run, context.models)
-    check_room_for_features(context.store, inputs.layers, run.params["top_k"])
+    check_room_for_features(
+        context.store, inputs.layers, run.params["top_k"], inputs.loaded.input.size
+    )
     estimate = None
     if params["start"] == 0 and context.job.attempts <= 1:
         estimate = note_run_estimate(context, run, inputs, params["batch_size"])

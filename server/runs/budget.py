@@ -158,7 +158,8 @@ def estimate_run(
         layer.channels * _neuron_feature_seconds(layer, spec, top_k) for layer in layers
     )
     nf_seconds /= feature_processes(str(device), neurons)
-    budget.stages.append(Stage("Neuron Features", nf_seconds, feature_bytes(layers, top_k)))
+    nf_bytes = feature_bytes(layers, top_k, spec.size)
+    budget.stages.append(Stage("Neuron Features", nf_seconds, nf_bytes))
     if indexes:
         truncated = _truncated_seconds(loaded, layers)
         # Physiology's stimuli go as far as the deepest recorded layer, once each.

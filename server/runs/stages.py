@@ -179,7 +179,7 @@ def store_features(
     """
     trimmed = {name: topk.trimmed() for name, topk in result.layers.items()}
     live = {name: int((~topk.dead).sum()) for name, topk in trimmed.items()}
-    check_room_for_features(store, layers, run.params["top_k"], live)
+    check_room_for_features(store, layers, run.params["top_k"], loaded.input.size, live)
     decoded = decoded or DecodedImages.of_run(folder, loaded.input, run)
     live_total = sum(live[layer.name] for layer in layers)
     progress.start("neuron features", live_total, "neurons")
@@ -230,7 +230,7 @@ def analyze_run(
 ) -> AnalysisTimings:
     """Sweep, NFs, indexes; store everything and mark ``run`` done in the last commit."""
     timings = AnalysisTimings()
-    check_room_for_features(store, layers, run.params["top_k"])
+    check_room_for_features(store, layers, run.params["top_k"], loaded.input.size)
     run.status = "running"
     session.commit()
 

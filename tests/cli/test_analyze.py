@@ -93,16 +93,18 @@ def test_a_run_that_cannot_fit_on_the_disk_is_refused_before_it_starts(
 ):
     from server.storage.artifacts import ArtifactStore
 
-    monkeypatch.setattr(ArtifactStore, "free_bytes", lambda self: 200_000_000)
+    monkeypatch.setattr(ArtifactStore, "free_bytes", lambda self: 50_000_000)
     code, out, err = run_cli(
         capsys, "analyze", "--model", "torchvision:densenet121", "--data", str(square_folder),
         "--layers", "features.norm5", "--input-size", "224", "--workers", "0", "--no-indexes",
         "--top-k", "100",
     )  # fmt: skip
-    # 1,024 neurons of a 2,071 px window: a 231 px display PNG (its 160 kB of pixels, half of
-    # that stored) and 100 tiles of 95 px (27 kB each, a quarter) a neuron.
+    # 1,024 neurons of a 2,071 px window that the 224 px image reaches over 416 px: a 231 px
+    # display PNG whose 47 px reached blocks count at half their bytes and the grey rest at 2 %,
+    # and 100 tiles of 95 px (27 kB each) of which the image fills 1.2 % (a quarter of that
+    # stored) and grey the rest: 67.8 kB a neuron.
     assert code == 1 and out == ""
-    assert "need 775.1 MB" in err and "200.0 MB free" in err and "smaller --top-k" in err
+    assert "need 69.4 MB" in err and "50.0 MB free" in err and "smaller --top-k" in err
     assert not list(data_dir.rglob("*.png"))  # nothing computed, nothing written
     code, out, _ = run_cli(capsys, "runs", "--json")
     assert [run["status"] for run in json.loads(out)] == ["failed"]

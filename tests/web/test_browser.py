@@ -109,6 +109,25 @@ def test_a_run_started_in_the_browser_updates_itself_until_done(page, tmp_path):
         assert page.locator("td.spark svg").count() > 0  # the index histograms arrived
 
 
+def test_the_cost_estimate_appears_under_the_form_without_leaving_it(page, tmp_path):
+    from tests.support.jobs import drain, operator_lab, settings_for
+
+    lab = operator_lab(tmp_path)
+    with serving({"NEURONSCOPE_DATA_DIR": str(lab / "data")}) as url:
+        page.goto(f"{url}/runs/new?dataset=1")
+        page.click('button:has-text("Estimate the cost first")')
+        page.wait_for_selector("#estimate #job")  # the job's part of its page, under the form
+        assert page.url.endswith("/runs/new?dataset=1")
+        worker = threading.Thread(target=drain, args=(settings_for(lab / "data"),))
+        worker.start()  # the part polls itself until the worker's trial is done
+        page.wait_for_selector("#estimate table.estimate", timeout=60_000)
+        worker.join()
+        stages = page.locator("#estimate table.estimate td:first-child").all_inner_texts()
+        assert stages[:2] == ["sweep", "Neuron Features"] and "total" in page.inner_text(
+            "#estimate"
+        )
+
+
 def test_a_neuron_rendered_from_its_page_appears_beside_its_nf(page, tmp_path):
     from tests.support.cli import analysed_data_dir
     from tests.support.jobs import drain, settings_for
