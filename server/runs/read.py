@@ -210,6 +210,26 @@ def rank_neurons(
     return ordered
 
 
+def top_classes(session: Session, layer: Layer, channels: list[int]) -> dict[int, str]:
+    """The top class (a dataset label) of those ``channels`` of ``layer`` that have one, with
+    the name the run's model gives it where its weights name the label ("n01440764 · tench")."""
+    names = label_names(layer.run.model.meta)
+    found = session.execute(
+        select(Neuron.channel, NeuronIndex.details["top_class"].as_string())
+        .join(NeuronIndex, NeuronIndex.neuron_id == Neuron.id)
+        .where(
+            Neuron.layer_id == layer.id,
+            Neuron.channel.in_(channels),
+            NeuronIndex.name == "selectivity",
+        )
+    )
+    return {
+        channel: f"{label} · {names[label]}" if label in names else label
+        for channel, label in found
+        if label
+    }
+
+
 def neuron_table(session: Session, layer: Layer) -> list[dict[str, Any]]:
     """One row per neuron of ``layer``: statistics, every index, and the class labels."""
     table: dict[int, dict[str, Any]] = {}

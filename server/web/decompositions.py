@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from analysis.resize import InputMap
 from server.decompositions.read import decomposition_record, get_decomposition
 from server.jobs.planning import plan_decomposition
-from server.runs.read import get_layer, get_run, run_summary
+from server.runs.read import get_layer, get_run, run_summary, top_classes
 from server.storage.artifacts import ArtifactStore
 from server.storage.errors import NotFoundError
 from server.storage.schema import Neuron
@@ -69,6 +69,12 @@ def decomposition_page_data(
         raise NotFoundError(f"run {run.id} has no layer {layer!r} (it has: {', '.join(names)})")
     chosen = layer or (names[-1] if names else None)
     found = (record.get("layers") or {}).get(chosen) or {"neurons": []}
+    if found["neurons"]:
+        classes = top_classes(
+            session, get_layer(session, run.id, chosen), [n["channel"] for n in found["neurons"]]
+        )
+        for entry in found["neurons"]:
+            entry["top_class"] = classes.get(entry["channel"])
     selected = next((n for n in found["neurons"] if n["channel"] == neuron), None)
     return {
         "run": run_summary(run),

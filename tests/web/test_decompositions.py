@@ -43,6 +43,8 @@ def test_upload_then_decompose_then_read_it_back(analysed_dir):
     page = web.get(f"/decompositions/{number}?layer=1&neuron=0").text
     assert 'hx-trigger="every' not in page and "where <a" in page
     assert "/runs/1/layers/1/neurons/0" in page
+    red_row = page.split('<a href="/runs/1/layers/1/neurons/0">0</a>')[1].split("</tr>")[0]
+    assert "<td>red</td>" in red_row  # the red detector's top class, a column of the table
     pixel = web.get(f"/decompositions/{number}/at?layer=1&x=15&y=20").text
     assert "channel 0" in pixel.split("</li>")[0]  # the red square's centre
     pixel = web.get(f"/decompositions/{number}/at?layer=1&x=50&y=5").text

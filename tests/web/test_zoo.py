@@ -23,6 +23,7 @@ def test_find_register_and_start_from_the_caches(tmp_path, monkeypatch):
     settings = settings_for(lab / "data")
     web = web_client(load_settings({"NEURONSCOPE_DATA_DIR": str(lab / "data")}))
     assert "Find pretrained weights" in web.get("/models").text
+    assert 'action="/models/zoo"' in web.get("/runs/new").text  # the run form offers it too
 
     scanned = web.post("/models/zoo", follow_redirects=False)
     assert scanned.status_code == 303
@@ -50,6 +51,9 @@ def test_find_register_and_start_from_the_caches(tmp_path, monkeypatch):
     finished = web.get(started.headers["location"] + ".json").json()["run"]
     assert finished["status"] == "done" and finished["resize"] == "center-crop 235 bicubic"
     assert finished["weights_source"] == "timm/resnet18.a1_in1k"
+    run_page = web.get(started.headers["location"]).text
+    assert "pretrained: timm/resnet18.a1_in1k" in run_page
+    assert "centre crop from 235 px, bicubic" in run_page and "mean 0.485, 0.456, 0.406" in run_page
 
     refused = web.post("/models", data={"spec": "timm:../../etc"})
     assert refused.status_code == 400 and "does not name a timm model" in refused.text
