@@ -25,6 +25,8 @@ def run_zoo(args: argparse.Namespace) -> int:
     found = cached_weights()
     records = [
         {
+            "architecture": entry.spec.split(":", 1)[1].partition(".")[0],
+            "tag": entry.weights or entry.spec.partition(".")[2],
             "model": entry.spec,
             "weights": entry.weights,
             "file": str(entry.path),
@@ -45,7 +47,10 @@ def run_zoo(args: argparse.Namespace) -> int:
         )
         return 0
     print_table(
-        ["use", "size", "file"],
-        [[r["use"], readable_bytes(r["bytes"]), r["file"]] for r in records],
+        ["architecture", "tag", "size", "file", "use"],
+        [
+            [r["architecture"], r["tag"], readable_bytes(r["bytes"]), r["file"], r["use"]]
+            for r in records
+        ],
     )
     return 0

@@ -94,3 +94,7 @@ def test_the_zoo_command_lists_both_caches(caches, capsys):
     assert code == 0
     found = {(entry["model"], entry["weights"]) for entry in json.loads(out)}
     assert found == {("torchvision:resnet18", "IMAGENET1K_V1"), ("timm:resnet18.a1_in1k", None)}
+    named = {(entry["architecture"], entry["tag"]) for entry in json.loads(out)}
+    assert named == {("resnet18", "IMAGENET1K_V1"), ("resnet18", "a1_in1k")}
+    code, out, _err = run_cli(capsys, "zoo")
+    assert "--model timm:resnet18.a1_in1k" in out and "--weights IMAGENET1K_V1" in out
