@@ -26,6 +26,8 @@ class Settings:
     device: str
     heartbeat_timeout: float = 60.0
     token: str | None = None
+    # Who writes with the lab token, when a note's author gives no name (NEURONSCOPE_TOKEN_NAME).
+    token_name: str | None = None
     allowed_roots: tuple[Path, ...] = ()
     max_upload_bytes: int = 20 * 1024 * 1024
     max_upload_pixels: int = 40_000_000
@@ -55,6 +57,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         device=env.get("NEURONSCOPE_DEVICE", "cpu"),
         heartbeat_timeout=float(env.get("NEURONSCOPE_HEARTBEAT_TIMEOUT") or 60),
         token=env.get("NEURONSCOPE_TOKEN") or None,
+        token_name=(env.get("NEURONSCOPE_TOKEN_NAME") or "").strip() or None,
         max_upload_bytes=int(env.get("NEURONSCOPE_MAX_UPLOAD_BYTES") or 20 * 1024 * 1024),
         max_upload_pixels=int(env.get("NEURONSCOPE_MAX_UPLOAD_PIXELS") or 40_000_000),
         allowed_hosts=allowed_hosts(env),

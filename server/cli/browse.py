@@ -118,6 +118,10 @@ def run_neuron(args: argparse.Namespace) -> int:
     )
     if detail["nf"]:
         print(f"NF: {detail['nf']}\ntop patches: {detail['sprite']}")
+    if note := detail["note"]:
+        print(f"note: {note['label'] or '(no label)'} ({note['author']}, {note['created'][:16]})")
+        if note["text"]:
+            print("  " + note["text"].replace("\n", "\n  "))
     indexes = detail["indexes"]
     if indexes:
         shown = ["color", "orientation", "symmetry", "class", "shape"]

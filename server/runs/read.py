@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from analysis.metadata import META_RESIZE, META_SOURCE, class_names, label_names
 from server.featureviz.read import featureviz_records
+from server.notes.read import note_of
 from server.storage.artifacts import ArtifactStore
 from server.storage.errors import NotFoundError
 from server.storage.schema import (
@@ -78,6 +79,18 @@ def get_layer(session: Session, run_id: int, name: str) -> Layer:
     return layer
 
 
+def get_neuron(session: Session, run_id: int, layer_name: str, channel: int) -> Neuron:
+    layer = get_layer(session, run_id, layer_name)
+    neuron = session.scalar(
+        select(Neuron).where(Neuron.layer_id == layer.id, Neuron.channel == channel)
+    )
+    if neuron is None:
+        raise NotFoundError(
+            f"layer {layer_name!r} has channels 0..{layer.channels - 1}, not {channel}"
+        )
+    return neuron
+
+
 def layer_summary(layer: Layer) -> dict[str, Any]:
     return {
         "name": layer.name,
@@ -96,13 +109,7 @@ def neuron_detail(
 ) -> dict[str, Any]:
     """Everything known about one neuron, as ``neuronscope neuron --json`` prints it."""
     layer = get_layer(session, run_id, layer_name)
-    neuron = session.scalar(
-        select(Neuron).where(Neuron.layer_id == layer.id, Neuron.channel == channel)
-    )
-    if neuron is None:
-        raise NotFoundError(
-            f"layer {layer_name!r} has channels 0..{layer.channels - 1}, not {channel}"
-        )
+    neuron = get_neuron(session, run_id, layer_name, channel)
     run = layer.run
     rows = session.execute(
         select(
@@ -150,6 +157,8 @@ def neuron_detail(
             for rank, value, row, col, index, path, label in rows
         ],
         "indexes": neuron_indexes(session, neuron.id),
+        # the lab's note on this neuron (null when none) and every version, newest first
+        **note_of(session, neuron, run_id, layer.name),
         "feature_vis": featureviz_records(session, store, run_id, layer.name, channel),
         # the dataset's labels that the model's weights name ("n01440764": "tench")
         "label_names": _named_labels(run, [row.label for row in rows]),

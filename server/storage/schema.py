@@ -169,6 +169,24 @@ class Neuron(Base):
     __table_args__ = (UniqueConstraint("layer_id", "channel", name="uq_neuron_layer_channel"),)
 
 
+class NeuronNote(Base):
+    """One version of a lab's note on a neuron: a short label ("curve detector"), free text,
+    who wrote it and when. An edit adds a version, so the history is kept; the newest version
+    is the note (empty label and text: cleared)."""
+
+    __tablename__ = "neuron_note"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    neuron_id: Mapped[int] = mapped_column(ForeignKey("neuron.id", ondelete="CASCADE"))
+    label: Mapped[str] = mapped_column(String(80), default="")
+    text: Mapped[str] = mapped_column(Text, default="")
+    author: Mapped[str] = mapped_column(String(80))
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+Index("ix_neuron_note_neuron_id", NeuronNote.neuron_id)
+
+
 class TopActivation(Base):
     """The rank-th best image of a neuron: where and how strongly it fired."""
 

@@ -1,8 +1,9 @@
 """The FastAPI application factory: settings, database, queue, templates, static files, routers.
 
 One router module per resource (``runs``, ``layers``, ``neurons``, ``jobs``, ``models``,
-``datasets``, ``featureviz``, ``decompositions``, ``compositions``, ``artifacts``), each with its
-pages (and their ``.json``/``.csv`` twins, :mod:`server.web.twins`), its forms and its JSON API.
+``datasets``, ``featureviz``, ``decompositions``, ``compositions``, ``notes``, ``artifacts``),
+each with its pages (and their ``.json``/``.csv`` twins, :mod:`server.web.twins`), its forms and
+its JSON API.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from server.web import (
     layers,
     models,
     neurons,
+    notes,
     plots,
     runs,
 )
@@ -59,6 +61,7 @@ RESOURCES = (
     featureviz,
     decompositions,
     compositions,
+    notes,
 )
 
 

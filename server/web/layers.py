@@ -12,6 +12,7 @@ from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
 from server.featureviz.read import latest_featureviz
+from server.notes.read import layer_labels
 from server.runs.read import get_layer, layer_summary, neuron_table, run_summary
 from server.storage.schema import INDEX_NAMES, Layer
 from server.web.deps import RunId, RunRef, SessionDep
@@ -33,6 +34,7 @@ NEURON_COLUMNS: dict[str, type] = {
     "top_class": str,
     "spectral_class": str,
     "spatial_class": str,
+    "label": str,
 }
 INDEX_LABELS = {
     "color": "colour",
@@ -92,7 +94,9 @@ def layer_data(
 ) -> Data:
     """One page of a layer's neuron table, with the newest feature visualisation per channel."""
     layer = get_layer(session, run_id, layer_name)
-    page = apply_query(cache.rows(session, layer), query)
+    labels = layer_labels(session, layer.id)  # a lab's labels change on a finished run too
+    rows = [{**row, "label": labels.get(row["channel"])} for row in cache.rows(session, layer)]
+    page = apply_query(rows, query)
     return {
         "run": run_summary(layer.run),
         "layer": {**layer_summary(layer), "summary": layer.summary or {}},
@@ -119,7 +123,8 @@ def layer_page(request: Request, session: SessionDep, run_id: RunRef, layer_name
     summary="A layer's neurons: filter, sort and page them",
     description=(
         "Query grammar: `_sort=COL` and `_sort_desc=COL` (repeatable, in order), "
-        "`COL__gt=`, `__gte`, `__lt`, `__lte`, `__eq`, `__ne`, `__isnull`, `_dead=0` hides "
+        "`COL__gt=`, `__gte`, `__lt`, `__lte`, `__eq`, `__ne`, `__isnull`, `__contains` (text, "
+        "any case: `label__contains=curve`), `_dead=0` hides "
         "dead neurons, `_size=N`, `_next=TOKEN` for the next page. Columns: "
         + ", ".join(NEURON_COLUMNS)
     ),

@@ -12,7 +12,14 @@ from sqlalchemy.orm import Session
 
 from server.jobs.planning import plan_nf_array
 from server.jobs.read import job_record, last_asked
-from server.runs.read import get_layer, get_run, layer_summary, neuron_detail, run_summary
+from server.runs.read import (
+    get_layer,
+    get_neuron,
+    get_run,
+    layer_summary,
+    neuron_detail,
+    run_summary,
+)
 from server.storage.artifacts import ArtifactStore
 from server.storage.errors import NotFoundError
 from server.storage.schema import Layer, Neuron
@@ -32,6 +39,7 @@ from server.web.featureviz import featureviz_section
 from server.web.forms import OptionalFormText
 from server.web.jobs import not_ready
 from server.web.layers import INDEX_LABELS
+from server.web.notes import author_of
 from server.web.security import check_write_access, forms_router, see_other
 from server.web.twins import Data, Page, page_router
 
@@ -96,6 +104,7 @@ def neuron_page(
     nf_waits = bool(asked and asked["status"] != "failed")
     waiting = bool(data["fv"]["polling"] or composition_waits(composition) or nf_waits)
     data["no_worker"] = composition["no_worker"] = no_live_worker(request, session, waiting)
+    data["note_author"] = author_of(request, None)
     return NEURON.render(request, {**data, "comp": composition, "index_labels": INDEX_LABELS})
 
 
@@ -117,7 +126,7 @@ def queue_nf_array(submitter: SubmitDep, run_id: int, layer_name: str, channel: 
     (queued once)."""
 
     def plan(session: Session) -> tuple[Data, list[int]]:
-        neuron = _neuron(session, run_id, layer_name, channel)
+        neuron = get_neuron(session, run_id, layer_name, channel)
         if neuron.dead:
             raise RequestError(f"{layer_name} channel {channel} never fires: it has no NF", 404)
         if neuron.nf_array_key:
@@ -126,16 +135,6 @@ def queue_nf_array(submitter: SubmitDep, run_id: int, layer_name: str, channel: 
         return {"status": job.status, "job": job_record(job)}, [job.id] if ready else []
 
     return submitter.plan(plan)
-
-
-def _neuron(session: Session, run_id: int, layer_name: str, channel: int) -> Neuron:
-    layer = get_layer(session, run_id, layer_name)
-    neuron = session.scalar(
-        select(Neuron).where(Neuron.layer_id == layer.id, Neuron.channel == channel)
-    )
-    if neuron is None:
-        raise NotFoundError(f"layer {layer_name!r} has channels 0..{layer.channels - 1}")
-    return neuron
 
 
 @forms.post("/runs/{run_id}/layers/{layer_name}/neurons/{channel}/nf_array")
@@ -166,7 +165,7 @@ NF_ARRAY_PATH = "/runs/{run_id}/layers/{layer_name}/neurons/{channel}/nf_array"
 def api_nf_array(
     session: SessionDep, store: StoreDep, run_id: RunId, layer_name: str, channel: Channel
 ) -> Response:
-    neuron = _neuron(session, run_id, layer_name, channel)
+    neuron = get_neuron(session, run_id, layer_name, channel)
     if neuron.nf_array_key and store.path(neuron.nf_array_key).is_file():
         name = f"nf-{layer_name}-{channel}.npy"
         return FileResponse(store.path(neuron.nf_array_key), filename=name)

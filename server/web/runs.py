@@ -22,6 +22,7 @@ from server.decompositions.read import list_decompositions
 from server.jobs.planning import PlanOptions, plan_analysis
 from server.jobs.read import job_record, list_workers, run_stages
 from server.jobs.state import JobSpec, stop_run, submit
+from server.notes.read import find_notes, label_counts
 from server.runs.read import (
     get_run,
     layer_summary,
@@ -96,6 +97,8 @@ def run_data(session: Session, run_id: int, heartbeat_timeout: float) -> Data:
         "active": active,
         "no_worker": active and not any(worker["state"] == "alive" for worker in workers),
         "decompositions": list_decompositions(session, run_id),
+        "labels": label_counts(session, run_id),
+        "notes": find_notes(session, run_id=run_id, limit=None),
     }
 
 

@@ -2,7 +2,8 @@
 
 ``?_sort=color&_sort_desc=class`` sorts by colour ascending, then class descending (several
 ``_sort``/``_sort_desc`` keep their order in the query string); ``?color__gt=0.5`` filters (``gt``,
-``gte``, ``lt``, ``lte``, ``eq``, ``ne``, ``isnull``); ``?_dead=0`` hides dead neurons;
+``gte``, ``lt``, ``lte``, ``eq``, ``ne``, ``isnull``; ``contains`` for text, in any case, as in
+``?label__contains=curve``); ``?_dead=0`` hides dead neurons;
 ``?_size=50`` sets the page size and ``?_next=TOKEN`` continues after the row named by TOKEN
 (keyset paging: the token is the last row's channel, so pages stay stable as filters change).
 """
@@ -24,7 +25,9 @@ _OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
     "lte": operator.le,
     "eq": operator.eq,
     "ne": operator.ne,
+    "contains": lambda cell, words: words.casefold() in str(cell).casefold(),
 }
+TEXT_ONLY = ("contains",)
 
 
 class QueryError(ValueError):
@@ -118,8 +121,11 @@ def parse_query(items: Sequence[tuple[str, str]], columns: dict[str, type]) -> T
                 raise QueryError(f"cannot filter on unknown column {column!r}")
             if op not in _OPERATORS and op != "isnull":
                 raise QueryError(
-                    f"unknown filter operator {op!r} (use gt, gte, lt, lte, eq, ne, isnull)"
+                    f"unknown filter operator {op!r} "
+                    "(use gt, gte, lt, lte, eq, ne, isnull, or contains for text)"
                 )
+            if op in TEXT_ONLY and columns[column] is not str:
+                raise QueryError(f"{column} is a number: filter it with gt, lt, eq, ...")
             parse = bool_value if op == "isnull" else PARSERS.get(columns[column], columns[column])
             filters.append(Filter(column, op, _convert(key, value, parse)))
         elif key.startswith("_"):

@@ -28,6 +28,7 @@ from server.storage.errors import NotFoundError
 
 FORMATS = ("json", "csv")
 FORMAT_KEY = "neuronscope.format"  # where a twin route notes the format asked for
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what makes a spreadsheet cell a formula
 
 Data = dict[str, Any]
 
@@ -113,5 +114,15 @@ def csv_response(rows: Sequence[Data], columns: Sequence[str]) -> Response:
     writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: "" if row.get(k) is None else row.get(k) for k in columns})
+        writer.writerow({k: csv_cell(row.get(k)) for k in columns})
     return Response(buffer.getvalue(), media_type="text/csv; charset=utf-8")
+
+
+def csv_cell(value: Any) -> Any:
+    """A cell as a spreadsheet should show it: empty for null, and text that a spreadsheet would
+    run as a formula (a lab's note "=HYPERLINK(...)") quoted with a leading apostrophe."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value

@@ -199,3 +199,35 @@ def test_upload_decompose_click_a_pixel_then_follow_a_composition_tree(page, tmp
         page.locator("#composition ul.tree ul a").first.click()
         page.wait_for_url("**/runs/1/layers/1/neurons/*")
         page.screenshot(path=str(tmp_path / "composition.png"), full_page=True)
+
+
+def test_a_label_written_on_a_neuron_page_filters_its_layer_and_is_found(page, tmp_path):
+    from playwright.sync_api import expect
+
+    from tests.support.cli import analysed_data_dir
+
+    data_dir = analysed_data_dir(tmp_path)
+    with serving({"NEURONSCOPE_DATA_DIR": str(data_dir)}) as url:
+        page.goto(f"{url}/runs/1/layers/1/neurons/2")
+        page.fill('#note input[name="label"]', "red curve")
+        page.fill('#note textarea[name="text"]', "Fires on <b>red</b> arcs.")
+        page.fill('#note input[name="author"]', "Grace")
+        page.click('#note button[type="submit"]')
+        page.wait_for_url("**/runs/1/layers/1/neurons/2#note")
+        assert "red curve" in page.inner_text("#note .note-label")
+        assert page.inner_text("#note .note-text") == "Fires on <b>red</b> arcs."  # as text
+
+        page.goto(f"{url}/runs/1/layers/1")
+        page.fill('input[name="label__contains"]', "CURVE")
+        page.click('form.filters button[type="submit"]')
+        page.wait_for_url("**label__contains=CURVE**")
+        expect(page.locator("table.neurons tbody tr")).to_have_count(1)
+        assert table_channels(page) == ["2"]
+        page.reload()  # the filter is in the URL
+        assert table_channels(page) == ["2"]
+
+        page.fill("form.search input[name=q]", "arcs")
+        page.press("form.search input[name=q]", "Enter")
+        page.wait_for_url("**/notes?q=arcs")
+        page.click("table.notes a")
+        page.wait_for_url("**/runs/1/layers/1/neurons/2#note")
