@@ -1,10 +1,10 @@
 """The import rule of README's "Layout": read from the source, so a wrong import fails here.
 
 Levels, lowest first: ``analysis`` → ``server.storage``, ``server.config``, ``server.progress`` →
-each feature (``runs``, ``featureviz``, ``decompositions``, ``notes``) → ``jobs`` → ``cli`` and
-``web``. A module imports only its own level or lower. A feature's ``read`` module imports
-storage, other ``read`` modules and plain-Python (torch-free) ``analysis`` modules only. The web
-reads through ``read``, registers through ``runs.register``, writes notes through
+each feature (``runs``, ``featureviz``, ``decompositions``, ``notes``, ``compare``) → ``jobs`` →
+``cli`` and ``web``. A module imports only its own level or lower. A feature's ``read`` module
+imports storage, other ``read`` modules and plain-Python (torch-free) ``analysis`` modules only.
+The web reads through ``read``, registers through ``runs.register``, writes notes through
 ``notes.write`` and asks for work through the jobs' torch-free front door; it imports no compute
 and no analysis module that loads torch.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-FEATURES = ("runs", "featureviz", "decompositions", "notes")
+FEATURES = ("runs", "featureviz", "decompositions", "notes", "compare")
 READ_MODULES = {f"server.{name}.read" for name in (*FEATURES, "jobs")}
 # What the web may import, besides its own modules and the torch-free analysis modules.
 WEB_ALLOWED = {

@@ -16,7 +16,18 @@ from pathlib import Path
 from typing import NoReturn
 
 from analysis.allocator import reuse_freed_memory
-from server.cli import analyze, browse, decompose, demo, featureviz, gc, jobs, serve, zoo
+from server.cli import (
+    analyze,
+    browse,
+    compare,
+    decompose,
+    demo,
+    featureviz,
+    gc,
+    jobs,
+    serve,
+    zoo,
+)
 
 EXIT_FAILURE = 1
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer whose reader left
@@ -30,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     analyze.add_commands(commands)
     browse.add_commands(commands)
+    compare.add_commands(commands)
     decompose.add_commands(commands)
     demo.add_commands(commands)
     jobs.add_commands(commands)

@@ -1,9 +1,9 @@
 """The FastAPI application factory: settings, database, queue, templates, static files, routers.
 
 One router module per resource (``runs``, ``layers``, ``neurons``, ``jobs``, ``models``,
-``datasets``, ``featureviz``, ``decompositions``, ``compositions``, ``notes``, ``artifacts``),
-each with its pages (and their ``.json``/``.csv`` twins, :mod:`server.web.twins`), its forms and
-its JSON API.
+``datasets``, ``featureviz``, ``decompositions``, ``compositions``, ``notes``, ``compare``,
+``artifacts``), each with its pages (and their ``.json``/``.csv`` twins,
+:mod:`server.web.twins`), its forms and its JSON API.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from server.storage.artifacts import ArtifactStore
 from server.storage.db import Database
 from server.web import (
     artifacts,
+    compare,
     compositions,
     datasets,
     decompositions,
@@ -62,6 +63,7 @@ RESOURCES = (
     decompositions,
     compositions,
     notes,
+    compare,
 )
 
 
@@ -103,6 +105,9 @@ def templates(settings: Settings) -> Jinja2Templates:
         hue_plot=plots.hue_plot,
         bar_plot=plots.bar_plot,
         histogram=plots.histogram,
+        overlaid_histograms=plots.overlaid_histograms,
+        depth_plot=plots.depth_plot,
+        run_colours=plots.RUN_COLOURS,
         query_string=query_string,
         token_required=bool(settings.token),
         allowed_roots=[str(root) for root in settings.allowed_roots],

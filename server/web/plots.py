@@ -134,3 +134,66 @@ def histogram(counts: Sequence[int], bins: Sequence[float], title: str) -> Marku
     labels = [f"{bins[i]:.1f}–{bins[i + 1]:.1f}" for i in range(len(counts))]
     counts_ = [float(c) for c in counts]
     return bar_plot(labels, counts_, title, top=max([1, *counts]), show_labels=False)
+
+
+# One colour per run when runs are drawn together (colour-blind-safe, after Okabe and Ito).
+RUN_COLOURS = ("#0072b2", "#d55e00", "#009e73", "#cc79a7", "#e69f00", "#56b4e9")
+
+
+def overlaid_histograms(
+    series: Sequence[tuple[str, Sequence[float]]], bins: Sequence[float], title: str
+) -> Markup:
+    """Histograms of several runs on the same bins, as outlined steps in each run's colour:
+    each as the share of its own neurons, so runs of different sizes compare. Hovering a bin
+    shows every run's count there."""
+    shares = [[c / max(1, sum(counts)) for c in counts] for _label, counts in series]
+    top = max([0.01, *(s for run in shares for s in run)])
+    right, bottom = WIDTH - 8, HEIGHT - PAD
+    body = [_axes([f"{bins[0]:g}", f"{bins[-1]:g}"], 0, top)]
+    width = (right - PAD) / (len(bins) - 1)
+    for i in range(len(bins) - 1):  # a hover target per bin, behind the lines
+        counts = ", ".join(f"{label}: {int(c[i])}" for label, c in series)
+        body.append(
+            f'<rect x="{PAD + i * width:.1f}" y="8" width="{width:.1f}" height="{bottom - 8}" '
+            f'fill="transparent"><title>{bins[i]:.2f}–{bins[i + 1]:.2f}: {escape(counts)}'
+            "</title></rect>"
+        )
+    for (label, _counts), run_shares, colour in zip(series, shares, RUN_COLOURS, strict=False):
+        points = [f"{PAD},{bottom}"]
+        for i, share in enumerate(run_shares):
+            y = _scale(share, 0, top, bottom, 8)
+            points += [f"{PAD + i * width:.1f},{y:.1f}", f"{PAD + (i + 1) * width:.1f},{y:.1f}"]
+        points.append(f"{right},{bottom}")
+        body.append(
+            f'<polyline points="{" ".join(points)}" fill="none" stroke="{colour}" '
+            f'stroke-width="1.6" opacity="0.9"><title>{escape(label)}</title></polyline>'
+        )
+    return _frame("".join(body), title)
+
+
+def depth_plot(
+    series: Sequence[tuple[str, Sequence[float], Sequence[float | None]]], title: str
+) -> Markup:
+    """One line per run of a value (a median index) against relative depth 0–1, each point
+    with its value on hover: the figure of how selectivity changes through a network."""
+    values = [y for _label, _xs, ys in series for y in ys if y is not None]
+    low, high = min([0.0, *values]), max([1.0, *values])
+    right, bottom = WIDTH - 8, HEIGHT - PAD
+    body = [_axes(["0", "relative depth", "1"], low, high)]
+    for (label, xs, ys), colour in zip(series, RUN_COLOURS, strict=False):
+        points = [
+            (_scale(x, 0, 1, PAD, right), _scale(y, low, high, bottom, 8), x, y)
+            for x, y in zip(xs, ys, strict=True)
+            if y is not None
+        ]
+        line = " ".join(f"{px:.1f},{py:.1f}" for px, py, _x, _y in points)
+        body.append(
+            f'<polyline points="{line}" fill="none" stroke="{colour}" stroke-width="1.8">'
+            f"<title>{escape(label)}</title></polyline>"
+        )
+        body += [
+            f'<circle cx="{px:.1f}" cy="{py:.1f}" r="2.5" fill="{colour}">'
+            f"<title>{escape(label)} at depth {x:.2f}: {y:.3f}</title></circle>"
+            for px, py, x, y in points
+        ]
+    return _frame("".join(body), title)

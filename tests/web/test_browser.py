@@ -231,3 +231,26 @@ def test_a_label_written_on_a_neuron_page_filters_its_layer_and_is_found(page, t
         page.wait_for_url("**/notes?q=arcs")
         page.click("table.notes a")
         page.wait_for_url("**/runs/1/layers/1/neurons/2#note")
+
+
+def test_a_comparison_sorted_by_a_change_leads_to_both_neurons(page, tmp_path):
+    from server.cli.main import main
+    from tests.support.cli import analysed_data_dir, environment, red_detector_analysis
+
+    data_dir = analysed_data_dir(tmp_path)  # run 1: top-6 over the squares
+    with environment(NEURONSCOPE_DATA_DIR=str(data_dir)):
+        assert main(red_detector_analysis(tmp_path / "squares", 3)) == 0  # run 2: top-3
+    with serving({"NEURONSCOPE_DATA_DIR": str(data_dir)}) as url:
+        page.goto(f"{url}/runs/1/layers/1/neurons/0")
+        page.click('a:has-text("compared")')
+        page.wait_for_url("**/compare?runs=1,2&layer=1&channel__eq=0#neurons")
+        assert page.locator("table.compare tbody tr").count() == 1
+        page.click('a:has-text("back to every layer")')
+        page.click('section.compare-layer h3 a:has-text("neuron by neuron")')
+        page.wait_for_url("**layer=1#neurons")
+        page.click('th a[data-column="delta_class"]')
+        page.wait_for_url("**_sort_desc=delta_class**")
+        deltas = page.locator("table.compare tbody td:nth-child(8) strong").all_inner_texts()
+        assert deltas == sorted(deltas, key=float, reverse=True) and len(deltas) == 2  # 1 dead
+        page.click("table.compare tbody tr:first-child a:has-text('run 2')")
+        page.wait_for_url("**/runs/2/layers/1/neurons/*")

@@ -1,0 +1,1 @@
+"""Runs side by side: their layers' index distributions, and their neurons' changes."""

@@ -1,0 +1,103 @@
+"""Runs compared side by side: a run against itself has no difference, two runs of one
+architecture are compared neuron by neuron with the values each run's own table gives, and the
+page, its twins and the CLI agree."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from server.config import load_settings
+from tests.support.cli import environment, red_detector_analysis, run_cli
+from tests.support.images import write_square_folder
+from tests.support.web import web_client
+
+INDEXES = ("color", "orientation", "symmetry", "class", "shape")
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Runs 1 and 2: the red detector over the same squares with top-6 and top-3."""
+    from server.cli.main import main
+
+    root = tmp_path_factory.mktemp("compare")
+    folder = write_square_folder(root / "squares", per_class=8)
+    with environment(NEURONSCOPE_DATA_DIR=str(root / "data")):
+        assert main(red_detector_analysis(folder, 6)) == 0
+        assert main(red_detector_analysis(folder, 3)) == 0
+    return root / "data"
+
+
+@pytest.fixture
+def client(two_runs):
+    with web_client(load_settings({"NEURONSCOPE_DATA_DIR": str(two_runs)})) as test_client:
+        yield test_client
+
+
+def test_a_run_compared_with_itself_differs_nowhere(client):
+    found = client.get("/compare.json?runs=1,1").json()["comparison"]
+    assert found["matching"] == "name" and found["same_architecture"]
+    for layer in found["layers"]:
+        for name in INDEXES:
+            (test,) = layer["tests"][name]
+            if test["ks"] is not None:
+                assert test["ks"] == 0.0 and test["p"] == 1.0
+    rows = client.get("/compare.json?runs=1,1&layer=4").json()["rows"]
+    deltas = [row[f"delta_{name}"] for row in rows for name in INDEXES]
+    assert deltas and all(delta in (0.0, None) for delta in deltas)
+    assert any(delta == 0.0 for delta in deltas)
+
+
+def test_two_runs_neuron_by_neuron_match_their_own_tables(client):
+    first = {r["channel"]: r for r in client.get("/runs/1/layers/4.json").json()["rows"]}
+    second = {r["channel"]: r for r in client.get("/runs/2/layers/4.json").json()["rows"]}
+    answer = client.get("/compare.json?runs=1,2&layer=4&_sort_desc=delta_color").json()
+    rows = answer["rows"]
+    assert [row["channel"] for row in rows] == sorted(
+        (row["channel"] for row in rows),
+        key=lambda c: -(second[c]["color"] - first[c]["color"]),
+    )
+    for row in rows:
+        for name in INDEXES:
+            assert row[f"{name}_a"] == first[row["channel"]][name]
+            assert row[f"delta_{name}"] == pytest.approx(
+                second[row["channel"]][name] - first[row["channel"]][name]
+            )
+    page = client.get("/compare?runs=1,2&layer=4&_sort_desc=delta_color")
+    assert page.status_code == 200 and page.text.count('<tr id="channel-') == len(rows)
+    assert 'href="/runs/2/layers/4/neurons/0"' in page.text and "<svg" in page.text
+
+
+def test_the_csv_twin_summarises_every_layer_index_and_run(client):
+    rows = list(csv.DictReader(io.StringIO(client.get("/compare.csv?runs=1,2").text)))
+    assert len(rows) == 2 * len(INDEXES) * 2  # layers × indexes × runs
+    later = [row for row in rows if row["run"] == "2"]
+    assert all(row["ks"] != "" and 0 <= float(row["p"]) <= 1 for row in later if row["median"])
+
+
+def test_bad_comparisons_are_refused_readably(client):
+    assert client.get("/compare?runs=1").status_code == 400
+    assert client.get("/compare?runs=1,x").status_code == 400
+    missing = client.get("/compare.json?runs=1,9")
+    assert missing.status_code == 404 and "no run 9" in missing.json()["detail"]
+    no_layer = client.get("/compare.json?runs=1,2&layer=nope")
+    assert no_layer.status_code == 404 and "no layer 'nope'" in no_layer.json()["detail"]
+
+
+def test_the_neuron_page_links_the_same_channel_to_the_comparison(client):
+    page = client.get("/runs/2/layers/4/neurons/1").text
+    assert 'href="/compare?runs=2,1&amp;layer=4&amp;channel__eq=1#neurons"' in page
+
+
+def test_the_cli_prints_the_comparison(two_runs, capsys):
+    with environment(NEURONSCOPE_DATA_DIR=str(two_runs)):
+        code, out, _ = run_cli(capsys, "compare", "1", "2")
+        assert code == 0 and "KS D" in out and "layer 4" in out
+        code, out, _ = run_cli(capsys, "compare", "1", "2", "--layer", "4", "--json")
+        assert code == 0 and len(json.loads(out)["rows"]) == 2
+        code, _, err = run_cli(capsys, "compare", "1", "7")
+        assert code == 1 and err.strip() == "neuronscope: error: no run 7"
