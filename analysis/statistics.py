@@ -58,3 +58,16 @@ def _limit_p(n: int, m: int, statistic: float) -> float:
         return 1.0
     total = sum((-1) ** (k - 1) * exp(-2 * k * k * scaled * scaled) for k in range(1, 101))
     return min(1.0, max(0.0, 2 * total))
+
+
+def correlations(values: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """Pearson's r between ``values`` (n,) and each column of ``candidates`` (n, m); nan where
+    either is constant (r is undefined there)."""
+    x = np.asarray(values, dtype=np.float64)
+    y = np.asarray(candidates, dtype=np.float64)
+    x = x - x.mean()
+    y = y - y.mean(axis=0)
+    scale = np.sqrt((x * x).sum()) * np.sqrt((y * y).sum(axis=0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = (x @ y) / scale
+    return np.where(scale > 0, np.clip(r, -1.0, 1.0), np.nan)

@@ -18,14 +18,17 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from analysis.metadata import META_SOURCE
-from analysis.statistics import ks_two_sample
+from analysis.statistics import correlations, ks_two_sample
 from server.runs.read import get_run
+from server.storage.artifacts import ArtifactStore
 from server.storage.errors import NotFoundError
-from server.storage.schema import INDEX_NAMES, Layer, Neuron, NeuronIndex, Run
+from server.storage.schema import INDEX_NAMES, Layer, Neuron, NeuronIndex, ProbeResponse, Run
 
 SELECTIVE_ABOVE = 0.5  # the layer summaries' threshold (analysis.selectivity.indexes)
 BINS = 20  # histogram bins on [0, 1]; values below 0 (a colour index can be) are counted apart
 MAX_RUNS = 6
+PROBE_IMAGES = 256  # images of the probe set that neurons of two runs are matched over
+NEAREST = 10  # matches shown for a neuron
 
 
 @dataclass(frozen=True)
@@ -209,3 +212,59 @@ def _nf_keys(session: Session, layer: Layer) -> dict[int, str]:
         )
     )
     return {int(channel): str(key) for channel, key in rows}
+
+
+def probe_response(session: Session, run_id: int, dataset_id: int) -> ProbeResponse | None:
+    """``run_id``'s stored responses to the probe set of PROBE_IMAGES images of the folder."""
+    return session.scalar(
+        select(ProbeResponse).where(
+            ProbeResponse.run_id == run_id,
+            ProbeResponse.dataset_id == dataset_id,
+            ProbeResponse.images == PROBE_IMAGES,
+        )
+    )
+
+
+def nearest_neurons(
+    session: Session,
+    store: ArtifactStore,
+    reference: ProbeResponse,
+    layer: str,
+    channel: int,
+    other: ProbeResponse,
+    count: int = NEAREST,
+) -> list[dict[str, Any]]:
+    """The ``count`` neurons of ``other``'s run (any recorded layer) whose responses to the
+    probe set correlate best with neuron (``layer``, ``channel``) of ``reference``'s run,
+    best first, each with Pearson's r and its NF. Empty when that neuron's responses are
+    constant over the probe set (a correlation is undefined then)."""
+    column = _column(reference, layer, channel)
+    values = store.load_array(reference.array_key)[:, column]
+    found = correlations(values, store.load_array(other.array_key))
+    ranked = [
+        int(i) for i in np.argsort(-np.nan_to_num(found, nan=-np.inf)) if found[i] == found[i]
+    ]
+    names = {}
+    for name, first, channels in other.layers:
+        names.update({first + c: (name, c) for c in range(channels)})
+    matches = [(*names[i], float(found[i])) for i in ranked[:count]]
+    wanted = {(name, c) for name, c, _r in matches}
+    rows = session.execute(
+        select(Layer.name, Neuron.channel, Neuron.nf_key)
+        .join(Neuron, Neuron.layer_id == Layer.id)
+        .where(Layer.run_id == other.run_id, Layer.name.in_({name for name, _c in wanted}))
+    )
+    keys = {(name, c): key for name, c, key in rows if (name, c) in wanted}
+    return [
+        {"layer": name, "channel": c, "r": r, "nf": keys.get((name, c))} for name, c, r in matches
+    ]
+
+
+def _column(responses: ProbeResponse, layer: str, channel: int) -> int:
+    for name, first, channels in responses.layers:
+        if name == layer:
+            if not 0 <= channel < channels:
+                raise NotFoundError(f"layer {layer!r} has channels 0..{channels - 1}")
+            return first + channel
+    names = ", ".join(entry[0] for entry in responses.layers)
+    raise NotFoundError(f"run {responses.run_id} has no layer {layer!r} (it has: {names})")

@@ -18,6 +18,12 @@ from analysis.models import load_model
 from analysis.physiology import electrodes
 from analysis.safetensors_io import parse_safetensors, safetensors_bytes
 from analysis.sweep import SweepResult, merge_sweeps
+from server.compare.responses import (
+    compute_responses,
+    probe_images,
+    probe_indices,
+    store_responses,
+)
 from server.decompositions.composition import compose_neuron, store_composition
 from server.decompositions.image import decompose_image
 from server.featureviz.render import (
@@ -43,7 +49,7 @@ from server.runs.stages import (
     sweep_stats,
 )
 from server.storage.artifacts import ArtifactStore
-from server.storage.schema import Decomposition, Job, Neuron, Run, Upload
+from server.storage.schema import Dataset, Decomposition, Job, Neuron, Run, Upload
 
 
 def run_sweep_shard(context: JobContext) -> dict[str, Any]:
@@ -259,6 +265,31 @@ def run_nf_array(context: JobContext) -> dict[str, Any]:
         return {"layer": layer.name, "channel": neuron.channel, "nf_array": key}
 
 
+def run_probe(context: JobContext) -> dict[str, Any]:
+    """A run's responses to a probe set, stored for matching its neurons with another run's."""
+    params = context.job.params
+    with context.database.session() as session:
+        run = _run_of(session, context.job)
+        dataset = session.get(Dataset, params["dataset"])
+        if dataset is None:
+            raise RunInputError(f"the probe set's image folder {params['dataset']} was removed")
+        loaded, _layers = context.models.load(run.model)
+        decoded = probe_images(run, dataset, loaded)
+        indices = probe_indices(len(decoded.folder.images), params["images"])
+        context.progress.start("responses to the probe images", len(indices), "images")
+        responses = compute_responses(
+            loaded,
+            [layer.name for layer in run.layers],
+            decoded.pixels,
+            indices,
+            context.settings.device,
+            context.progress.update,
+        )
+        stored = store_responses(session, context.store, run, dataset, params["images"], responses)
+        context.progress.finish()
+        return {"probe_response": stored.id, "images": len(indices)}
+
+
 def run_register_model(context: JobContext) -> dict[str, Any]:
     params = context.job.params
     context.progress.start("loading the model", 1)
@@ -314,6 +345,7 @@ HANDLERS: dict[str, Callable[[JobContext], dict[str, Any]]] = {
     "decompose": run_decompose,
     "compose": run_compose,
     "nf_array": run_nf_array,
+    "probe": run_probe,
     "register_model": run_register_model,
     "register_dataset": run_register_dataset,
     "estimate": run_estimate,

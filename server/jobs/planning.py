@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from analysis.shards import plan_shards
 from server.decompositions.read import params_key
 from server.jobs.state import JobSpec, submit
-from server.storage.schema import Decomposition, Job, Run
+from server.storage.schema import Dataset, Decomposition, Job, Run
 
 SHARD_ATTEMPTS = 3
 
@@ -186,4 +186,19 @@ def plan_nf_array(session: Session, run: Run, layer: str, channel: int) -> tuple
     return submit(
         session,
         JobSpec(kind="nf_array", identity=[run.key, params], params=params, run_id=run.id),
+    )
+
+
+def plan_probe(session: Session, run: Run, dataset: Dataset, images: int) -> tuple[Job, bool]:
+    """The job that records ``run``'s responses to ``images`` images of ``dataset`` (the probe
+    set two runs' neurons are matched by)."""
+    params = {"dataset": dataset.id, "images": images}
+    return submit(
+        session,
+        JobSpec(
+            kind="probe",
+            identity=[run.key, dataset.fingerprint, images],
+            params=params,
+            run_id=run.id,
+        ),
     )

@@ -262,6 +262,28 @@ class FeatureViz(Base):
     )
 
 
+class ProbeResponse(Base):
+    """A run's neurons' responses to a probe set: for each of ``images`` images spread evenly
+    through an image folder (any run's), each recorded channel's largest activation over its
+    map. Two runs' responses to the same probe set match neurons across architectures by
+    correlation. ``array_key`` names a float32 (images, channels) array whose columns are the
+    layers in ``layers`` order ([name, first column, channels] each)."""
+
+    __tablename__ = "probe_response"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("run.id", ondelete="CASCADE"))
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("dataset.id", ondelete="CASCADE"))
+    images: Mapped[int] = mapped_column(Integer)
+    array_key: Mapped[str] = mapped_column(String(80))
+    layers: Mapped[list[Any]] = mapped_column(JSON)
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("run_id", "dataset_id", "images", name="uq_probe_response_set"),
+    )
+
+
 class Upload(Base):
     """An image a user uploaded, stored once under the hash of its bytes."""
 

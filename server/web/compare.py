@@ -5,19 +5,38 @@ table sortable by any index's change (``&_sort_desc=delta_color``)."""
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from fastapi import Request
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
-from server.compare.read import DELTA_COLUMNS, MAX_RUNS, compare_runs, neuron_changes
+from server.compare.read import (
+    DELTA_COLUMNS,
+    MAX_RUNS,
+    PROBE_IMAGES,
+    compare_runs,
+    nearest_neurons,
+    neuron_changes,
+    probe_response,
+)
 from server.featureviz.read import latest_featureviz
+from server.jobs.planning import plan_probe
+from server.jobs.read import job_record, last_asked
+from server.runs.read import get_neuron, get_run
+from server.storage.artifacts import ArtifactStore
 from server.storage.errors import NotFoundError
-from server.web.deps import MAX_ID, SessionDep, is_number
+from server.storage.schema import JOB_ACTIVE
+from server.web.deps import MAX_ID, SessionDep, StoreDep, SubmitDep, is_number, no_live_worker
 from server.web.errors import RequestError
+from server.web.forms import FormText, OptionalFormText, required_int
+from server.web.security import check_write_access, forms_router, see_other
 from server.web.table_query import apply_query, parse_query
 from server.web.twins import Data, Page, page_router
 
 pages = page_router()
+forms = forms_router()
+NEAR_PARAMS = ("near_layer", "near_channel")
 
 SUMMARY_COLUMNS = (
     "layer",
@@ -109,9 +128,33 @@ def plot_series(comparison: Data) -> Data:
     return {"depth": depth, "histograms": histograms}
 
 
-def compare_data(session: Session, request: Request) -> tuple[Page, Data]:
+def nearest_data(
+    session: Session, store: ArtifactStore, run_ids: list[int], layer: str, channel: int
+) -> Data:
+    """The neurons of the second run nearest to (``layer``, ``channel``) of the first by their
+    responses to PROBE_IMAGES images of the first run's folder, once both runs' responses are
+    stored; until then, the jobs that record them (if asked)."""
+    get_neuron(session, run_ids[0], layer, channel)
+    dataset = get_run(session, run_ids[0]).dataset
+    found = [probe_response(session, run_id, dataset.id) for run_id in run_ids[:2]]
+    params = {"dataset": dataset.id, "images": PROBE_IMAGES}
+    jobs = [last_asked(session, run_id, "probe", params) for run_id in run_ids[:2]]
+    data: Data = {
+        "layer": layer,
+        "channel": channel,
+        "probe": {"dataset": dataset.root, "images": min(PROBE_IMAGES, dataset.image_count)},
+        "jobs": [job for job in jobs if job],
+        "waiting": any(job and job["status"] in JOB_ACTIVE for job in jobs),
+        "matches": None,
+    }
+    if found[0] is not None and found[1] is not None:
+        data["matches"] = nearest_neurons(session, store, found[0], layer, channel, found[1])
+    return data
+
+
+def compare_data(session: Session, store: ArtifactStore, request: Request) -> tuple[Page, Data]:
     params = request.query_params
-    run_ids = parse_runs(params.get("runs", ""))
+    run_ids = parse_runs(",".join(params.getlist("runs")))  # "3,7", or runs=3&runs=7 (a form)
     comparison = compare_runs(session, run_ids)
     layer = params.get("layer") or None
     data: Data = {
@@ -119,10 +162,15 @@ def compare_data(session: Session, request: Request) -> tuple[Page, Data]:
         "layer": layer,
         "refusal": None,
         "plots": plot_series(comparison),
+        "nearest": None,
     }
+    if params.get("near_layer"):
+        channel = required_int(params.get("near_channel", ""), "the neuron's channel")
+        data["nearest"] = nearest_data(session, store, run_ids, params["near_layer"], channel)
     if layer is None:
         return LAYERS, data
-    table = [(k, v) for k, v in params.multi_items() if k not in ("runs", "layer")]
+    skipped = ("runs", "layer", *NEAR_PARAMS)
+    table = [(k, v) for k, v in params.multi_items() if k not in skipped]
     query = parse_query(table, DELTA_COLUMNS)
     try:
         rows = neuron_changes(session, run_ids, layer)
@@ -137,6 +185,40 @@ def compare_data(session: Session, request: Request) -> tuple[Page, Data]:
 
 
 @pages.get("/compare")
-def compare_page(request: Request, session: SessionDep) -> Response:
-    page, data = compare_data(session, request)
+def compare_page(request: Request, session: SessionDep, store: StoreDep) -> Response:
+    page, data = compare_data(session, store, request)
+    nearest = data["nearest"]
+    if nearest is not None:
+        nearest["no_worker"] = no_live_worker(request, session, nearest["waiting"])
     return page.render(request, data)
+
+
+@forms.post("/compare/probe")
+def probe_form(
+    request: Request,
+    submitter: SubmitDep,
+    runs: FormText,
+    near_layer: FormText,
+    near_channel: FormText,
+    token: OptionalFormText = None,
+) -> Response:
+    """Ask a worker for both runs' responses to the probe set (once; kept for every neuron)."""
+    check_write_access(request, token)
+    run_ids = parse_runs(runs)
+    channel = required_int(near_channel, "the neuron's channel")
+
+    def plan(session: Session) -> tuple[list[Data], list[int]]:
+        get_neuron(session, run_ids[0], near_layer, channel)
+        dataset = get_run(session, run_ids[0]).dataset
+        planned = [
+            plan_probe(session, get_run(session, r), dataset, PROBE_IMAGES) for r in run_ids[:2]
+        ]
+        return [job_record(job) for job, _ready in planned], [
+            job.id for job, ready in planned if ready
+        ]
+
+    submitter.plan(plan)
+    query = urlencode(
+        {"runs": ",".join(map(str, run_ids)), "near_layer": near_layer, "near_channel": channel}
+    )
+    return see_other(request, f"/compare?{query}#nearest", token)

@@ -98,6 +98,9 @@ def run_data(session: Session, run_id: int, heartbeat_timeout: float) -> Data:
         "no_worker": active and not any(worker["state"] == "alive" for worker in workers),
         "decompositions": list_decompositions(session, run_id),
         "labels": label_counts(session, run_id),
+        "other_runs": [
+            other for other in session.scalars(select(Run.id).order_by(Run.id)) if other != run_id
+        ],
         "notes": find_notes(session, run_id=run_id, limit=None),
     }
 

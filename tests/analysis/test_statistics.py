@@ -7,7 +7,7 @@ from math import comb
 import numpy as np
 import pytest
 
-from analysis.statistics import ks_two_sample
+from analysis.statistics import correlations, ks_two_sample
 
 
 def test_identical_samples_have_no_difference():
@@ -49,3 +49,13 @@ def test_large_samples_use_the_limit_within_a_few_percent_of_scipys_exact_count(
 def test_an_empty_sample_has_no_answer():
     statistic, p = ks_two_sample(np.array([]), np.array([1.0]))
     assert np.isnan(statistic) and np.isnan(p)
+
+
+def test_correlations_find_a_copied_column_and_leave_constant_ones_undefined():
+    rng = np.random.default_rng(2)
+    values = rng.normal(size=50)
+    candidates = np.column_stack([rng.normal(size=50), 3 * values + 1, -values, np.ones(50)])
+    r = correlations(values, candidates)
+    assert r[1] == pytest.approx(1.0) and r[2] == pytest.approx(-1.0)
+    assert abs(r[0]) < 0.5 and np.isnan(r[3])
+    assert r[0] == pytest.approx(np.corrcoef(values, candidates[:, 0])[0, 1])

@@ -241,3 +241,36 @@ def normaliser_free_net() -> nn.Sequential:
 def no_convolution_net() -> nn.Sequential:
     """Pools and a linear read-out: nothing a default layer could be."""
     return nn.Sequential(nn.AvgPool2d(2), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 2))
+
+
+def _probe_pair(width: int, seed: int) -> nn.Sequential:
+    """conv(3→4) + ReLU + conv(4→width) + ReLU: the first conv shared by the pair (seed 0, its
+    channel 0 also reading brightness, so it varies over images), the second seeded apart."""
+    torch.manual_seed(0)
+    first = nn.Conv2d(3, 4, 3, padding=1)
+    with torch.no_grad():
+        first.weight[0] = first.weight[0].abs() + 0.1
+    torch.manual_seed(seed)
+    second = nn.Conv2d(4, width, 3, padding=1)
+    return nn.Sequential(first, nn.ReLU(), second, nn.ReLU()).eval()
+
+
+def probe_pair_a() -> nn.Sequential:
+    """With :func:`probe_pair_b`, two networks of different widths with one neuron in common:
+    this one's layer ``3`` channel 2 reads its first layer's channel 0."""
+    model = _probe_pair(6, seed=1)
+    with torch.no_grad():
+        model[2].weight[2].zero_()
+        model[2].weight[2, 0] = 1.0 / 9
+        model[2].bias[2] = 0.0
+    return model
+
+
+def probe_pair_b() -> nn.Sequential:
+    """Eight channels at layer ``3``, seeded apart from :func:`probe_pair_a`'s six, except
+    channel 5: a copy of probe_pair_a's channel 2 (same weights on the same first layer)."""
+    model = _probe_pair(8, seed=2)
+    with torch.no_grad():
+        model[2].weight[5] = probe_pair_a()[2].weight[2]
+        model[2].bias[5] = 0.0
+    return model

@@ -79,6 +79,11 @@ def test_the_csv_twin_summarises_every_layer_index_and_run(client):
     assert all(row["ks"] != "" and 0 <= float(row["p"]) <= 1 for row in later if row["median"])
 
 
+def test_the_run_pages_form_names_both_runs(client):
+    assert '<option value="2">2</option>' in client.get("/runs/1").text
+    assert client.get("/compare.json?runs=1&runs=2").json()["comparison"]["runs"][1]["id"] == 2
+
+
 def test_bad_comparisons_are_refused_readably(client):
     assert client.get("/compare?runs=1").status_code == 400
     assert client.get("/compare?runs=1,x").status_code == 400
@@ -101,3 +106,37 @@ def test_the_cli_prints_the_comparison(two_runs, capsys):
         assert code == 0 and len(json.loads(out)["rows"]) == 2
         code, _, err = run_cli(capsys, "compare", "1", "7")
         assert code == 1 and err.strip() == "neuronscope: error: no run 7"
+
+
+def test_a_copied_channel_is_found_again_across_architectures(tmp_path):
+    """Model B (8 channels) has model A's (6 channels) channel 2 as its channel 5: the
+    correlation search over the probe images, recorded by a worker, ranks it first."""
+    from server.cli.main import main
+    from tests.support.jobs import drain, settings_for
+
+    folder = write_square_folder(tmp_path / "squares", per_class=8)
+    data_dir = tmp_path / "data"
+    common = ["--mean", "0,0,0", "--std", "1,1,1", "--input-size", "32", "--layers", "1,3"]
+    common += ["--data", str(folder), "--top-k", "3", "--no-indexes", "--workers", "0"]
+    with environment(NEURONSCOPE_DATA_DIR=str(data_dir)):
+        for name in ("probe_pair_a", "probe_pair_b"):
+            assert main(["analyze", "--model", f"tests.support.models:{name}", *common]) == 0
+    settings = load_settings({"NEURONSCOPE_DATA_DIR": str(data_dir)})
+    with web_client(settings) as client:
+        found = client.get("/compare.json?runs=1,2").json()["comparison"]
+        assert found["matching"] == "name" and not found["same_architecture"]
+        url = "/compare?runs=1,2&near_layer=3&near_channel=2"
+        page = client.get(url)
+        assert "Record both runs' responses" in page.text
+        form = {"runs": "1,2", "near_layer": "3", "near_channel": "2"}
+        asked = client.post("/compare/probe", data=form, follow_redirects=False)
+        assert asked.status_code == 303 and asked.headers["location"].endswith("#nearest")
+        assert "Recording the responses" in client.get(url).text
+        drain(settings_for(data_dir))
+        matches = client.get(url.replace("/compare?", "/compare.json?")).json()["nearest"]
+        best = matches["matches"][0]
+        assert (best["layer"], best["channel"]) == ("3", 5) and best["r"] > 0.99
+        assert matches["matches"][1]["r"] < best["r"]
+        assert 'href="/runs/2/layers/3/neurons/5"' in client.get(url).text
+        missing = client.get("/compare.json?runs=1,2&near_layer=3&near_channel=9")
+        assert missing.status_code == 404

@@ -153,7 +153,7 @@ def test_every_page_has_a_json_twin_of_its_own_data(client):
         "4",
     ]
     assert client.get("/runs.json").json() == client.get("/.json").json()
-    run_keys = {"run", "layers", "stages", "decompositions", "labels", "notes"}
+    run_keys = {"run", "layers", "stages", "decompositions", "labels", "notes", "other_runs"}
     assert set(client.get("/runs/1.json").json()) == run_keys
     no_table = client.get("/runs/new.csv")
     assert no_table.status_code == 404 and "no CSV form" in no_table.text
