@@ -22,6 +22,7 @@ from server.cli import (
     compare,
     decompose,
     demo,
+    export,
     featureviz,
     gc,
     jobs,
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_commands(commands)
     decompose.add_commands(commands)
     demo.add_commands(commands)
+    export.add_commands(commands)
     jobs.add_commands(commands)
     serve.add_commands(commands)
     featureviz.add_commands(commands)
@@ -80,6 +82,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from server.runs.selection import LayerSelectionError
     from server.storage.errors import NotFoundError
     from server.storage.uploads import UploadError
+    from server.web.static_site import ExportError
 
     return (
         DatasetError,
@@ -93,6 +96,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         FeatureVizError,
         DecompositionError,
         UploadError,
+        ExportError,
         FileNotFoundError,
     )
 

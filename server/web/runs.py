@@ -33,7 +33,7 @@ from server.runs.read import (
 )
 from server.runs.register import RunParams, find_or_create_run
 from server.storage.schema import JOB_ACTIVE, Dataset, Job, Model, Run
-from server.web.deps import MAX_ID, RunId, RunRef, SessionDep, SettingsDep, SubmitDep
+from server.web.deps import MAX_ID, RunId, RunRef, SessionDep, SettingsDep, SubmitDep, is_number
 from server.web.errors import RequestError
 from server.web.forms import FormText, OptionalFormText, required_int
 from server.web.security import check_write_access, forms_router, see_other
@@ -77,9 +77,13 @@ NEW_RUN = Page("new_run.html")
 # ---- data ------------------------------------------------------------------------------------
 
 
-def runs_data(session: Session) -> Data:
-    runs = session.scalars(select(Run).order_by(Run.id.desc())).all()
-    return {"runs": [run_summary(run) for run in runs]}
+def runs_data(session: Session, only: list[int] | None = None) -> Data:
+    """Every run, newest first; or only the runs ``only`` names (a list to share: ``/?runs=3,7``,
+    the front page of a static copy)."""
+    query = select(Run).order_by(Run.id.desc())
+    if only is not None:
+        query = query.where(Run.id.in_(only))
+    return {"runs": [run_summary(run) for run in session.scalars(query)], "only": only}
 
 
 def run_data(session: Session, run_id: int, heartbeat_timeout: float) -> Data:
@@ -264,8 +268,14 @@ def cancel_run(session: Session, run_id: int) -> str:
 
 @pages.get("/")
 @pages.get("/runs")
-def runs_page(request: Request, session: SessionDep) -> Response:
-    return RUNS.render(request, runs_data(session))
+def runs_page(request: Request, session: SessionDep, runs: str | None = None) -> Response:
+    only = None
+    if runs:
+        parts = runs.split(",")
+        if not all(is_number(part.strip()) and int(part) <= MAX_ID for part in parts):
+            raise RequestError(f"runs are run ids separated by commas, not {runs[:60]!r}")
+        only = [int(part) for part in parts]
+    return RUNS.render(request, runs_data(session, only))
 
 
 @pages.get("/runs/new")  # before the run page: "new" names no run

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 from sqlalchemy import select
 
@@ -35,6 +37,42 @@ def test_demo_command_end_to_end(data_dir, capsys):
     assert len(decomposed) == 1 and set(decomposed[0].result["layers"]) == {
         "features.2", "features.6", "features.10", "features.13", "features.17"
     }  # fmt: skip
+    check_static_copy(data_dir, capsys)
+
+
+def check_static_copy(data_dir, capsys) -> None:
+    """The demo's run exported as a static site: every neuron has its page, every link and
+    image resolves on disk, and in a real browser (where one is installed) the pages show
+    their images and sort their tables."""
+    out = data_dir / "site"
+    assert main(["export", "1", "--out", str(out)]) == 0
+    assert "360 images" not in capsys.readouterr().err  # progress went to the terminal's bar
+    neurons = list((out / "runs" / "1" / "layers").glob("*/neurons/*/index.html"))
+    assert len(neurons) == 360
+    for page in [out / "index.html", *neurons[:40], *(out / "runs" / "1").glob("*/*/index.html")]:
+        for reference in re.findall(r'(?:href|src)="([^"]+)"', page.read_text()):
+            assert (page.parent / reference.split("#")[0]).is_file(), (page, reference)
+    if not Path("/usr/bin/chromium").exists():
+        return
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path="/usr/bin/chromium", args=["--no-sandbox", "--disable-gpu"]
+        )
+        page = browser.new_page()
+        page.goto((out / "runs" / "1" / "layers" / "features.17" / "index.html").as_uri())
+        page.click('table.neurons th:has-text("colour")')
+        cells = page.locator("table.neurons tbody tr td:nth-child(5)").all_inner_texts()
+        values = [float(cell) for cell in cells if cell.strip() not in ("", "—")]
+        assert values == sorted(values, reverse=True) and len(values) > 10
+        page.click("table.neurons tbody tr:first-child td:nth-child(2) a")
+        page.wait_for_url("**/neurons/*/index.html")
+        broken = page.evaluate(
+            "Array.from(document.images).filter(i => !i.complete || !i.naturalWidth).length"
+        )
+        assert broken == 0
+        browser.close()
 
 
 def test_stopping_the_demo_with_sigterm_stops_its_worker(tmp_path):

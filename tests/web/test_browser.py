@@ -254,3 +254,35 @@ def test_a_comparison_sorted_by_a_change_leads_to_both_neurons(page, tmp_path):
         assert deltas == sorted(deltas, key=float, reverse=True) and len(deltas) == 2  # 1 dead
         page.click("table.compare tbody tr:first-child a:has-text('run 2')")
         page.wait_for_url("**/runs/2/layers/1/neurons/*")
+
+
+def sorted_column_check(page, header_text: str, column: int) -> None:
+    """Click a static page's header: the table reorders by that column, largest first."""
+    page.click(f'table.neurons th:has-text("{header_text}")')
+    cells = page.locator(f"table.neurons tbody tr td:nth-child({column})").all_inner_texts()
+    numbers = [float(text) for text in cells if text.strip() not in ("", "—")]
+    assert numbers == sorted(numbers, reverse=True) and len(numbers) >= 2
+
+
+def test_an_exported_copy_opens_from_disk_sorts_and_links(page, tmp_path):
+    from server.cli.main import main
+    from tests.support.cli import analysed_data_dir, environment
+
+    data_dir = analysed_data_dir(tmp_path)
+    out = tmp_path / "site"
+    with environment(NEURONSCOPE_DATA_DIR=str(data_dir)):
+        assert main(["export", "1", "--out", str(out)]) == 0
+    page.goto((out / "index.html").as_uri())
+    page.click('a:has-text("#1")')
+    page.click('table.data a[href$="layers/1/index.html"]')  # the layer named 1
+    page.wait_for_url("**/runs/1/layers/1/index.html")
+    sorted_column_check(page, "colour", 5)
+    page.fill("input.table-filter", "non-opponent")
+    visible = page.locator("table.neurons tbody tr:visible").count()
+    assert 0 < visible <= 3
+    page.click("table.neurons tbody tr:visible td:nth-child(2) a >> nth=0")
+    page.wait_for_url("**/neurons/*/index.html")
+    broken = page.evaluate(
+        "Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0).length"
+    )
+    assert broken == 0 and "static copy" in page.inner_text("main")
