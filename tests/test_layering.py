@@ -23,6 +23,8 @@ READ_MODULES = {f"server.{name}.read" for name in (*FEATURES, "jobs")}
 # What the web may import, besides its own modules and the torch-free analysis modules.
 WEB_ALLOWED = {
     "server.config",
+    "server.progress",  # the Progress protocol an export reports through
+
     "server.runs.register",
     "server.notes.write",
     "server.jobs.state",
