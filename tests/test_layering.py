@@ -24,7 +24,6 @@ READ_MODULES = {f"server.{name}.read" for name in (*FEATURES, "jobs")}
 WEB_ALLOWED = {
     "server.config",
     "server.progress",  # the Progress protocol an export reports through
-
     "server.runs.register",
     "server.notes.write",
     "server.jobs.state",
