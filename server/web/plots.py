@@ -130,10 +130,33 @@ def bar_plot(
 
 
 def histogram(counts: Sequence[int], bins: Sequence[float], title: str) -> Markup:
-    """A 10-bin index histogram on [0, 1]."""
-    labels = [f"{bins[i]:.1f}–{bins[i + 1]:.1f}" for i in range(len(counts))]
-    counts_ = [float(c) for c in counts]
-    return bar_plot(labels, counts_, title, top=max([1, *counts]), show_labels=False)
+    """A small index histogram drawn at the size a table cell shows it (150 × 70), so its axis
+    values stay legible: the bins' range under the bars, the largest count beside them, and
+    each bar's range and count on hover."""
+    width, height, left, bottom = 150, 70, 22, 58
+    top = max([1, *counts])
+    slot = (width - 2 - left) / max(1, len(counts))
+    body = [
+        f'<line x1="{left}" y1="{bottom}" x2="{width - 2}" y2="{bottom}" stroke="{MUTED}"/>',
+        f'<text x="{left - 3}" y="10" text-anchor="end" class="tick">{top}</text>',
+        f'<text x="{left - 3}" y="{bottom}" text-anchor="end" class="tick">0</text>',
+    ]
+    for i, count in enumerate(counts):
+        bar = _scale(count, 0, top, 0, bottom - 6)
+        x = left + i * slot
+        body.append(
+            f'<rect x="{x + 0.5:.1f}" y="{bottom - bar:.1f}" width="{slot - 1:.1f}" '
+            f'height="{bar:.1f}" fill="{ACCENT}"><title>{bins[i]:.1f}–{bins[i + 1]:.1f}: '
+            f"{count} neuron{'' if count == 1 else 's'}</title></rect>"
+        )
+    for value, anchor in ((bins[0], "start"), ((bins[0] + bins[-1]) / 2, "middle"),
+                          (bins[-1], "end")):  # fmt: skip
+        x = _scale(value, bins[0], bins[-1], left, width - 2)
+        body.append(
+            f'<text x="{x:.1f}" y="{height - 2}" text-anchor="{anchor}" class="tick">'
+            f"{value:g}</text>"
+        )
+    return _frame("".join(body), title, width, height)
 
 
 # One colour per run when runs are drawn together (colour-blind-safe, after Okabe and Ito).

@@ -157,3 +157,14 @@ def test_every_page_has_a_json_twin_of_its_own_data(client):
     assert set(client.get("/runs/1.json").json()) == run_keys
     no_table = client.get("/runs/new.csv")
     assert no_table.status_code == 404 and "no CSV form" in no_table.text
+
+
+def test_run_page_histograms_say_their_axes_counts_and_dead_neurons(client):
+    run = client.get("/runs/1").text
+    first = run[run.index('<td class="spark">') :]
+    svg = first[: first.index("</svg>")]
+    assert '<text x="22.0" y="68" text-anchor="start" class="tick">0</text>' in svg
+    assert ">0.5</text>" in svg and ">1</text>" in svg
+    counts = [int(c) for c in re.findall(r"<title>[\d.]+–[\d.]+: (\d+) neurons?</title>", svg)]
+    assert len(counts) == 10 and sum(counts) == 2  # layer 1: 3 channels, one never fires
+    assert "2 neurons · 1 dead left out" in first[: first.index("</td>")]
