@@ -286,3 +286,44 @@ def test_an_exported_copy_opens_from_disk_sorts_and_links(page, tmp_path):
         "Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0).length"
     )
     assert broken == 0 and "static copy" in page.inner_text("main")
+
+
+PHONE_PAGES = (
+    "/",
+    "/runs/1",
+    "/runs/1/layers/4",
+    "/runs/1/layers/4/neurons/0",
+    "/decompositions/1",
+    "/jobs",
+    "/runs/new",
+    "/runs/1/classes",
+    "/notes",
+    "/compare?runs=1,1",
+    "/compare?runs=1,1&layer=4",
+)
+
+
+def test_no_page_scrolls_sideways_on_a_phone(tmp_path):
+    """At 390 px every kind of page fits: the navigation wraps, wide tables scroll inside
+    their own box, plots, images and grids scale."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.support.cli import analysed_data_dir
+    from tests.support.jobs import drain, settings_for
+
+    data_dir = analysed_data_dir(tmp_path)
+    with serving({"NEURONSCOPE_DATA_DIR": str(data_dir)}) as url, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
+        phone = browser.new_page(viewport={"width": 390, "height": 844})
+        phone.goto(f"{url}/runs/1/layers/4/neurons/0")
+        phone.click('form[action="/runs/1/decompositions"] button >> nth=0')  # a top image
+        phone.wait_for_url("**/decompositions/1")
+        drain(settings_for(data_dir))
+        too_wide = {}
+        for path in PHONE_PAGES:
+            phone.goto(url + path)
+            width = phone.evaluate("document.documentElement.scrollWidth")
+            if width > 390:
+                too_wide[path] = width
+        browser.close()
+    assert too_wide == {}
