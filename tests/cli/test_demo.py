@@ -22,6 +22,7 @@ def test_demo_command_end_to_end(data_dir, capsys):
     assert "validation accuracy" in out and "features.17" in out
     assert "feature visualisations of 360 neurons" in out
     assert "a stimulus decomposed at every layer: /decompositions/1" in out
+    assert re.search(r"demo ready in \d+ s \(stimuli \d+ s, training \d+ s, analysis", out)
     mosaics = sorted((data_dir / "demo" / "mosaics").glob("nf-run*.png"))
     assert len(mosaics) == 5
     assert (data_dir / "demo" / "mosaics" / "featureviz-run1.png").is_file()
