@@ -7,8 +7,8 @@ is exactly what the server would show. Then each page is made to stand alone:
 
 - links to pages in the copy become relative links to their files (``.../index.html``); links
   to anything else (other runs, jobs, a sort or a filter) become plain text;
-- forms that change something or need a worker (upload, decompose, render, notes) are left out,
-  and a banner says so; htmx is left out (there is nothing to ask);
+- forms are left out: they change something, need a worker (upload, decompose, render, notes)
+  or ask the server to filter; a banner says so. htmx is left out too (there is nothing to ask);
 - the images and style sheet are copied beside the pages (hard links where the file system
   allows), and a small script of our own sorts and filters every table in the browser.
 """
@@ -23,7 +23,7 @@ import shutil
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from html import unescape as html_unescape
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -31,6 +31,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from fastapi import FastAPI
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from server.compare.read import same_architecture
 from server.progress import Progress
@@ -57,7 +58,8 @@ _SOURCE = re.compile(r"\b(src|href)=\"(/(?:artifacts|static)/[^\"?#]+)\"", re.I)
 
 
 class ExportError(ValueError):
-    """A page the export cannot make; the message says which and why."""
+    """An export that cannot be made as asked (a run not finished, a folder in use, a page the
+    dashboard refused); the message says why."""
 
 
 @dataclass
@@ -69,7 +71,6 @@ class StaticSite:
     files: int = 0
     bytes: int = 0
     seconds: float = 0.0
-    skipped: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,7 @@ def _safe(segment: str) -> str:
     return cleaned if cleaned not in ("", ".", "..") else f"_{cleaned}"
 
 
-def site_pages(session: Any, run_ids: list[int]) -> list[PageRequest]:
+def site_pages(session: Session, run_ids: list[int]) -> list[PageRequest]:
     """Every page of the runs, and the comparisons between them (each pair, the earlier run
     first; neuron by neuron for pairs of the same architecture)."""
     runs = [get_run(session, run_id) for run_id in sorted(set(run_ids))]
@@ -133,8 +134,7 @@ def export_site(app: FastAPI, run_ids: list[int], out: Path, progress: Progress)
         pages = site_pages(session, run_ids)
     _prepare(out)
     site = StaticSite(out)
-    links = {page.path: page.file for page in pages if page.path != "/"}
-    links["/"] = "index.html"
+    links = {page.path: page.file for page in pages}
     links.update(_compare_aliases(pages))
     copied: set[str] = set()
     stamp = time.strftime("%Y-%m-%d")
