@@ -6,6 +6,8 @@ matched layer and index: each run's median, its share of selective neurons (abov
 threshold of the layer summaries, docs/algorithms.md §4), a histogram, and a two-sample
 Kolmogorov–Smirnov test of each run against the first. Runs of the same architecture (the
 same layer names and channel counts) are also compared neuron by neuron: each index's change.
+Runs of any architectures are matched neuron to neuron by their stored responses to a probe set
+(:mod:`server.compare.responses`): Pearson's r over the probe images.
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """Runs side by side in the browser: ``/compare?runs=3,7`` shows, per matched layer, each run's
 index distributions overlaid with their medians, selective shares and Kolmogorov–Smirnov tests,
 and the median of each index by depth; with ``&layer=NAME`` (runs of one architecture) a neuron
-table sortable by any index's change (``&_sort_desc=delta_color``)."""
+table sortable by any index's change (``&_sort_desc=delta_color``); with
+``&near_layer=L&near_channel=C`` the second run's neurons whose responses to a probe set best
+correlate with that neuron of the first (a form asks a worker to record the responses)."""
 
 from __future__ import annotations
 
