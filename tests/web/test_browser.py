@@ -303,18 +303,15 @@ PHONE_PAGES = (
 )
 
 
-def test_no_page_scrolls_sideways_on_a_phone(tmp_path):
+def test_no_page_scrolls_sideways_on_a_phone(page, tmp_path):
     """At 390 px every kind of page fits: the navigation wraps, wide tables scroll inside
     their own box, plots, images and grids scale."""
-    from playwright.sync_api import sync_playwright
-
     from tests.support.cli import analysed_data_dir
     from tests.support.jobs import drain, settings_for
 
     data_dir = analysed_data_dir(tmp_path)
-    with serving({"NEURONSCOPE_DATA_DIR": str(data_dir)}) as url, sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
-        phone = browser.new_page(viewport={"width": 390, "height": 844})
+    phone = page.context.browser.new_page(viewport={"width": 390, "height": 844})
+    with serving({"NEURONSCOPE_DATA_DIR": str(data_dir)}) as url:
         phone.goto(f"{url}/runs/1/layers/4/neurons/0")
         phone.click('form[action="/runs/1/decompositions"] button >> nth=0')  # a top image
         phone.wait_for_url("**/decompositions/1")
@@ -325,5 +322,5 @@ def test_no_page_scrolls_sideways_on_a_phone(tmp_path):
             width = phone.evaluate("document.documentElement.scrollWidth")
             if width > 390:
                 too_wide[path] = width
-        browser.close()
+    phone.close()
     assert too_wide == {}
