@@ -63,6 +63,11 @@ def list_runs(session: Session) -> list[dict[str, Any]]:
     return [run_summary(run) for run in runs]
 
 
+def newest_run_id(session: Session) -> int | None:
+    """The most recently created run's id (None before the first)."""
+    return session.scalar(select(Run.id).order_by(Run.id.desc()).limit(1))
+
+
 def get_run(session: Session, run_id: int) -> Run:
     run = session.get(Run, run_id)
     if run is None:
@@ -289,6 +294,45 @@ def neuron_table(session: Session, layer: Layer) -> list[dict[str, Any]]:
         else:
             row[name] = value
     return list(table.values())
+
+
+EXTREME_COLUMNS = (*INDEX_NAMES, "color_bounded", "max", "mean")
+
+
+def index_extremes(
+    session: Session, run_id: int, column: str, count: int = 3
+) -> dict[str, list[dict[str, Any]]]:
+    """The ``count`` live neurons of a run (any layer) with the highest and the lowest value of
+    one layer-table column, each with its layer, channel, value and NF: the examples that show
+    what the column means on the run a researcher is reading."""
+    if column not in EXTREME_COLUMNS:
+        raise NotFoundError(f"no ranked column {column!r} (ranked: {', '.join(EXTREME_COLUMNS)})")
+    columns = (Layer.name, Neuron.channel, Neuron.nf_key)
+    base = (
+        select(*columns)
+        .select_from(Neuron)
+        .join(Layer, Layer.id == Neuron.layer_id)
+        .where(Layer.run_id == run_id)
+    )
+    if column in ("max", "mean"):
+        value = Neuron.max_activation if column == "max" else Neuron.mean_activation
+        base = base.add_columns(value).where(~Neuron.dead)
+    else:
+        value = NeuronIndex.value
+        base = (
+            base.add_columns(value)
+            .join(NeuronIndex, NeuronIndex.neuron_id == Neuron.id)
+            .where(NeuronIndex.name == column, value.is_not(None))
+        )
+
+    def ranked(order: Any) -> list[dict[str, Any]]:
+        rows = session.execute(base.order_by(order, Layer.position, Neuron.channel).limit(count))
+        return [
+            {"layer": layer, "channel": channel, "value": number, "nf": nf}
+            for layer, channel, nf, number in rows
+        ]
+
+    return {"highest": ranked(value.desc()), "lowest": ranked(value.asc())}
 
 
 def list_models(session: Session) -> list[dict[str, Any]]:

@@ -27,6 +27,7 @@ from server.web import (
     datasets,
     decompositions,
     featureviz,
+    indexes,
     jobs,
     layers,
     models,
@@ -35,7 +36,9 @@ from server.web import (
     plots,
     runs,
 )
+from server.web.composition_picture import composition_picture
 from server.web.errors import add_error_handlers
+from server.web.glossary import glossary
 from server.web.guard import RequestGuard
 from server.web.layers import LayerTableCache
 from server.web.security import csrf_token
@@ -64,6 +67,7 @@ RESOURCES = (
     compositions,
     notes,
     compare,
+    indexes,
 )
 
 
@@ -107,6 +111,8 @@ def templates(settings: Settings) -> Jinja2Templates:
         histogram=plots.histogram,
         overlaid_histograms=plots.overlaid_histograms,
         depth_plot=plots.depth_plot,
+        composition_picture=composition_picture,
+        glossary=glossary(),
         run_colours=plots.RUN_COLOURS,
         query_string=query_string,
         token_required=bool(settings.token),

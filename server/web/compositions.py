@@ -9,10 +9,15 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.orm import Session
 
-from server.decompositions.read import COMPOSITION_MODES, composition_record, find_composition
+from server.decompositions.read import (
+    COMPOSITION_MODES,
+    artifact_url,
+    composition_record,
+    find_composition,
+)
 from server.jobs.planning import plan_composition
 from server.jobs.read import last_asked
-from server.runs.read import get_layer, get_run
+from server.runs.read import get_layer, get_neuron, get_run
 from server.storage.errors import NotFoundError
 from server.web.deps import (
     Channel,
@@ -67,12 +72,17 @@ def composition_data(
         if chosen
         else None
     )
+    url = f"/runs/{run_id}/layers/{layer_name}/neurons/{channel}"
+    root = {"layer": layer_name, "channel": channel, "url": url}
+    if stored:  # the picture's top node: the composed neuron's own NF
+        root["nf"] = artifact_url(get_neuron(session, run_id, layer_name, channel).nf_key)
     return {
         "run_id": run_id,
         "layer_name": layer_name,
         "channel": channel,
         "sources": below,
         "request": request,
+        "root": root,
         "result": composition_record(run_id, stored) if stored else None,
         "jobs": [job] if (job := last_asked(session, run_id, "compose", request)) else [],
     }

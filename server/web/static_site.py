@@ -97,7 +97,10 @@ def site_pages(session: Session, run_ids: list[int]) -> list[PageRequest]:
     """Every page of the runs, and the comparisons between them (each pair, the earlier run
     first; neuron by neuron for pairs of the same architecture)."""
     runs = [get_run(session, run_id) for run_id in sorted(set(run_ids))]
-    pages = [PageRequest("/", "runs=" + ",".join(map(str, run_ids)))]
+    pages = [
+        PageRequest("/", "runs=" + ",".join(map(str, run_ids))),
+        PageRequest("/indexes", f"run={runs[0].id}"),
+    ]
     for run in runs:
         base = f"/runs/{run.id}"
         pages += [PageRequest(base), PageRequest(f"{base}/notes")]
@@ -195,6 +198,8 @@ def _compare_aliases(pages: list[PageRequest]) -> dict[str, str]:
 def _page_key(path: str, query: str) -> str:
     """What names a page of the copy: its path, and for a comparison its runs and layer (a
     link's other parameters, a filter or a sort, are for the dashboard's own table)."""
+    if path == "/indexes":  # one definitions page, with the first exported run's examples
+        return path
     if path != "/compare":
         return path if not query else f"{path}?{query}"
     asked = dict(parse_qsl(query))
