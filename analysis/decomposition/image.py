@@ -69,15 +69,23 @@ def paste_features(
     placements: Sequence[Placement],
     features: dict[int, np.ndarray],
     reach: Window | None = None,
+    *,
+    stretched: bool = False,
 ) -> np.ndarray:
     """``image`` (H, W, 3) with each placement's NF pasted over its window, the strongest on top;
     the parts of a window outside the image are cut off. ``features`` may hold each NF over
-    the part ``reach`` of its window only (as stored): the rest of the window is grey."""
+    the part ``reach`` of its window only (as stored): the rest of the window is grey.
+
+    ``stretched``: each NF is pasted with its contrast stretched to [0, 1], as the NF grid shows
+    it. A deep neuron's NF averages many patches into a faint, nearly grey mean; pasted raw, a
+    deep layer's composite is grey boxes nobody can read."""
     canvas = image.copy()
     for placement in sorted(placements, key=lambda p: p.normalised):
         feature = features.get(placement.channel)
         if feature is None:
             continue
+        if stretched:
+            feature = stretched_contrast(feature)
         r0, r1, c0, c1 = placement.window
         if reach is not None and feature.shape[:2] != (r1 - r0, c1 - c0):
             _paste_clipped(canvas, np.float32(GREY), placement.window)
@@ -85,6 +93,15 @@ def paste_features(
             r1, c1 = r0 + feature.shape[0], c0 + feature.shape[1]
         _paste_clipped(canvas, feature, (r0, r1, c0, c1))
     return canvas
+
+
+def stretched_contrast(feature: np.ndarray) -> np.ndarray:
+    """A float image mapped linearly onto [0, 1] (its minimum to 0, its maximum to 1); a flat
+    one stays grey."""
+    low, high = float(feature.min()), float(feature.max())
+    if high <= low:
+        return np.full(feature.shape, GREY, np.float32)
+    return ((feature - low) / (high - low)).astype(np.float32)
 
 
 def _paste_clipped(canvas: np.ndarray, patch: np.ndarray | np.float32, window: Window) -> None:

@@ -18,7 +18,7 @@ from analysis.decomposition.composition import (
     activation_composition,
     relevance_tree,
 )
-from analysis.decomposition.image import paste_features
+from analysis.decomposition.image import paste_features, stretched_contrast
 from analysis.models import InputSpec, LoadedModel
 from analysis.neuron_feature import full_window, to_uint8
 from server.decompositions.read import COMPOSITION_MODES
@@ -147,7 +147,7 @@ def _activation_result(
     )
     target = stored[layer]
     base = float_features.array(target, nfs[layer][channel])
-    composite = None
+    composite = raw = None
     if base is not None:
         reach = stored_reach(target)
         if reach:  # the canvas is the whole window: its source windows lie anywhere in it
@@ -156,12 +156,18 @@ def _activation_result(
             p.channel: float_features.array(stored[source], nfs[source][p.channel])
             for p in placements
         }
-        pasted = paste_features(base, placements, features, stored_reach(stored[source]))
-        composite = store.put_png(to_uint8(pasted))
+        source_reach = stored_reach(stored[source])
+        raw = store.put_png(to_uint8(paste_features(base, placements, features, source_reach)))
+        # As the NF grid shows NFs: each stretched, the composed neuron's own too.
+        stretched = paste_features(
+            stretched_contrast(base), placements, features, source_reach, stretched=True
+        )
+        composite = store.put_png(to_uint8(stretched))
     return {
         "mode": "activation",
         "source": source,
         "image": composite,
+        "image_raw": raw,
         "neurons": [
             {
                 "layer": source,

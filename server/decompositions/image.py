@@ -3,8 +3,8 @@
 The image is read as the sweep reads it (RGB, resized to the model's input by the run's policy),
 decomposed at every analysed layer in one forward pass, and stored as: per layer the accepted
 neurons (windows mapped back to the image's own pixels), the image with their NFs pasted over
-their windows, a heat map per accepted neuron, and per map position the strongest neurons (for
-"which neurons fire here").
+their windows (each NF as it is, and contrast-stretched as the NF grid shows it), a heat map per
+accepted neuron, and per map position the strongest neurons (for "which neurons fire here").
 """
 
 from __future__ import annotations
@@ -89,6 +89,7 @@ def _store_layer(
     features = {
         p.channel: float_features.array(layer, neurons[p.channel]) for p in found.placements
     }
+    pasted = (found.placements, features, stored_reach(layer))
     heatmaps: dict[int, str] = {}
     for placement in found.placements:
         if placement.channel not in heatmaps and len(heatmaps) < HEATMAPS_PER_LAYER:
@@ -97,8 +98,9 @@ def _store_layer(
             )
     return {
         "map_size": list(found.normalised.shape[1:]),
-        "composite": store.put_png(
-            to_uint8(paste_features(pixels, found.placements, features, stored_reach(layer)))
+        "composite": store.put_png(to_uint8(paste_features(pixels, *pasted))),
+        "composite_stretched": store.put_png(
+            to_uint8(paste_features(pixels, *pasted, stretched=True))
         ),
         "top_channels": store.put_array(found.top_channels.astype(np.int32)),
         "top_values": store.put_array(found.top_values.astype(np.float32)),

@@ -69,7 +69,11 @@ def decomposition_record(
         layers={
             name: {
                 "map_size": found["map_size"],
-                "composite": artifact_url(found["composite"]),
+                # The NFs contrast-stretched where the decomposition has them (made since
+                # they were added), else the raw means; the raw means either way.
+                "composite": artifact_url(found.get("composite_stretched", found["composite"])),
+                "composite_raw": artifact_url(found["composite"]),
+                "stretched": "composite_stretched" in found,
                 "neurons": [
                     {
                         **{k: n[k] for k in ("channel", "value", "normalised", "window")},
@@ -137,6 +141,7 @@ def composition_record(run_id: int, composition: Composition) -> dict[str, Any]:
     if "neurons" in result:
         result["neurons"] = [linked(n) for n in result["neurons"]]
         result["image"] = artifact_url(result.get("image"))
+        result["image_raw"] = artifact_url(result.get("image_raw"))
     return {
         "status": "done",
         "layer": composition.layer,

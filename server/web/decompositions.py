@@ -7,7 +7,7 @@ asks which neurons fire under that pixel.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, File, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
@@ -59,7 +59,11 @@ DECOMPOSITION = Page("decomposition.html", partial="_decomposition_body.html", j
 
 
 def decomposition_page_data(
-    session: Session, decomposition_id: int, layer: str | None, neuron: int | None
+    session: Session,
+    decomposition_id: int,
+    layer: str | None,
+    neuron: int | None,
+    view: str = "stretched",
 ) -> Data:
     decomposition = get_decomposition(session, decomposition_id)
     record = decomposition_record(session, decomposition)
@@ -84,6 +88,7 @@ def decomposition_page_data(
         "layer": chosen,
         "found": found,
         "selected": selected,
+        "view": view,
         "polling": record["status"] in ("queued", "running"),
     }
 
@@ -214,8 +219,9 @@ def decomposition_page(
     decomposition_id: DecompositionRef,
     layer: str | None = None,
     neuron: Annotated[int | None, Query(ge=0, le=MAX_ID)] = None,
+    view: Annotated[Literal["stretched", "raw"], Query()] = "stretched",
 ) -> Response:
-    data = decomposition_page_data(session, decomposition_id, layer, neuron)
+    data = decomposition_page_data(session, decomposition_id, layer, neuron, view)
     data["no_worker"] = no_live_worker(request, session, data["polling"])
     return DECOMPOSITION.render(request, data)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -147,6 +148,25 @@ def test_pasting_puts_the_strongest_on_top_and_clips_at_the_border():
         {0: np.full((4, 4, 3), 0.2, np.float32), 1: np.full((4, 4, 3), 0.7, np.float32)},
     )
     assert canvas[1, 1, 0] == np.float32(0.7)  # channel 1 is stronger, so it is on top
+
+
+def test_a_faint_nf_is_pasted_stretched_to_full_contrast_as_the_grid_shows_it():
+    """A deep NF averages many patches into a near-grey mean (here a ring 0.02 brighter than
+    its ground): pasted raw it is invisible; stretched, its ring spans black to white."""
+    field = ReceptiveField(size=(8, 8), stride=(8, 8), offset=(0, 0))
+    scores = torch.zeros(1, 1, 1)
+    scores[0, 0, 0] = 0.9
+    chosen = greedy_placements(scores, scores, field)
+    rows, cols = np.mgrid[:8, :8]
+    ring = np.abs(np.hypot(rows - 3.5, cols - 3.5) - 2.5) < 1.0
+    faint = np.where(ring, 0.51, 0.49)[..., None].repeat(3, axis=2).astype(np.float32)
+    canvas = np.zeros((8, 8, 3), np.float32)
+    raw = paste_features(canvas, chosen, {0: faint})
+    stretched = paste_features(canvas, chosen, {0: faint}, stretched=True)
+    assert np.ptp(raw) == pytest.approx(0.02, abs=1e-6)
+    assert np.array_equal(stretched[..., 0] == 1.0, ring) and stretched[~ring].max() == 0.0
+    flat = paste_features(canvas, chosen, {0: np.full((8, 8, 3), 0.3, np.float32)}, stretched=True)
+    assert (flat == 0.5).all()  # nothing to stretch: grey, not a division by zero
 
 
 def test_pasting_nfs_kept_over_their_reach_gives_the_whole_windows_picture():

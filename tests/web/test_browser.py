@@ -157,9 +157,10 @@ def test_a_neuron_rendered_from_its_page_appears_beside_its_nf(page, tmp_path):
         assert "_grid=fv" in page.url
 
 
-def test_upload_decompose_click_a_pixel_then_follow_a_composition_tree(page, tmp_path):
+def test_upload_decompose_point_at_a_pixel_then_follow_a_composition_tree(page, tmp_path):
     import numpy as np
     from PIL import Image
+    from playwright.sync_api import expect
 
     from tests.support.cli import analysed_data_dir
     from tests.support.jobs import drain, settings_for
@@ -183,9 +184,20 @@ def test_upload_decompose_click_a_pixel_then_follow_a_composition_tree(page, tmp
         page.click('.layer-switch a:has-text("1")')
         page.wait_for_url("**layer=1")
         box = page.locator("#original").bounding_box()
-        page.mouse.click(box["x"] + box["width"] * 20 / 64, box["y"] + box["height"] * 24 / 48)
-        page.wait_for_selector("#pixel li")
-        assert "channel 0" in page.locator("#pixel li").first.inner_text()  # the red detector
+        at = {"red": (20 / 64, 24 / 48), "grey": (56 / 64, 6 / 48)}
+
+        def point(name: str) -> tuple[float, float]:
+            return box["x"] + box["width"] * at[name][0], box["y"] + box["height"] * at[name][1]
+
+        first = page.locator("#pixel li").first
+        page.mouse.move(*point("grey"))  # pointing is enough: no click
+        expect(first).to_contain_text("channel 1")  # the luminance unit, on grey
+        page.mouse.move(*point("red"))
+        expect(first).to_contain_text("channel 0")  # the red detector
+        page.mouse.click(*point("red"))  # pins the list ...
+        page.mouse.move(*point("grey"))  # ... so moving away keeps it
+        page.wait_for_timeout(300)
+        expect(first).to_contain_text("channel 0")
         page.locator("#pixel li a").first.click()
         page.wait_for_url("**/runs/1/layers/1/neurons/0")
 
@@ -196,7 +208,13 @@ def test_upload_decompose_click_a_pixel_then_follow_a_composition_tree(page, tmp
         worker.start()
         page.wait_for_selector("#composition ul.tree ul a", timeout=60_000)
         worker.join()
-        page.locator("#composition ul.tree ul a").first.click()
+        picture = page.locator("#composition svg.composition-picture")
+        assert picture.locator("image").count() >= 2  # the neuron and what composes it
+        assert picture.locator("path").count() >= 1  # an edge for each relevance
+        page.locator('#composition svg a[href*="/layers/1/"]').first.click()
+        page.wait_for_url("**/runs/1/layers/1/neurons/*")
+        page.go_back()
+        page.locator("#composition ul.tree ul a").first.click()  # the list below it, too
         page.wait_for_url("**/runs/1/layers/1/neurons/*")
         page.screenshot(path=str(tmp_path / "composition.png"), full_page=True)
 
@@ -293,6 +311,7 @@ PHONE_PAGES = (
     "/runs/1",
     "/runs/1/layers/4",
     "/runs/1/layers/4/neurons/0",
+    "/runs/1/layers/4/neurons/0?source=1&mode=relevance&depth=1",  # the composition picture
     "/decompositions/1",
     "/jobs",
     "/runs/new",
@@ -300,6 +319,7 @@ PHONE_PAGES = (
     "/notes",
     "/compare?runs=1,1",
     "/compare?runs=1,1&layer=4",
+    "/indexes?run=1",
 )
 
 
@@ -315,12 +335,40 @@ def test_no_page_scrolls_sideways_on_a_phone(page, tmp_path):
         phone.goto(f"{url}/runs/1/layers/4/neurons/0")
         phone.click('form[action="/runs/1/decompositions"] button >> nth=0')  # a top image
         phone.wait_for_url("**/decompositions/1")
+        phone.goto(f"{url}/runs/1/layers/4/neurons/0?source=1&mode=relevance&depth=1")
+        phone.click('#composition button:has-text("Compute")')
         drain(settings_for(data_dir))
         too_wide = {}
         for path in PHONE_PAGES:
             phone.goto(url + path)
             width = phone.evaluate("document.documentElement.scrollWidth")
+            if "mode=relevance" in path:
+                assert phone.locator("svg.composition-picture").count() == 1
             if width > 390:
                 too_wide[path] = width
     phone.close()
     assert too_wide == {}
+
+
+def test_a_columns_definition_shows_on_focus_and_leads_to_its_examples(page, server_url):
+    """The "?" beside a header shows the definition when focused from the keyboard (and on
+    hover), and leads to its entry on /indexes with the run's own extremes."""
+    from playwright.sync_api import expect
+
+    from server.web.glossary import glossary
+
+    page.goto(f"{server_url}/runs/1/layers/1")
+    tip = page.locator('th a.explain[href$="#color"]')
+    tip.focus()
+    shown = tip.evaluate("element => getComputedStyle(element, '::after').content")
+    assert glossary()["color"].summary in shown
+    page.mouse.move(0, 0)
+    page.locator('th a.explain[href$="#orientation"]').hover()
+    hovered = page.locator('th a.explain[href$="#orientation"]').evaluate(
+        "element => getComputedStyle(element, '::after').content"
+    )
+    assert glossary()["orientation"].summary in hovered
+    tip.click()
+    page.wait_for_url("**/indexes?run=1#color")
+    highest = page.locator("#color .examples a").first
+    expect(highest).to_have_attribute("href", "/runs/1/layers/1/neurons/0")  # the red detector

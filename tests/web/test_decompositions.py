@@ -51,6 +51,16 @@ def test_upload_then_decompose_then_read_it_back(analysed_dir):
     assert "channel 1" in pixel.split("</li>")[0]  # grey background: the luminance unit
     assert web.get(f"/decompositions/{number}?layer=nope").status_code == 404
     assert f"/decompositions/{number}" in web.get("/runs/1").text
+    # The composite pastes NFs contrast-stretched; a switch shows the raw means.
+    layer = done["layers"]["1"]
+    assert layer["stretched"] and layer["composite_raw"] != layer["composite"]
+    assert web.get(layer["composite_raw"]).status_code == 200
+    stretched = web.get(f"/decompositions/{number}?layer=1").text
+    assert layer["composite"] in stretched and layer["composite_raw"] not in stretched
+    assert f"/decompositions/{number}?layer=1&amp;view=raw" in stretched
+    raw = web.get(f"/decompositions/{number}?layer=1&view=raw").text
+    assert layer["composite_raw"] in raw and "<strong>raw means</strong>" in raw
+    assert web.get(f"/decompositions/{number}?layer=1&view=bright").status_code == 422
 
 
 @pytest.mark.parametrize("mode", ["L", "P", "RGBA", "I;16"])
