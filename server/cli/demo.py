@@ -124,21 +124,53 @@ def write_nf_mosaics(database: Any, store: Any, run_id: int, out_dir: Path) -> l
     return written
 
 
-DEMO_STIMULUS = "ring/00005.png"
+DEMO_STIMULUS_CLASS = "ring"
+STIMULUS_CANDIDATES = 30
 
 
 def decompose_demo_stimulus(
-    session: Any, store: Any, settings: Any, run_id: int, device: str
+    session: Any, store: Any, settings: Any, run_id: int, loaded: Any, device: str
 ) -> int:
     """One stimulus decomposed at every layer (stored once), so the dashboard shows one."""
     from server.cli.decompose import decompose_here
     from server.runs.read import get_run
 
     run = get_run(session, run_id)
-    path = Path(run.dataset.root) / DEMO_STIMULUS
-    if not path.is_file():  # a dataset generated otherwise: its first image
-        path = sorted(Path(run.dataset.root).glob("*/*.png"))[0]
+    path = demo_stimulus(session, run, loaded)
     return decompose_here(session, store, run, path, settings, device).id
+
+
+def demo_stimulus(session: Any, run: Any, loaded: Any) -> Path:
+    """The stimulus the dashboard shows decomposed: of the first ring stimuli (in name order),
+    the first whose strongest neuron at the deepest layer is a ring neuron (its top images are
+    mostly rings), so the deepest composite shows what the network saw. Some rings are read
+    most strongly by a neuron of rings and bars, whose NF is a blur of both; an undertrained
+    network may have no ring neuron at all, and then the first ring is shown."""
+    import torch
+
+    from analysis.data import load_rgb
+    from analysis.decomposition.image import decompose
+    from server.runs.decoded import run_decoding
+    from server.runs.read import neuron_table
+    from server.runs.stored import layer_neurons, stored_field
+
+    candidates = sorted((Path(run.dataset.root) / DEMO_STIMULUS_CLASS).glob("*.png"))
+    candidates = candidates[:STIMULUS_CANDIDATES]
+    if not candidates:  # a dataset generated otherwise: its first image
+        return sorted(Path(run.dataset.root).glob("*/*.png"))[0]
+    deepest = run.layers[-1]
+    top_class = {row["channel"]: row["top_class"] for row in neuron_table(session, deepest)}
+    maxima = torch.tensor([n.max_activation for n in layer_neurons(session, deepest)])
+    request = {deepest.name: (stored_field(deepest), maxima)}
+    policy, draft = run_decoding(run)
+    model = loaded.module.eval()
+    for path in candidates:
+        pixels = load_rgb(path, loaded.input.size, policy, loaded.input.grey, draft)
+        image = loaded.input.normalise(torch.from_numpy(pixels).permute(2, 0, 1)[None])
+        placements = decompose(model, image, request)[deepest.name].placements
+        if placements and top_class.get(placements[0].channel) == DEMO_STIMULUS_CLASS:
+            return path
+    return candidates[0]
 
 
 def write_featureviz_figure(
@@ -244,7 +276,9 @@ def analyse_demo(
     clock.lap("feature visualisations")
     mosaics = write_nf_mosaics(database, store, outcome.run_id, settings.demo_dir / "mosaics")
     with database.session() as session:
-        decomposition = decompose_demo_stimulus(session, store, settings, outcome.run_id, device)
+        decomposition = decompose_demo_stimulus(
+            session, store, settings, outcome.run_id, loaded, device
+        )
     clock.lap("decomposition and figures")
     print(f"a stimulus decomposed at every layer: /decompositions/{decomposition}")
     figure = write_featureviz_figure(

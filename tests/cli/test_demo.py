@@ -38,8 +38,29 @@ def test_demo_command_end_to_end(data_dir, capsys):
     assert len(decomposed) == 1 and set(decomposed[0].result["layers"]) == {
         "features.2", "features.6", "features.10", "features.13", "features.17"
     }  # fmt: skip
+    check_deepest_composite_is_legible(data_dir, decomposed[0].result["layers"]["features.17"])
     check_static_copy(data_dir, capsys)
     check_trained_against_random(data_dir, capsys)
+
+
+def check_deepest_composite_is_legible(data_dir, layer: dict) -> None:
+    """At the deepest layer the NF pasted over the stimulus is a mean of many patches, faint
+    when pasted as it is; the composite the page shows stretches it to the full range."""
+    import numpy as np
+    from PIL import Image
+
+    from server.storage.artifacts import ArtifactStore
+
+    store = ArtifactStore(load_settings().artifact_dir)
+    r0, r1, c0, c1 = layer["neurons"][0]["input_window"]
+    window = (slice(max(r0, 0), r1), slice(max(c0, 0), c1))
+
+    def spread(key: str) -> int:
+        pixels = np.asarray(Image.open(store.path(key)).convert("RGB"), dtype=np.int16)
+        return int(np.ptp(pixels[window]))  # over all three channels, as the NF is stretched
+
+    assert spread(layer["composite_stretched"]) >= 250
+    assert spread(layer["composite"]) < spread(layer["composite_stretched"])
 
 
 def check_trained_against_random(data_dir, capsys) -> None:
