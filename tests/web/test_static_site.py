@@ -19,7 +19,7 @@ REFERENCE = re.compile(r'(?:href|src)="([^"]+)"')
 @pytest.fixture(scope="module")
 def three_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Runs 1-3 of the red detector over the same squares (top-6, top-3, top-4), a note on
-    run 1 with markup in its text."""
+    run 1 with markup in its text, and the composition of run 1's layer 4 channel 0."""
     from server.cli.main import main
 
     root = tmp_path_factory.mktemp("export")
@@ -28,6 +28,7 @@ def three_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with environment(NEURONSCOPE_DATA_DIR=str(data_dir)):
         for top_k in (6, 3, 4):
             assert main(red_detector_analysis(folder, top_k)) == 0
+        assert main(["compose", "1", "4", "0"]) == 0  # shown on its page, as a picture
     with web_client(load_settings({"NEURONSCOPE_DATA_DIR": str(data_dir)})) as client:
         client.post(
             "/runs/1/layers/4/neurons/0/note",
@@ -70,6 +71,9 @@ def test_every_link_and_image_of_the_copy_resolves_on_disk(three_runs, tmp_path,
         assert "<form" not in html and "hx-get" not in html and "htmx" not in html
         assert "runs/3/" not in html  # run 3 was not exported
     neuron = (out / "runs/1/layers/4/neurons/0/index.html").read_text()
+    picture = neuron.split('<svg class="composition-picture"')[1].split("</svg>")[0]
+    assert 'href="../../../1/neurons/0/index.html"' in picture  # the red detector's node
+    assert re.search(r'<image href="(\.\./)+artifacts/', picture)
     assert "&lt;img src=x onerror=alert(1)&gt;" in neuron and "<img src=x" not in neuron
     assert 'href="../../../../../../compare/1-2/layers/4/index.html#neurons"' in neuron
     assert "static copy" in neuron
