@@ -9,16 +9,69 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from contextvars import ContextVar
 from typing import Any
 
 import torch
 from torch import nn
 
 LayerCallback = Callable[[str, torch.Tensor], None]
+# (images, padded) while a forward runs a batch padded to a program's minimum (analysis.exported).
+_PADDING: ContextVar[tuple[int, int] | None] = ContextVar("padded_batch", default=None)
+# While a batch runs in pieces (a program's maximum), each hook call of the current piece.
+_PIECE: ContextVar[list[tuple[LayerCallback, str, torch.Tensor]] | None] = ContextVar(
+    "batch_piece", default=None
+)
 
 
 class _ForwardStopped(Exception):  # noqa: N818 - a control-flow signal, not an error
     """Raised inside a hook to end the forward pass early."""
+
+
+@contextmanager
+def padded_batch(images: int, padded: int) -> Iterator[None]:
+    """Within this block a forward runs ``images`` images padded with copies to ``padded``:
+    every hook here sees the first ``images`` only, as if the copies were never there."""
+    token = _PADDING.set((images, padded))
+    try:
+        yield
+    finally:
+        _PADDING.reset(token)
+
+
+def in_pieces(forward: Callable[[torch.Tensor], Any], images: torch.Tensor, largest: int) -> Any:
+    """``forward(images)`` run ``largest`` images at a time, yet one forward to every hook: the
+    outputs a hook sees in each piece are joined along the batch and handed to its callback
+    once, in the order they ran; an early stop ends every piece, then the whole forward.
+
+    Only for exported programs, which are functional: nothing changes a tensor in place after
+    its hook has seen it, so the callbacks may run after the pieces."""
+    pieces: list[list[tuple[LayerCallback, str, torch.Tensor]]] = []
+    outputs, stopped = [], False
+    for start in range(0, images.shape[0], largest):
+        token = _PIECE.set(piece := [])
+        try:
+            outputs.append(forward(images[start : start + largest]))
+        except _ForwardStopped:
+            stopped = True
+        finally:
+            _PIECE.reset(token)
+        pieces.append(piece)
+    for calls in zip(*pieces, strict=True):  # the same hook calls, in the same order, per piece
+        callback, name, _tensor = calls[0]
+        callback(name, torch.cat([tensor for _callback, _name, tensor in calls]))
+    if stopped:
+        raise _ForwardStopped
+    return torch.cat(outputs) if isinstance(outputs[0], torch.Tensor) else outputs[0]
+
+
+def _unpadded(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` without a padded batch's copies (a batch of another size is left whole: an
+    ablation's replacement batch, say)."""
+    padding = _PADDING.get()
+    if padding is not None and tensor.dim() and tensor.shape[0] == padding[1]:
+        return tensor[: padding[0]]
+    return tensor
 
 
 def named_modules(model: nn.Module) -> dict[str, nn.Module]:
@@ -61,7 +114,11 @@ def layer_hooks(
         def hook(_module: nn.Module, inputs: Any, output: Any = None) -> None:
             tensor = inputs[0] if before else output
             if isinstance(tensor, torch.Tensor):
-                callback(name, tensor)
+                piece = _PIECE.get()
+                if piece is None:
+                    callback(name, _unpadded(tensor))
+                else:  # handed on once every piece has run (see in_pieces)
+                    piece.append((callback, name, _unpadded(tensor)))
             waiting.discard(name)
             if stop_early and not waiting:
                 waiting.update(modules)  # re-arm for the next forward
@@ -112,6 +169,8 @@ def execution_order(model: nn.Module, inputs: torch.Tensor) -> list[tuple[str, n
 
             def hook(module: nn.Module, _inputs: Any, output: Any, name: str = name) -> None:
                 running.pop()
+                if isinstance(output, torch.Tensor):
+                    output = _unpadded(output)
                 order.append((name, module, output))
 
             handles.append(module.register_forward_pre_hook(enter))

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from analysis.exported import class_name
 from analysis.hooks import ForwardError, execution_order, model_device
 from analysis.models import InputSpec
 from analysis.receptive_field import ReceptiveField, traced_receptive_fields
@@ -31,7 +32,9 @@ _ACTIVATIONS = (
     nn.Tanh,
     nn.PReLU,
 )
+_ACTIVATION_NAMES = {kind.__name__.lower() for kind in _ACTIVATIONS}
 _BARRIERS = (nn.Conv2d, nn.Linear, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d)
+_BARRIER_NAMES = {kind.__name__ for kind in _BARRIERS}  # an exported program's submodules
 # A module of a network's own (timm's GammaAct, a normaliser-free net's scaled GELU) counts as
 # an activation when it is a leaf, keeps its input's shape (checked where it runs) and its class
 # says so by its name's ending.
@@ -53,13 +56,19 @@ def is_activation(module: nn.Module) -> bool:
     ends like one (``GammaAct``, ``ScaledGELU``, ``QuickSwish``)."""
     if isinstance(module, _ACTIVATIONS):
         return True
-    name = type(module).__name__.lower()
-    return not list(module.children()) and name.endswith(_ACTIVATION_ENDINGS)
+    name = class_name(module).lower()
+    return not list(module.children()) and (
+        name in _ACTIVATION_NAMES or name.endswith(_ACTIVATION_ENDINGS)
+    )
 
 
 def is_convolution(module: nn.Module) -> bool:
-    """A 2-D convolution, subclasses included (weight-standardised ones, timm's ``Conv2dSame``)."""
-    return isinstance(module, nn.Conv2d)
+    """A 2-D convolution, subclasses included (weight-standardised ones, timm's ``Conv2dSame``),
+    or an exported program's submodule traced from one."""
+    if isinstance(module, nn.Conv2d):
+        return True
+    name = class_name(module).lower()
+    return not list(module.children()) and name.endswith(("conv2d", "conv2dsame"))
 
 
 class LayerListingError(ValueError):
@@ -119,7 +128,7 @@ def list_layers(model: nn.Module, input_spec: InputSpec) -> list[LayerInfo]:
     return [
         LayerInfo(
             name=name,
-            type=type(module).__name__,
+            type=class_name(module),
             channels=int(output.shape[1]),
             height=int(output.shape[2]),
             width=int(output.shape[3]),
@@ -178,7 +187,7 @@ def _activations_after_convolutions(order: list) -> dict[str, str]:
                 if getattr(later_output, "shape", None) == output.shape:
                     found[name] = later_name
                 break
-            if isinstance(later, _BARRIERS):
+            if isinstance(later, _BARRIERS) or class_name(later) in _BARRIER_NAMES:
                 break
     return found
 

@@ -30,6 +30,13 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from analysis.exported import (
+    ProgramInputError,
+    accept_any_batch,
+    input_constraints,
+    name_original_classes,
+    read_constraints,
+)
 from analysis.metadata import (
     META_INPUT_CHANNELS,
     META_INPUT_SIZE,
@@ -233,7 +240,8 @@ def build_architecture(spec: str) -> nn.Module:
 def _load_exported_program(path: Path) -> nn.Module:
     """A ``torch.export`` program, unflattened so its submodules keep their names and hooks.
 
-    Export it with a dynamic batch dimension so the sweep can use any batch size.
+    Its input constraints are read once (:mod:`analysis.exported`): a program whose batch is
+    fixed or bounded is refused, since every stage picks its own batch size.
     """
     if not path.is_file():
         raise ModelError(f"model file not found: {path}")
@@ -241,7 +249,13 @@ def _load_exported_program(path: Path) -> nn.Module:
         program = torch.export.load(str(path))
     except Exception as error:
         raise ModelError(f"{path} is not a torch.export program: {_first_line(error)}") from None
-    return torch.export.unflatten(program)
+    try:
+        constraints = read_constraints(program)
+        module = accept_any_batch(torch.export.unflatten(program), constraints)
+    except ProgramInputError as error:
+        raise ModelError(f"{path}: {error}") from None
+    name_original_classes(module, program)
+    return module
 
 
 def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -339,6 +353,12 @@ def load_model(
         std=std or _numbers(metadata.get(META_STD), GREY_STD if grey else IMAGENET_STD),
         channels=channels,
     )
+    constraints = input_constraints(module)
+    if not constraints.accepts(*input_spec.size):
+        raise ModelError(
+            f"{spec} cannot take its input size {input_spec.height}×{input_spec.width}: "
+            f"{constraints.describe()} (pass --input-size)"
+        )
     return LoadedModel(
         module=module,
         spec=spec,
@@ -372,8 +392,10 @@ def _zoo_weights(module: nn.Module, spec: str, weights: str | Path | None) -> Pr
 
 def input_channels(module: nn.Module) -> int:
     """The channels the network reads: its first convolution's, when that is 1 (greyscale);
-    3 otherwise. A model whose first layer is no ``nn.Conv2d`` (an exported program) says so
-    in its weights' metadata, or is taken as RGB."""
+    3 otherwise. An exported program's input shape says it; a model whose first layer is no
+    ``nn.Conv2d`` says so in its weights' metadata, or is taken as RGB."""
+    if (channels := input_constraints(module).channels) is not None:
+        return channels  # an exported program's input says it
     first = next((m for m in module.modules() if isinstance(m, nn.Conv2d)), None)
     return 1 if first is not None and first.in_channels == 1 else 3
 

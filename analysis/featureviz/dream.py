@@ -13,6 +13,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from analysis.exported import input_constraints
 from analysis.featureviz.objectives import deepdream
 from analysis.featureviz.param import fourier_from_images
 from analysis.featureviz.render import render
@@ -44,11 +45,8 @@ def dream(
     ``input_spec`` contributes only its normalisation (and, for a greyscale model, a grey
     result). The model must be on ``image``'s device.
     """
-    height, width = image.shape[-2:]
-    sizes = [
-        (max(8, round(height / octave_scale**k)), max(8, round(width / octave_scale**k)))
-        for k in reversed(range(octaves))
-    ]
+    sizes = octave_sizes(image.shape[-2:], octaves, octave_scale)
+    require_octaves(model, sizes)
     original = image[None].float()
     current = resize(original, sizes[0])
     previous_original = current
@@ -73,6 +71,25 @@ def dream(
         )
         current = result.images.to(image.device)
     return input_spec.as_seen(current)[0]
+
+
+def octave_sizes(
+    size: tuple[int, int], octaves: int, octave_scale: float = 1.4
+) -> list[tuple[int, int]]:
+    """The (height, width) of each octave, smallest first, the last the image's own."""
+    height, width = size
+    return [
+        (max(8, round(height / octave_scale**k)), max(8, round(width / octave_scale**k)))
+        for k in reversed(range(octaves))
+    ]
+
+
+def require_octaves(model: nn.Module, sizes: list[tuple[int, int]]) -> None:
+    """Refuse, before any octave is dreamt, a dream whose octaves a program cannot take (an
+    exported program of fixed size takes none but the input size)."""
+    accepted = input_constraints(model)
+    for height, width in sizes:
+        accepted.require(height, width, f"the {height}×{width} px octave of this dream")
 
 
 def _octave_progress(

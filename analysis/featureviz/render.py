@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from analysis.exported import input_constraints
 from analysis.featureviz.objectives import IMAGE, Objective
 from analysis.featureviz.param import ImageParam
 from analysis.featureviz.targets import OUTPUT
@@ -189,6 +190,7 @@ def render(
     autocast = bf16_pays(device) if autocast is None else autocast
     generator = torch.Generator().manual_seed(seed)
     size = view_size or input_spec.size
+    input_constraints(model).require(*size, f"images of {size[0]}×{size[1]} px to optimise")
     optimiser = torch.optim.Adam(param.parameters(), lr=lr)
     with frozen(model):
         for step in range(steps):

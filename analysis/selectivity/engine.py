@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from analysis.exported import ANY_INPUT, InputConstraints, ProgramInputError, input_constraints
 from analysis.fusion import batch_norms_folded
 from analysis.hooks import forward_until, layer_hooks
 from analysis.models import InputSpec
@@ -48,16 +49,34 @@ class CropPlan:
 
 
 def plan_crops(
-    field: ReceptiveField, rows: torch.Tensor, cols: torch.Tensor, image_size: tuple[int, int]
+    field: ReceptiveField,
+    rows: torch.Tensor,
+    cols: torch.Tensor,
+    image_size: tuple[int, int],
+    accepted: InputConstraints = ANY_INPUT,
 ) -> CropPlan:
     """Crops of one common size, aligned to the stride, that contain every window; each axis is
     cropped on its own, or kept whole where an aligned crop would not be smaller than the image
-    or the image is no multiple of the stride."""
+    or the image is no multiple of the stride.
+
+    An exported program may refuse so small an input (it carries the size constraints of its
+    whole graph, not of the layers before this one): then the crops grow, a stride at a time,
+    to the smallest size it ``accepted``. A larger crop holds more of the same image around
+    the same window, so the neuron reads the same value; the whole image is the last resort."""
     rows, cols = rows.long(), cols.long()
     r0 = field.offset[0] + rows * field.stride[0]
     c0 = field.offset[1] + cols * field.stride[1]
-    height, top = _crop_axis(r0, field.size[0], field.stride[0], image_size[0])
-    width, left = _crop_axis(c0, field.size[1], field.stride[1], image_size[1])
+    chosen = accepted.smallest_size(
+        _crop_lengths(field.size[0], field.stride[0], image_size[0]),
+        _crop_lengths(field.size[1], field.stride[1], image_size[1]),
+    )
+    if chosen is None:
+        raise ProgramInputError(
+            f"the exported program cannot take a crop or the whole {image_size[0]}×"
+            f"{image_size[1]} image: {accepted.describe()}"
+        )
+    height, top = _crop_axis(r0, chosen[0], field.stride[0], image_size[0])
+    width, left = _crop_axis(c0, chosen[1], field.stride[1], image_size[1])
     return CropPlan(
         size=(height, width),
         top=top,
@@ -69,13 +88,21 @@ def plan_crops(
     )
 
 
-def _crop_axis(
-    starts: torch.Tensor, extent: int, stride: int, image: int
-) -> tuple[int, torch.Tensor]:
-    """One axis of the plan: the crop length and each sample's crop origin."""
-    # An aligned origin is at most stride − 1 pixels before the window's start.
+def _crop_lengths(extent: int, stride: int, image: int) -> list[int]:
+    """One axis's crop lengths, smallest first: the least aligned length that holds a window
+    (an aligned origin is at most stride − 1 pixels before the window's start), the longer
+    aligned ones, and the whole axis."""
     length = -(-(extent + stride - 1) // stride) * stride
     if image % stride or length >= image:
+        return [image]
+    return [*range(length, image, stride), image]
+
+
+def _crop_axis(
+    starts: torch.Tensor, length: int, stride: int, image: int
+) -> tuple[int, torch.Tensor]:
+    """One axis of the plan: the crop length and each sample's crop origin."""
+    if length >= image:
         return image, torch.zeros_like(starts)
     # Both bounds are multiples of the stride, so the clamped origin stays aligned.
     return length, (starts.clamp_min(0) // stride * stride).clamp_max(image - length)
@@ -158,7 +185,7 @@ def perturbation_responses(
     sample_col = unique_keys % span
     entry_order = torch.argsort(sample_of_entry, stable=True)
     sorted_samples = sample_of_entry[entry_order]
-    plan = plan_crops(field, sample_row, sample_col, input_spec.size)
+    plan = plan_crops(field, sample_row, sample_col, input_spec.size, input_constraints(model))
     variants = sum(p.variants for p in perturbations)
     # ``batch_size`` counts full-size images per forward; small crops fit more, up to
     # MAX_BATCH_GROWTH times as many (beyond that, preparing the stimuli dominates).

@@ -72,6 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors whose message is meant for the user, not a traceback."""
     from analysis.data import DatasetError
+    from analysis.exported import ProgramInputError
     from analysis.layers import LayerListingError
     from analysis.models import ModelError
     from server.decompositions.composition import DecompositionError
@@ -87,6 +88,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return (
         DatasetError,
         ModelError,
+        ProgramInputError,
         LayerListingError,
         LayerSelectionError,
         StorageError,

@@ -20,7 +20,8 @@ from PIL import Image
 from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
-from analysis.featureviz.dream import dream
+from analysis.exported import input_constraints
+from analysis.featureviz.dream import dream, octave_sizes, require_octaves
 from analysis.featureviz.objectives import select_output
 from analysis.featureviz.targets import Target
 from analysis.featureviz.units import RenderSettings, render_units
@@ -130,6 +131,12 @@ def render_and_store(
 ) -> RenderReport:
     """Render the ``units`` of ``target`` not stored with these settings yet; commit per batch."""
     started = time.perf_counter()
+    height, width = settings.view(target, loaded.input)
+    if not input_constraints(loaded.module).accepts(height, width):
+        raise FeatureVizError(
+            f"the exported program cannot see images of {height}×{width} px: "
+            f"{input_constraints(loaded.module).describe()}; choose a size or view size it takes"
+        )
     key = settings_key(target, settings)
     done = stored_units(session, run.id, target.name, key)
     missing = [unit for unit in units if unit not in done]
@@ -206,6 +213,7 @@ def dream_image(
     if not 1 <= octaves <= 8 or steps < 1:
         raise FeatureVizError("octaves must be 1 to 8 and steps at least 1")
     model = loaded.module.to(device)
+    require_octaves(model, octave_sizes(tuple(image.shape[-2:]), octaves))
     if progress is not None:
         progress.start(f"DeepDream at {layer}", octaves * steps, "steps")
     result = dream(

@@ -56,6 +56,15 @@ def random_net() -> nn.Sequential:
     ).eval()
 
 
+def two_convolutions() -> nn.Sequential:
+    """Conv(3→6, 3×3) → ReLU → Conv(6→8, 3×3, stride 2) → ReLU, seeded: exported with dynamic
+    sizes, its program refuses inputs under 7 px, which layer ``1``'s 3 px crops are."""
+    torch.manual_seed(2)
+    return nn.Sequential(
+        nn.Conv2d(3, 6, 3), nn.ReLU(), nn.Conv2d(6, 8, 3, stride=2), nn.ReLU()
+    ).eval()
+
+
 def single_filter(weights: torch.Tensor, bias: float = 0.0) -> nn.Sequential:
     """One conv channel with the given (3, k, k) weights, no padding, followed by a ReLU."""
     size = weights.shape[-1]
