@@ -107,12 +107,12 @@ def test_an_exported_resnet18_with_channels_last_inside_reads_as_its_module(
     (whole images) equal its module's."""
     from analysis.models import load_model
 
-    folder = photos(tmp_path / "photos", count=4, size=40)
+    folder = photos(tmp_path / "photos", count=3, size=34)
     module = load_model("torchvision:resnet18").module
     weights = tmp_path / "resnet18.safetensors"
     save_file({k: v.contiguous() for k, v in module.state_dict().items()}, weights)
     program = export(module.to(memory_format=torch.channels_last), tmp_path / "resnet18.pt2")
-    small = {"size": 40, "top_k": 2}  # the program takes 33 px and more
+    small = {"size": 34, "top_k": 2}  # the program takes 33 px and more
     module_run = analysed(
         capsys, "torchvision:resnet18", folder, "layer1,layer4", "--weights", str(weights), **small
     )

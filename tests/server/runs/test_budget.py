@@ -38,9 +38,9 @@ def test_the_estimate_is_within_a_factor_of_two_of_the_run(
     loaded = load_model(model, input_size=size)
     chosen = select_layers(list_layers(loaded.module, loaded.input), layers.split(","))
     budget = estimate_run(
-        loaded, scan_image_folder(photos), chosen, top_k=4, batch_size=64, indexes=True
+        loaded, scan_image_folder(photos), chosen, top_k=2, batch_size=64, indexes=True
     )
-    args = ("--input-size", str(size), "--layers", layers, "--top-k", "4", "--json")
+    args = ("--input-size", str(size), "--layers", layers, "--top-k", "2", "--json")
     code, out, err = run_cli(capsys, "analyze", "--model", model, "--data", str(photos), *args)
     assert code == 0, err
     stats = json.loads(out)["stats"]
