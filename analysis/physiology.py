@@ -88,9 +88,11 @@ def record_centre(
     device: torch.device | str = "cpu",
     batch_size: int = 128,
     advance: Callable[[int], None] | None = None,
+    memory_format: torch.memory_format = torch.channels_last,
 ) -> dict[Electrode, np.ndarray]:
     """Responses (stimuli, channels) at the map centre of every electrode, in one pass;
-    ``advance(n)`` is told how many stimuli are done."""
+    ``advance(n)`` is told how many stimuli are done. ``memory_format`` is the layout of the
+    model and its input (``benchmarks/physiology.py`` times the contiguous one)."""
     device = torch.device(device)
     found: dict[Electrode, list[torch.Tensor]] = {e: [] for e in electrodes}
 
@@ -106,7 +108,7 @@ def record_centre(
     cuda = device.type == "cuda"
     # Channels-last convolutions run 1.3–1.5× faster on CPUs too (oneDNN; ResNet-18 and VGG11
     # at 64 px), in fp32 all the same.
-    model.to(memory_format=torch.channels_last)
+    model.to(memory_format=memory_format)
     with ExitStack() as stack, torch.no_grad():
         if cuda:
             stack.enter_context(torch.backends.cudnn.flags(enabled=True, allow_tf32=False))
@@ -123,7 +125,7 @@ def record_centre(
             # Full fp32 even on CUDA (no bf16, no TF32): the classes compare responses with the
             # baseline, and reduced precision turns "equal to baseline" into noise; 1,321
             # stimuli cost little anyway.
-            forward_until(model, batch.contiguous(memory_format=torch.channels_last))
+            forward_until(model, batch.contiguous(memory_format=memory_format))
             if advance:
                 advance(start + len(batch))
     return {e: torch.cat(parts).numpy() for e, parts in found.items()}
