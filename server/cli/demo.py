@@ -68,7 +68,7 @@ def ensure_demo_model(demo_dir: Path, dataset_root: Path, per_class: int) -> Pat
     from PIL import Image
 
     from analysis.demo.stimuli import CLASSES
-    from analysis.demo.train import train_demo_cnn
+    from analysis.demo.train import train_demo_cnn, training_epochs
 
     weights = demo_dir / f"demo_cnn-{DATASET_VERSION}-{per_class}.safetensors"
     if weights.is_file():
@@ -78,12 +78,13 @@ def ensure_demo_model(demo_dir: Path, dataset_root: Path, per_class: int) -> Pat
     labels = np.array([CLASSES.index(p.parent.name) for p in paths])
     print(f"training the demo CNN on {len(paths)} images (CPU, a few minutes, once) ...")
     progress = TerminalProgress()
-    progress.start("training", 8, "epochs")
+    epochs = training_epochs(len(paths))
+    progress.start("training", epochs, "epochs")
 
     def on_epoch(epoch: int, _total: int, accuracy: float) -> None:
         progress.update(epoch, note=f"val_acc={accuracy:.3f}")
 
-    report = train_demo_cnn(images, labels, weights, epochs=8, on_epoch=on_epoch)
+    report = train_demo_cnn(images, labels, weights, epochs=epochs, on_epoch=on_epoch)
     progress.finish()
     print(
         f"validation accuracy {report.val_accuracy:.1%} on {report.val_images} held-out images "
