@@ -274,8 +274,9 @@ def display_image(
     bottom = min(height, -(-r1 // factor) * factor)
     right = min(width, -(-c1 // factor) * factor)
     part = np.empty((bottom - top, right - left, 3), np.uint8)
-    part.fill(grey)
-    part[r0 - top : r1 - top, c0 - left : c1 - left] = _stretched(feature, low, high)
+    if part.shape != feature.shape:  # else the NF covers it all: nothing to fill
+        part.fill(grey)
+    _stretch_into(part[r0 - top : r1 - top, c0 - left : c1 - left], feature, low, high)
     shown = np.empty((-(-height // factor), -(-width // factor), 3), np.uint8)
     shown.fill(grey)
     reduced = _reduced(part, factor)
@@ -299,12 +300,21 @@ def contrast_stretched(image: np.ndarray) -> np.ndarray:
 
 def _stretched(image: np.ndarray, low: float, high: float) -> np.ndarray:
     """Map ``low`` to 0 and ``high`` to 255, rounded to uint8; all grey when they are equal."""
+    out = np.empty(image.shape, np.uint8)
+    _stretch_into(out, image, low, high)
+    return out
+
+
+def _stretch_into(out: np.ndarray, image: np.ndarray, low: float, high: float) -> None:
+    """:func:`_stretched` written into ``out`` (uint8, ``image``'s shape): the rounded values
+    are whole numbers in [0, 255], so storing them is the conversion, with no uint8 copy."""
     if high <= low:
-        return np.full(image.shape, GREY_UINT8, np.uint8)
+        out.fill(GREY_UINT8)
+        return
     scaled = image - low  # in place from here: a late layer's NF is megabytes
     scaled /= high - low
     scaled *= 255
-    return np.round(scaled, out=scaled).astype(np.uint8)
+    out[...] = np.round(scaled, out=scaled)
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:

@@ -1,10 +1,11 @@
 """Train the demo CNN on the generated stimuli, deterministically, on the CPU.
 
 Adam with a one-cycle schedule and light augmentation (flips) reaches high validation accuracy
-in a few epochs. A small stimulus set (the tests' 60 images) fits in one batch, so its epochs are
-also run until the optimiser has taken ``MIN_STEPS`` steps: eight steps left the network at chance,
-its last layer no more class-selective than random weights. The result is saved as safetensors with the input convention and the validation
-accuracy in its metadata, so ``load_model`` needs no extra flags for it.
+in a few epochs. A small stimulus set (the tests' 60 images) fits in one batch, so its epochs
+are also run until the optimiser has taken ``MIN_STEPS`` steps: eight steps left the network at
+chance, its last layer no more class-selective than random weights. The result is saved as
+safetensors with the input convention and the validation accuracy in its metadata, so
+``load_model`` needs no extra flags for it.
 """
 
 from __future__ import annotations

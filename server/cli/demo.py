@@ -7,6 +7,7 @@ run skips straight to the (also reused) analysis.
 from __future__ import annotations
 
 import argparse
+import io
 import shutil
 import signal
 import subprocess
@@ -100,6 +101,7 @@ def write_nf_mosaics(database: Any, store: Any, run_id: int, out_dir: Path) -> l
     from sqlalchemy import select
 
     from analysis.neuron_feature import GREY, sprite
+    from server.storage.packs import artifact_bytes
     from server.storage.schema import Layer, Neuron
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -117,7 +119,8 @@ def write_nf_mosaics(database: Any, store: Any, run_id: int, out_dir: Path) -> l
                 if neuron.nf_key is None:
                     tile = np.full((*layer.rf_size, 3), GREY, dtype=np.float32)
                 else:
-                    tile = np.asarray(Image.open(store.path(neuron.nf_key)), dtype=np.float32) / 255
+                    picture = Image.open(io.BytesIO(artifact_bytes(session, store, neuron.nf_key)))
+                    tile = np.asarray(picture, dtype=np.float32) / 255
                 tiles.append(tile.repeat(scale, axis=0).repeat(scale, axis=1))
             path = out_dir / f"nf-run{run_id}-{layer.name}.png"
             Image.fromarray(sprite(tiles, columns=16, gap=2)).save(path)
@@ -184,6 +187,7 @@ def write_featureviz_figure(
     from sqlalchemy import select
 
     from analysis.neuron_feature import sprite
+    from server.storage.packs import artifact_bytes
     from server.storage.schema import FeatureViz, Layer, Neuron
 
     tile = 64
@@ -207,7 +211,8 @@ def write_featureviz_figure(
             ).all()
             for nf_key, image_key, _activation in found:
                 for key in (nf_key, image_key):
-                    image = Image.open(store.path(key)).convert("RGB").resize((tile, tile))
+                    image = Image.open(io.BytesIO(artifact_bytes(session, store, key)))
+                    image = image.convert("RGB").resize((tile, tile))
                     tiles.append(np.asarray(image, dtype=np.float32) / 255)
     out.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(sprite(tiles, columns=2 * per_layer, gap=2)).save(out)

@@ -25,10 +25,10 @@ def add_commands(commands: Any) -> None:
 
 
 def run_gc(args: argparse.Namespace) -> int:
-    from sqlalchemy import update
+    from sqlalchemy import delete, update
 
     from server.storage.collect import GRACE_SECONDS, unreferenced
-    from server.storage.schema import Neuron
+    from server.storage.schema import Neuron, PackedArtifact
 
     _settings, database, store = open_database()
     forgotten = 0
@@ -39,6 +39,10 @@ def run_gc(args: argparse.Namespace) -> int:
             ).rowcount
     found = unreferenced(store, database.engine)
     if not args.dry_run:
+        with database.session() as session:
+            rows = found.packed_rows
+            session.execute(delete(PackedArtifact).where(PackedArtifact.id.in_(rows)))
+            session.commit()
         for path in found.paths:
             path.unlink(missing_ok=True)
     summary = {

@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
 from analysis.data import ImageFolder, load_pixels, model_pixels
 from analysis.hooks import forward_until, layer_hooks, model_device
@@ -30,6 +29,7 @@ from analysis.resize import ResizePolicy
 from analysis.sweep import loader_workers
 from server.runs.disk import feature_bytes, readable_bytes
 from server.runs.features import feature_processes, nf_box
+from server.storage.artifacts import encode_jpeg
 from server.storage.png import encode_png
 
 LONG_SECONDS = 600.0  # over this, or over half the free disk, the user is asked to confirm
@@ -228,19 +228,8 @@ def _neuron_feature_seconds(layer: LayerInfo, spec: InputSpec, top_k: int) -> fl
     for _ in range(top_k):
         feature += 0.01 * feature
     encode_png(display_image(feature, reach, window))
-    image = Image.fromarray(sprite([tile] * top_k))
-    image.save(_Discard(), "JPEG", quality=90)
+    encode_jpeg(sprite([tile] * top_k))
     return time.perf_counter() - started
-
-
-class _Discard:
-    """A file that forgets what is written to it (JPEG encoding, timed without a disk)."""
-
-    def write(self, data: bytes) -> int:
-        return len(data)
-
-    def flush(self) -> None:
-        pass
 
 
 @torch.no_grad()

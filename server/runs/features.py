@@ -1,5 +1,6 @@
 """The Neuron Feature stage's files: a display PNG and a top-patch sprite for every live neuron
-of a layer.
+of a layer, written into pack files (:mod:`server.storage.packs`: a file a picture cost more to
+create than the picture cost to draw).
 
 The float NF at full resolution is not stored here (it was 96 % of a whole network's disk and
 most of this stage's time): :mod:`server.runs.nf_arrays` computes it from the top-K when it is
@@ -38,7 +39,9 @@ from analysis.neuron_feature import NeuronFeature, display_image, neuron_feature
 from analysis.sweep import LayerTopK
 from server.runs.decoded import DecodedImages
 from server.runs.write import StoredNeuron
-from server.storage.artifacts import ArtifactStore
+from server.storage.artifacts import ArtifactStore, encode_jpeg
+from server.storage.packs import PackBuffer, PackedEntry
+from server.storage.png import encode_png
 
 MAX_STORE_THREADS = 16  # threads encoding and writing a layer's NF files beside a GPU
 MAX_PROCESSES = 16  # processes sharing a layer's NFs on a CPU
@@ -54,30 +57,39 @@ def nf_box(layer: LayerInfo, spec: InputSpec) -> tuple[int, int, int, int]:
     return layer.receptive_field.reach(spec.size, (layer.height, layer.width))
 
 
+@dataclass
+class FeatureFiles:
+    """What the stage stored: each layer's neurons with their pictures' keys, and where those
+    pictures lie in the pack files (to be recorded with the neurons)."""
+
+    neurons: dict[str, dict[int, StoredNeuron]]
+    packed: list[PackedEntry]
+
+
 def compute_neuron_features(
     layers: list[tuple[LayerInfo, LayerTopK]],
     decoded: DecodedImages,
     store: ArtifactStore,
     device: str = "cpu",
     advance: Callable[[int], None] | None = None,
-) -> dict[str, dict[int, StoredNeuron]]:
+) -> FeatureFiles:
     """For every live channel of each (layer, top-K): the NF's stretched display PNG of the
     whole window (computed over the layer's :func:`nf_box`) and the top-patch sprite (JPEG);
-    ``advance(n)`` is told how many neurons are finished in all. Every file is written when
-    this returns."""
+    ``advance(n)`` is told how many neurons are finished in all. Every pack file is written
+    when this returns."""
     work = [_Layer(layer, topk, decoded, store) for layer, topk in layers]
     processes = feature_processes(device, sum(len(w.live) for w in work))
     if processes > 1:
-        keys = _in_processes(work, processes, advance)
+        keys, packed = _in_processes(work, processes, advance)
     else:
-        keys = _beside_threads(work, device, advance)
+        keys, packed = _beside_threads(work, device, advance)
     stored: dict[str, dict[int, StoredNeuron]] = {}
     for w in work:
         name = w.layer.name
         stored[name] = {channel: StoredNeuron(channel) for channel in range(w.topk.channels)}
         for channel, (nf_key, sprite_key) in keys[name].items():
             stored[name][channel].nf_key, stored[name][channel].sprite_key = nf_key, sprite_key
-    return stored
+    return FeatureFiles(stored, packed)
 
 
 def feature_processes(device: str, neurons: int) -> int:
@@ -122,24 +134,31 @@ class _Layer:
             memory_budget=budget,
         )
 
-    def save(self, feature: NeuronFeature) -> tuple[str, str]:
-        """Draw, encode and store one NF's display PNG and sprite; their keys."""
-        nf_key = self.store.put_png(display_image(feature.mean, feature.reach, feature.window))
-        return nf_key, self.store.put_jpeg(sprite(feature.tiles))
+    def encode(self, feature: NeuronFeature) -> tuple[bytes, bytes]:
+        """Draw and encode one NF's display PNG and sprite JPEG."""
+        display = display_image(feature.mean, feature.reach, feature.window)
+        return encode_png(display), encode_jpeg(sprite(feature.tiles))
 
 
 Keys = dict[str, dict[int, tuple[str, str]]]  # layer → channel → (NF PNG, sprite JPEG)
 
 
+def _packed(pack: PackBuffer, pictures: tuple[bytes, bytes]) -> tuple[str, str]:
+    """Add a neuron's two pictures to ``pack``; their keys."""
+    return pack.add(pictures[0], "png"), pack.add(pictures[1], "jpg")
+
+
 def _in_processes(
     work: list[_Layer], processes: int, advance: Callable[[int], None] | None
-) -> Keys:
+) -> tuple[Keys, list[PackedEntry]]:
     """Forked children, one per core, each taking a share of every layer's live channels
     (they inherit the decoded images without copying them: one fork per stage, as forking a
-    large process per layer cost a second of page tables); they report keys as they go."""
+    large process per layer cost a second of page tables); they report keys as they go, and
+    their packs' entries as each pack is written."""
     context = multiprocessing.get_context("fork")
     children: list[tuple[multiprocessing.Process, Connection]] = []
     keys: Keys = {w.layer.name: {} for w in work}
+    packed: list[PackedEntry] = []
     finished = 0
     try:
         for share in range(processes):
@@ -164,6 +183,9 @@ def _in_processes(
                     continue
                 if isinstance(message, str):
                     raise RuntimeError(f"Neuron Features: {message}")
+                if isinstance(message, list):
+                    packed.extend(message)
+                    continue
                 name, batch = message
                 keys[name].update(batch)
                 finished += len(batch)
@@ -175,26 +197,31 @@ def _in_processes(
                 child.terminate()
             child.join()
             receiving.close()
-    return keys
+    return keys, packed
 
 
 def _child(
     work: list[_Layer], share: int, shares: int, budget: int, sending: Connection, parent: int
 ) -> None:
     """A forked process's share of each layer: one thread (its siblings have the other
-    cores), keys sent in small batches, a failure sent as its last message."""
+    cores), keys sent in small batches, each pack's entries once it is written, a failure sent
+    as its last message."""
     try:
         _die_with(parent)
         torch.set_num_threads(1)
         for w in work:
             channels = np.array_split(w.live, shares)[share]
+            pack = PackBuffer(w.store)
             batch: dict[int, tuple[str, str]] = {}
             for channel, feature in w.features(channels, "cpu", budget):
-                batch[channel] = w.save(feature)
+                batch[channel] = _packed(pack, w.encode(feature))
                 if len(batch) >= REPORT_EVERY:
                     sending.send((w.layer.name, batch))
                     batch = {}
+                if pack.full:
+                    sending.send(pack.write())
             sending.send((w.layer.name, batch))
+            sending.send(pack.write())
     except BaseException:
         sending.send(traceback.format_exc().strip().splitlines()[-1])
         sending.close()
@@ -212,27 +239,42 @@ def _die_with(parent: int) -> None:
         os._exit(1)
 
 
-def _beside_threads(work: list[_Layer], device: str, advance: Callable[[int], None] | None) -> Keys:
-    """NFs accumulated on ``device`` while a thread per core writes the finished ones (the
-    encoders release the GIL for part of their work; a GPU's NFs come faster than two threads
-    write them)."""
+def _beside_threads(
+    work: list[_Layer], device: str, advance: Callable[[int], None] | None
+) -> tuple[Keys, list[PackedEntry]]:
+    """NFs accumulated on ``device`` while a thread per core draws and encodes the finished
+    ones (the encoders release the GIL for part of their work; a GPU's NFs come faster than
+    two threads encode them); this thread packs what they encoded, in order."""
     keys: Keys = {w.layer.name: {} for w in work}
+    packed: list[PackedEntry] = []
     threads = min(usable_cores(), MAX_STORE_THREADS)
     finished = 0
-
-    def save(w: _Layer, channel: int, feature: NeuronFeature) -> None:
-        keys[w.layer.name][channel] = w.save(feature)
-
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        pending: deque[Future[None]] = deque()
         for w in work:
+            pack = PackBuffer(w.store)
+            pending: deque[tuple[int, Future[tuple[bytes, bytes]]]] = deque()
             for channel, feature in w.features(w.live, device, MEMORY_BYTES):
-                pending.append(pool.submit(save, w, channel, feature))
+                pending.append((channel, pool.submit(w.encode, feature)))
                 finished += 1
                 if advance:
                     advance(finished)
                 if len(pending) > 4 * threads:  # bounded: a few NFs in flight, not a layer
-                    pending.popleft().result()
-        for done in pending:
-            done.result()  # re-raises a failed write here
-    return keys
+                    _pack_oldest(pending, pack, keys[w.layer.name], packed)
+            while pending:
+                _pack_oldest(pending, pack, keys[w.layer.name], packed)
+            packed.extend(pack.write())
+    return keys, packed
+
+
+def _pack_oldest(
+    pending: deque[tuple[int, Future[tuple[bytes, bytes]]]],
+    pack: PackBuffer,
+    keys: dict[int, tuple[str, str]],
+    packed: list[PackedEntry],
+) -> None:
+    """Pack the oldest encoding in flight (re-raising its failure here), writing the pack
+    when it is full."""
+    channel, encoded = pending.popleft()
+    keys[channel] = _packed(pack, encoded.result())
+    if pack.full:
+        packed.extend(pack.write())

@@ -15,6 +15,7 @@ from server.featureviz.read import featureviz_records
 from server.notes.read import note_of
 from server.storage.artifacts import ArtifactStore
 from server.storage.errors import NotFoundError
+from server.storage.packs import artifact_file
 from server.storage.schema import (
     INDEX_NAMES,
     Dataset,
@@ -142,11 +143,11 @@ def neuron_detail(
         "dead": neuron.dead,
         "mean_activation": neuron.mean_activation,
         "max_activation": neuron.max_activation,
-        "nf": str(store.path(neuron.nf_key)) if neuron.nf_key else None,
+        "nf": _file(session, store, neuron.nf_key),
         "nf_array": str(store.path(neuron.nf_array_key)) if neuron.nf_array_key else None,
         # nf_box: the part [r0, r1, c0, c1] of the window that nf_array holds; grey beyond it
         "nf_box": layer.nf_box or [0, hy, 0, hx],
-        "sprite": str(store.path(neuron.sprite_key)) if neuron.sprite_key else None,
+        "sprite": _file(session, store, neuron.sprite_key),
         # window: the unclipped input window [r0, r1, c0, c1] (see analysis.receptive_field)
         "top": [
             {
@@ -373,3 +374,9 @@ def list_datasets(session: Session) -> list[dict[str, Any]]:
         }
         for dataset in datasets
     ]
+
+
+def _file(session: Session, store: ArtifactStore, key: str | None) -> str | None:
+    """The path of a file holding artifact ``key`` (copied out of its pack on first use)."""
+    path = artifact_file(session, store, key) if key else None
+    return str(path) if path else None

@@ -40,6 +40,7 @@ from server.runs.write import (
     store_sweep_results,
 )
 from server.storage.artifacts import ArtifactStore
+from server.storage.packs import record_packed
 from server.storage.schema import INDEX_NAMES, Run, utcnow
 
 
@@ -183,7 +184,7 @@ def store_features(
     decoded = decoded or DecodedImages.of_run(folder, loaded.input, run)
     live_total = sum(live[layer.name] for layer in layers)
     progress.start("neuron features", live_total, "neurons")
-    neurons = compute_neuron_features(
+    files = compute_neuron_features(
         [(layer, trimmed[layer.name]) for layer in layers],
         decoded,
         store,
@@ -193,12 +194,13 @@ def store_features(
     progress.update(live_total)
     progress.finish()
     clear_run_layers(session, run)
+    record_packed(session, files.packed)
     store_sweep_results(
         session,
         run,
         layers,
         SweepResult(trimmed, result.image_count, result.unreadable),
-        neurons,
+        files.neurons,
         {layer.name: nf_box(layer, loaded.input) for layer in layers},
     )
     session.flush()

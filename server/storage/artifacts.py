@@ -29,6 +29,7 @@ KEY = re.compile(r"[0-9a-f]{64}\.[a-z0-9]{1,16}")
 PARTIAL = ".partial-"
 # A temporary file of another machine (which this one cannot ask about) is left this long.
 FOREIGN_PARTIAL_AGE = 24 * 3600.0
+PACK_SUFFIX = "pack"
 
 
 class ArtifactStore:
@@ -45,16 +46,20 @@ class ArtifactStore:
     def put_bytes(self, data: bytes, suffix: str) -> str:
         return self.put_parts([data], suffix)
 
-    def put_parts(self, parts: list[bytes | memoryview], suffix: str) -> str:
-        """Store the concatenation of ``parts`` without joining them in memory first.
+    def put_parts(
+        self, parts: list[bytes | memoryview], suffix: str, digest: str | None = None
+    ) -> str:
+        """Store the concatenation of ``parts`` without joining them in memory first, under
+        the SHA-256 of its bytes (or ``digest``, a hash that fixes them as surely).
 
-        A run writes two files a neuron, so this does little besides: its fan-out folders are
-        made once, and the temporary file is named here (``tempfile`` draws random names and
-        retries)."""
-        digest = hashlib.sha256()
-        for part in parts:
-            digest.update(part)
-        key = f"{digest.hexdigest()}.{suffix}"
+        This does little besides: its fan-out folders are made once, and the temporary file is
+        named here (``tempfile`` draws random names and retries)."""
+        if digest is None:
+            hashed = hashlib.sha256()
+            for part in parts:
+                hashed.update(part)
+            digest = hashed.hexdigest()
+        key = f"{digest}.{suffix}"
         target = self.path(key)
         if target.exists():
             return key
@@ -81,11 +86,30 @@ class ArtifactStore:
         return self.put_bytes(encode_png(pixels), "png")
 
     def put_jpeg(self, pixels: np.ndarray, quality: int = 90) -> str:
-        """Store a uint8 (H, W, 3) photograph-like image as JPEG (top-patch sprites: a tenth of
-        the PNG's size, encoded 15× faster; the exact values are never read back from it)."""
-        buffer = io.BytesIO()
-        Image.fromarray(pixels).save(buffer, format="JPEG", quality=quality)
-        return self.put_bytes(buffer.getvalue(), "jpg")
+        """Store a uint8 (H, W, 3) photograph-like image as JPEG (:func:`encode_jpeg`)."""
+        return self.put_bytes(encode_jpeg(pixels, quality), "jpg")
+
+    def put_pack(self, entries: list[tuple[bytes, str]]) -> tuple[str, list[tuple[str, int, int]]]:
+        """Store many small artifacts, each ``(bytes, suffix)``, as one pack file: the pack's
+        key, and each entry's own key (the hash of its bytes, as if stored alone) with its
+        offset and length in the pack. One file instead of thousands: creating a file costs
+        this machine 0.3 ms, more than encoding a picture (:mod:`server.storage.packs`).
+
+        The pack is named by the hash of its entries' keys, which fix its bytes as surely as
+        hashing them again would, at a thousandth of the work."""
+        placed, offset = [], 0
+        for data, suffix in entries:
+            placed.append((f"{hashlib.sha256(data).hexdigest()}.{suffix}", offset, len(data)))
+            offset += len(data)
+        names = hashlib.sha256("\n".join(key for key, _, _ in placed).encode())
+        parts = [data for data, _suffix in entries]
+        return self.put_parts(parts, PACK_SUFFIX, names.hexdigest()), placed
+
+    def read_range(self, key: str, offset: int, length: int) -> bytes:
+        """``length`` bytes of artifact ``key`` from ``offset`` (an entry of a pack)."""
+        with self.path(key).open("rb") as file:
+            file.seek(offset)
+            return file.read(length)
 
     def put_array(self, array: np.ndarray) -> str:
         """Store a float array as NPY (no pickle: ``allow_pickle`` stays off on load)."""
@@ -121,6 +145,14 @@ class ArtifactStore:
         """Bytes free on the file system the store is (or will be) on."""
         existing = next(p for p in (self.root, *self.root.parents) if p.exists())
         return shutil.disk_usage(existing).free
+
+
+def encode_jpeg(pixels: np.ndarray, quality: int = 90) -> bytes:
+    """A uint8 (H, W, 3) photograph-like image as JPEG bytes (top-patch sprites: a tenth of the
+    PNG's size, encoded 15× faster; the exact values are never read back from it)."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
 
 
 _SERIAL = itertools.count()  # temporary files' last name part (next() is atomic in CPython)

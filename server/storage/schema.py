@@ -169,6 +169,27 @@ class Neuron(Base):
     __table_args__ = (UniqueConstraint("layer_id", "channel", name="uq_neuron_layer_channel"),)
 
 
+class PackedArtifact(Base):
+    """An artifact kept inside a pack file: where its bytes lie (:mod:`server.storage.packs`).
+
+    A run's Neuron Feature stage makes two small pictures a neuron; creating 30,000 files cost
+    more than drawing them. It writes each layer's pictures into a few pack files instead, and
+    these rows say where each key's bytes are. The same bytes may be packed twice (two runs
+    with an identical picture), so a key may have more than one row; any of them will do."""
+
+    __tablename__ = "packed_artifact"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(80))
+    pack_key: Mapped[str] = mapped_column(String(80))
+    offset: Mapped[int] = mapped_column(BigInteger)
+    length: Mapped[int] = mapped_column(Integer)
+
+
+Index("ix_packed_artifact_key", PackedArtifact.key)
+Index("ix_packed_artifact_pack_key", PackedArtifact.pack_key)
+
+
 class NeuronNote(Base):
     """One version of a lab's note on a neuron: a short label ("curve detector"), free text,
     who wrote it and when. An edit adds a version, so the history is kept; the newest version

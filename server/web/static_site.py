@@ -36,6 +36,8 @@ from sqlalchemy.orm import Session
 from server.compare.read import same_architecture
 from server.progress import Progress
 from server.runs.read import get_run
+from server.storage.artifacts import ArtifactStore
+from server.storage.packs import artifact_bytes
 from server.storage.schema import Neuron
 from server.web.app import WEB_DIR
 
@@ -152,13 +154,16 @@ def export_site(app: FastAPI, run_ids: list[int], out: Path, progress: Progress)
     progress.finish()
     store = app.state.store
     web_static = WEB_DIR / "static"
-    for reference in sorted(copied):
-        kind, _, name = reference.strip("/").partition("/")
-        source = store.path(name) if kind == "artifacts" else web_static / name
-        target = out / kind / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        _place(source, target)
-        site.files += 1
+    with app.state.database.session() as session:
+        for reference in sorted(copied):
+            kind, _, name = reference.strip("/").partition("/")
+            target = out / kind / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if kind == "artifacts" and not store.path(name).is_file():
+                _write_packed(session, store, name, target)
+            else:
+                _place(store.path(name) if kind == "artifacts" else web_static / name, target)
+            site.files += 1
     for name in STATIC_FILES:
         _place(web_static / name, out / "static" / name)
     site.bytes = sum(path.stat().st_size for path in out.rglob("*") if path.is_file())
@@ -215,6 +220,14 @@ def _place(source: Path, target: Path) -> None:
         os.link(source, target)
     except OSError:
         shutil.copyfile(source, target)
+
+
+def _write_packed(session: Session, store: ArtifactStore, key: str, target: Path) -> None:
+    """A packed artifact (a run's pictures) written out of its pack at ``target``."""
+    data = artifact_bytes(session, store, key)
+    if data is None:
+        raise ExportError(f"artifact {key} is missing from the store: its page cannot be copied")
+    target.write_bytes(data)
 
 
 def _rendered(app: FastAPI, pages: list[PageRequest]) -> Iterator[tuple[PageRequest, str]]:

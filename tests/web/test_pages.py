@@ -74,13 +74,24 @@ def test_bad_requests_are_readable_4xx(client):
 
 
 def test_images_are_served_with_long_lived_cache_headers(client):
+    """A run's pictures lie in pack files: each is served by its own key, from its pack (the
+    layer table's NFs), or from the file the neuron page's JSON names (copied out once)."""
+    store = client.app.state.store
+    thumbnails = re.findall(r'src="/artifacts/([0-9a-f]{64}\.png)"', client.get(LAYER).text)
+    assert thumbnails
+    for key in thumbnails:  # the copy a neuron page's JSON made, if an earlier test made one
+        store.path(key).unlink(missing_ok=True)
     page = client.get(LAYER + "/neurons/0").text
-    keys = re.findall(r'src="/artifacts/([0-9a-f]{64}\.png)"', page)
-    assert keys
-    image = client.get(f"/artifacts/{keys[0]}")
-    assert image.status_code == 200 and image.content.startswith(b"\x89PNG")
-    assert "immutable" in image.headers["cache-control"]
-    assert hashlib.sha256(image.content).hexdigest() == keys[0].split(".")[0]
+    keys = re.findall(r'src="/artifacts/([0-9a-f]{64}\.(?:png|jpg))"', page)
+    assert {key.rpartition(".")[2] for key in keys} == {"png", "jpg"}  # the NF and the sprite
+    for key in {*thumbnails, *keys}:
+        image = client.get(f"/artifacts/{key}")
+        assert image.status_code == 200 and "immutable" in image.headers["cache-control"]
+        assert hashlib.sha256(image.content).hexdigest() == key.split(".")[0]
+        kind = {"png": "image/png", "jpg": "image/jpeg"}[key.rpartition(".")[2]]
+        assert image.headers["content-type"] == kind
+    missing = client.get(f"/artifacts/{'0' * 64}.png")
+    assert missing.status_code == 404 and "no artifact" in missing.json()["detail"]
 
 
 def test_the_float_nf_is_offered_on_the_neuron_page_until_asked_for(client):

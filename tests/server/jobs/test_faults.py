@@ -24,8 +24,9 @@ import pytest
 from PIL import Image
 from sqlalchemy import create_engine, inspect, text
 
-from server.storage.artifacts import PARTIAL
+from server.storage.artifacts import PARTIAL, ArtifactStore
 from server.storage.db import Database
+from server.storage.packs import artifact_bytes
 from tests.support.images import write_square_folder
 from tests.support.jobs import (
     REPO,
@@ -73,8 +74,8 @@ def kill_during(kind: str, env: dict, settings, log_dir: Path) -> None:
 
 
 def check_storage(settings) -> None:
-    """The database is sound, every artifact it names exists whole, and no temporary file is
-    left behind."""
+    """The database is sound, every artifact it names exists whole (as a file of its own or in
+    a pack), and no temporary file is left behind."""
     database = Database(settings.database_url)
     with database.engine.connect() as connection:
         assert connection.execute(text("PRAGMA integrity_check")).scalar() == "ok"
@@ -82,15 +83,18 @@ def check_storage(settings) -> None:
         for table in inspect(connection).get_table_names():
             for row in connection.execute(text(f'SELECT * FROM "{table}"')):
                 named |= set(ARTIFACT_KEY.findall(" ".join(map(str, row))))
+    store = ArtifactStore(settings.artifact_dir)
+    with database.session() as session:
+        found = {key: artifact_bytes(session, store, key) for key in named}
     database.engine.dispose()
-    store = settings.artifact_dir
-    missing = [key for key in named if not (store / key[:2] / key).is_file()]
+    missing = [key for key, data in found.items() if data is None]
     assert named and not missing, f"named but missing: {missing}"
-    for key in named:
+    assert any(key.endswith(".pack") for key in named)
+    for key, data in found.items():
         if key.endswith(".png"):
-            with Image.open(store / key[:2] / key) as image:
+            with Image.open(io.BytesIO(data)) as image:
                 image.load()  # whole, not cut short
-    assert not list(store.rglob(f"{PARTIAL}*"))
+    assert not list(store.root.rglob(f"{PARTIAL}*"))
 
 
 def test_workers_killed_during_each_kind_of_job_leave_everything_whole(tmp_path):

@@ -1,13 +1,16 @@
 """The Neuron Feature stage's files: forked processes on a CPU write exactly what the threaded
-path writes, report every neuron, and a failure in one of them stops the stage with its
-reason, leaving no process behind."""
+path writes, into pack files whose entries read back as their keys say, report every neuron,
+and a failure in one of them stops the stage with its reason, leaving no process behind."""
 
 from __future__ import annotations
 
+import hashlib
+import io
 import multiprocessing
 
 import pytest
 import torch
+from PIL import Image
 
 from analysis.data import scan_image_folder
 from analysis.layers import list_layers
@@ -40,10 +43,10 @@ def swept(tmp_path):
     return [(layer, result.layers[layer.name].trimmed()) for layer in layers], decoded
 
 
-def stored_keys(stored) -> dict:
+def stored_keys(files) -> dict:
     return {
         (name, channel): (neuron.nf_key, neuron.sprite_key)
-        for name, neurons in stored.items()
+        for name, neurons in files.neurons.items()
         for channel, neuron in neurons.items()
     }
 
@@ -61,22 +64,33 @@ def test_processes_write_the_files_the_threads_write(monkeypatch, swept, tmp_pat
 
     assert stored_keys(forked) == stored_keys(threaded)
     assert sum(key is not None for key, _ in stored_keys(forked).values()) == live > 6
-    assert all(
-        store.path(nf).is_file() and store.path(s).is_file()
-        for nf, s in (keys for keys in stored_keys(forked).values() if keys[0])
-    )
+    # no file a picture: each process writes a pack a layer, and each entry is its key's bytes
+    assert len(list(store.root.glob("??/*.png"))) == 0
+    assert len({entry.pack_key for entry in forked.packed}) == 3 * len(layers)
+    where = {entry.key: entry for entry in forked.packed}
+    for nf, sprite in (keys for keys in stored_keys(forked).values() if keys[0]):
+        for key in (nf, sprite):
+            entry = where[key]
+            data = store.read_range(entry.pack_key, entry.offset, entry.length)
+            assert hashlib.sha256(data).hexdigest() == key[:64]
+        assert Image.open(io.BytesIO(read(store, where[nf]))).format == "PNG"
+        assert Image.open(io.BytesIO(read(store, where[sprite]))).format == "JPEG"
     assert told == sorted(told) and told[-1] == live
     assert not multiprocessing.active_children()
+
+
+def read(store, entry) -> bytes:
+    return store.read_range(entry.pack_key, entry.offset, entry.length)
 
 
 def test_a_failed_process_stops_the_stage_with_its_reason(monkeypatch, swept, tmp_path):
     layers, decoded = swept
 
-    def broken(self, feature):
+    def broken(self, entries):
         raise OSError("No space left on device")
 
     monkeypatch.setattr(features, "feature_processes", lambda _device, _neurons: 2)
-    monkeypatch.setattr(features._Layer, "save", broken)
+    monkeypatch.setattr(ArtifactStore, "put_pack", broken)
     with pytest.raises(RuntimeError, match="OSError: No space left on device"):
         compute_neuron_features(layers, decoded, ArtifactStore(tmp_path / "store"))
     assert not multiprocessing.active_children()

@@ -56,7 +56,7 @@ def test_a_run_stores_no_float_arrays_and_computes_them_exactly_when_asked(
 ):
     folder, _result = photo_run
     store = data_dir / "artifacts"
-    assert list(store.rglob("*.png")) and not list(store.rglob("*.npy"))
+    assert list(store.rglob("*.pack")) and not list(store.rglob("*.npy"))  # pictures, packed
     for channel in (0, 1):
         before = neuron_json(capsys, "4", channel)
         assert before["nf_array"] is None and before["nf"]

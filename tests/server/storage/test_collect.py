@@ -40,6 +40,8 @@ def test_gc_deletes_unnamed_old_files_only(capsys, analysed_dir, monkeypatch, tm
     assert not store.path(old_orphan).exists() and store.path(new_orphan).exists()
     assert all(store.path(key).exists() for key in named)
 
+    check_packs_go_with_the_last_entry_named(capsys, analysed_dir, store)
+
     code, _out, err = run_cli(capsys, "neuron", "1", "4", "0", "--nf-array", str(tmp_path / "a"))
     assert code == 0, err
     array_key = json.loads(run_cli(capsys, "neuron", "1", "4", "0", "--json")[1])["nf_array"]
@@ -49,3 +51,34 @@ def test_gc_deletes_unnamed_old_files_only(capsys, analysed_dir, monkeypatch, tm
     assert json.loads(run_cli(capsys, "neuron", "1", "4", "0", "--json")[1])["nf_array"] is None
     code, _out, err = run_cli(capsys, "neuron", "1", "4", "0", "--nf-array", str(tmp_path / "b"))
     assert code == 0 and (tmp_path / "a").read_bytes() == (tmp_path / "b").read_bytes()
+
+
+def check_packs_go_with_the_last_entry_named(capsys, analysed_dir, store) -> None:
+    """The run's pictures lie in pack files, kept while a neuron names any of their entries; a
+    pack whose entries nothing names goes, with the rows saying where its entries lay."""
+    from sqlalchemy import func, select
+
+    from server.config import load_settings
+    from server.storage.db import Database
+    from server.storage.packs import PackBuffer, artifact_bytes, record_packed
+    from server.storage.schema import PackedArtifact
+
+    database = Database(load_settings().database_url)
+    buffer = PackBuffer(store)
+    orphans = [buffer.add(b"an NF of a deleted run", "png"), buffer.add(b"its sprite", "jpg")]
+    entries = buffer.write()
+    with database.session() as session:
+        record_packed(session, entries)
+        session.commit()
+        assert artifact_bytes(session, store, orphans[1]) == b"its sprite"
+        run_packs = set(session.scalars(select(PackedArtifact.pack_key))) - {entries[0].pack_key}
+        rows = session.scalar(select(func.count()).select_from(PackedArtifact))
+    assert run_packs and all(store.path(pack).exists() for pack in run_packs)
+    aged(store, entries[0].pack_key, 2 * HOUR)
+    code, out, _ = run_cli(capsys, "gc", "--json")
+    assert code == 0 and json.loads(out)["files"] == 1
+    assert not store.path(entries[0].pack_key).exists()
+    assert all(store.path(pack).exists() for pack in run_packs)
+    with database.session() as session:
+        assert session.scalar(select(func.count()).select_from(PackedArtifact)) == rows - 2
+        assert artifact_bytes(session, store, orphans[1]) is None
