@@ -101,7 +101,9 @@ def artifact_bytes(session: Session, store: ArtifactStore, key: str) -> bytes | 
 
 def artifact_file(session: Session, store: ArtifactStore, key: str) -> Path | None:
     """A file holding artifact ``key``, for a reader that wants a path (the CLI prints one):
-    a packed artifact is copied out of its pack the first time, then found as a file."""
+    a packed artifact is copied out of its pack the first time, then found as a file. None
+    when there is no such artifact, or when the store cannot be written (a dashboard serving
+    a read-only copy still shows every picture; it has no path to give)."""
     try:
         path = store.path(key)
     except ValueError:
@@ -111,5 +113,8 @@ def artifact_file(session: Session, store: ArtifactStore, key: str) -> Path | No
     data = artifact_bytes(session, store, key)
     if data is None:
         return None
-    store.put_bytes(data, key.rpartition(".")[2])
+    try:
+        store.put_bytes(data, key.rpartition(".")[2])
+    except OSError:
+        return None
     return path
