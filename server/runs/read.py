@@ -111,9 +111,19 @@ def layer_summary(layer: Layer) -> dict[str, Any]:
 
 
 def neuron_detail(
-    session: Session, store: ArtifactStore, run_id: int, layer_name: str, channel: int
+    session: Session,
+    store: ArtifactStore,
+    run_id: int,
+    layer_name: str,
+    channel: int,
+    paths: bool = True,
 ) -> dict[str, Any]:
-    """Everything known about one neuron, as ``neuronscope neuron --json`` prints it."""
+    """Everything known about one neuron, as ``neuronscope neuron --json`` prints it.
+
+    ``nf`` and ``sprite`` are paths of files: a picture kept in a pack is copied out the first
+    time. A caller that shows the pictures by key (the HTML page) passes ``paths=False`` and
+    gets a path only where a file already exists, so rendering every page of a run (a static
+    export) does not copy its pictures out."""
     layer = get_layer(session, run_id, layer_name)
     neuron = get_neuron(session, run_id, layer_name, channel)
     run = layer.run
@@ -143,11 +153,11 @@ def neuron_detail(
         "dead": neuron.dead,
         "mean_activation": neuron.mean_activation,
         "max_activation": neuron.max_activation,
-        "nf": _file(session, store, neuron.nf_key),
+        "nf": _file(session, store, neuron.nf_key, paths),
         "nf_array": str(store.path(neuron.nf_array_key)) if neuron.nf_array_key else None,
         # nf_box: the part [r0, r1, c0, c1] of the window that nf_array holds; grey beyond it
         "nf_box": layer.nf_box or [0, hy, 0, hx],
-        "sprite": _file(session, store, neuron.sprite_key),
+        "sprite": _file(session, store, neuron.sprite_key, paths),
         # window: the unclipped input window [r0, r1, c0, c1] (see analysis.receptive_field)
         "top": [
             {
@@ -376,7 +386,12 @@ def list_datasets(session: Session) -> list[dict[str, Any]]:
     ]
 
 
-def _file(session: Session, store: ArtifactStore, key: str | None) -> str | None:
-    """The path of a file holding artifact ``key`` (copied out of its pack on first use)."""
-    path = artifact_file(session, store, key) if key else None
-    return str(path) if path else None
+def _file(session: Session, store: ArtifactStore, key: str | None, copy: bool) -> str | None:
+    """The path of a file holding artifact ``key``: copied out of its pack when ``copy``, else
+    only where a file already exists."""
+    if not key:
+        return None
+    if copy:
+        path = artifact_file(session, store, key)
+        return str(path) if path else None
+    return str(store.path(key)) if store.path(key).is_file() else None

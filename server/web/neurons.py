@@ -41,7 +41,7 @@ from server.web.jobs import not_ready
 from server.web.layers import INDEX_LABELS
 from server.web.notes import author_of
 from server.web.security import check_write_access, forms_router, see_other
-from server.web.twins import Data, Page, page_router
+from server.web.twins import Data, Page, page_router, requested_format
 
 pages = page_router()
 forms = forms_router()
@@ -51,11 +51,17 @@ NEURON = Page("neuron.html", json=lambda data: data["neuron"])
 
 
 def neuron_data(
-    session: Session, store: ArtifactStore, run_id: int, layer_name: str, channel: int
+    session: Session,
+    store: ArtifactStore,
+    run_id: int,
+    layer_name: str,
+    channel: int,
+    paths: bool,
 ) -> Data:
-    """The CLI's neuron object, with its artifacts' keys, its neighbours and the runs that have
+    """The CLI's neuron object (its pictures' files copied out of their packs only when
+    ``paths``: the JSON twin), with its artifacts' keys, its neighbours and the runs that have
     the same channel of the same layer."""
-    detail = neuron_detail(session, store, run_id, layer_name, channel)
+    detail = neuron_detail(session, store, run_id, layer_name, channel, paths)
     layer = get_layer(session, run_id, layer_name)
     keys = session.execute(
         select(Neuron.nf_key, Neuron.nf_array_key, Neuron.sprite_key).where(
@@ -96,7 +102,8 @@ def neuron_page(
     mode: str = "activation",
     depth: Depth = 3,
 ) -> Response:
-    data = neuron_data(session, store, run_id, layer_name, channel)
+    json_twin = requested_format(request) == "json"
+    data = neuron_data(session, store, run_id, layer_name, channel, paths=json_twin)
     composition = composition_data(
         session, run_id, layer_name, channel, source or None, mode, depth
     )

@@ -7,6 +7,7 @@ import csv
 import hashlib
 import io
 import re
+from pathlib import Path
 
 from server.web.app import HTMX_FILE, WEB_DIR
 
@@ -74,22 +75,26 @@ def test_bad_requests_are_readable_4xx(client):
 
 
 def test_images_are_served_with_long_lived_cache_headers(client):
-    """A run's pictures lie in pack files: each is served by its own key, from its pack (the
-    layer table's NFs), or from the file the neuron page's JSON names (copied out once)."""
+    """A run's pictures lie in pack files: each is served by its own key, from its pack. The
+    HTML pages copy none out; the neuron's JSON, which names files, copies its two out once."""
     store = client.app.state.store
     thumbnails = re.findall(r'src="/artifacts/([0-9a-f]{64}\.png)"', client.get(LAYER).text)
-    assert thumbnails
-    for key in thumbnails:  # the copy a neuron page's JSON made, if an earlier test made one
-        store.path(key).unlink(missing_ok=True)
     page = client.get(LAYER + "/neurons/0").text
     keys = re.findall(r'src="/artifacts/([0-9a-f]{64}\.(?:png|jpg))"', page)
-    assert {key.rpartition(".")[2] for key in keys} == {"png", "jpg"}  # the NF and the sprite
+    assert thumbnails and {key.rpartition(".")[2] for key in keys} == {"png", "jpg"}
     for key in {*thumbnails, *keys}:
+        store.path(key).unlink(missing_ok=True)  # a copy an earlier test's JSON made
+    assert client.get(LAYER + "/neurons/0").status_code == 200
+    for key in {*thumbnails, *keys}:
+        assert not store.path(key).exists()
         image = client.get(f"/artifacts/{key}")
         assert image.status_code == 200 and "immutable" in image.headers["cache-control"]
         assert hashlib.sha256(image.content).hexdigest() == key.split(".")[0]
         kind = {"png": "image/png", "jpg": "image/jpeg"}[key.rpartition(".")[2]]
         assert image.headers["content-type"] == kind
+    detail = client.get(LAYER + "/neurons/0.json").json()
+    assert {Path(detail["nf"]).name, Path(detail["sprite"]).name} == set(keys)
+    assert all(store.path(key).is_file() for key in keys)
     missing = client.get(f"/artifacts/{'0' * 64}.png")
     assert missing.status_code == 404 and "no artifact" in missing.json()["detail"]
 

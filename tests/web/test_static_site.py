@@ -46,6 +46,7 @@ def exported(data_dir: Path, out: Path, capsys, *runs: str) -> str:
 
 def test_every_link_and_image_of_the_copy_resolves_on_disk(three_runs, tmp_path, capsys):
     out = tmp_path / "site"
+    files_before = set((three_runs / "artifacts").glob("??/*"))
     printed = exported(three_runs, out, capsys, "2", "1")
     assert "pages and" in printed and str(out / "index.html") in printed
     pages = sorted(out.rglob("*.html"))
@@ -60,6 +61,9 @@ def test_every_link_and_image_of_the_copy_resolves_on_disk(three_runs, tmp_path,
         "indexes/index.html",
     }
     assert expected <= {page.relative_to(out).as_posix() for page in pages}
+    # the runs' pictures are written out of their packs into the copy, not into the store
+    assert set((three_runs / "artifacts").glob("??/*")) == files_before
+    assert {path.suffix for path in (out / "artifacts").iterdir()} >= {".png", ".jpg"}
     for page in pages:
         html = page.read_text()
         for reference in REFERENCE.findall(html):
