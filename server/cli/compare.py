@@ -21,6 +21,8 @@ def add_commands(commands: Any) -> None:
     compare.add_argument(
         "--layer", help="this layer neuron by neuron (runs of the same architecture)"
     )
+    compare.add_argument("--against", type=int, help="with --layer and more than two runs: the "
+                         "run set against the first (default: the second)")  # fmt: skip
     compare.add_argument("--sort", default="color", help="with --layer: the index whose change "
                          "orders the neurons, largest first (default color)")  # fmt: skip
     compare.add_argument("--json", action="store_true")
@@ -28,14 +30,15 @@ def add_commands(commands: Any) -> None:
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    from server.compare.read import compare_runs, neuron_changes
+    from server.compare.read import compare_runs, compared_pair, neuron_changes
     from server.storage.errors import NotFoundError
 
     _, database, _ = open_database()
     with database.session() as session:
+        found = compare_runs(session, args.runs)  # refuses too few or too many runs first
+        pair = compared_pair(args.runs, args.against)
         if args.layer:
-            rows = neuron_changes(session, args.runs, args.layer)
-        found = compare_runs(session, args.runs)
+            rows = neuron_changes(session, pair, args.layer)
     if args.layer:
         if args.sort not in found["indexes"]:
             raise NotFoundError(f"--sort takes one of {', '.join(found['indexes'])}")
@@ -44,7 +47,7 @@ def run_compare(args: argparse.Namespace) -> int:
         if args.json:
             print_json({"comparison": found, "rows": rows})
             return 0
-        a, b = args.runs[:2]
+        a, b = pair
         print(f"{args.layer}: run {b} minus run {a}, by the change of {args.sort}")
         print_table(
             ["channel", *(f"Δ {name}" for name in found["indexes"])],

@@ -175,9 +175,23 @@ DELTA_COLUMNS: dict[str, type] = {
 }
 
 
+def compared_pair(run_ids: list[int], against: int | None = None) -> list[int]:
+    """The two runs that a neuron-by-neuron table and the nearest-neuron search compare: the
+    first (the reference) and ``against``, any later one of ``run_ids`` (the second when not
+    given), so three runs (random, epoch 10, trained) give either pair against the first."""
+    if against is None:
+        return run_ids[:2]
+    if against not in run_ids[1:]:
+        later = ", ".join(map(str, run_ids[1:]))
+        raise NotFoundError(f"run {against} is not one of the runs compared with run "
+                            f"{run_ids[0]} (they are {later})")  # fmt: skip
+    return [run_ids[0], against]
+
+
 def neuron_changes(session: Session, run_ids: list[int], layer_name: str) -> list[dict[str, Any]]:
     """One row per channel of ``layer_name`` in the first two runs (same architecture): each
-    index in run a (the first) and b (the second), and delta = b − a; NF keys of both."""
+    index in run a (the first) and b (the second), and delta = b − a; NF keys of both
+    (:func:`compared_pair` picks another pair)."""
     runs = get_runs(session, run_ids)
     if not same_architecture(runs):
         raise NotFoundError(

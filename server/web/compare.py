@@ -3,7 +3,8 @@ index distributions overlaid with their medians, selective shares and Kolmogorov
 and the median of each index by depth; with ``&layer=NAME`` (runs of one architecture) a neuron
 table sortable by any index's change (``&_sort_desc=delta_color``); with
 ``&near_layer=L&near_channel=C`` the second run's neurons whose responses to a probe set best
-correlate with that neuron of the first (a form asks a worker to record the responses)."""
+correlate with that neuron of the first (a form asks a worker to record the responses). With
+more than two runs, ``&against=R`` picks the run that these two views set against the first."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from server.compare.read import (
     MAX_RUNS,
     PROBE_IMAGES,
     compare_runs,
+    compared_pair,
     nearest_neurons,
     neuron_changes,
     probe_response,
@@ -38,7 +40,7 @@ from server.web.twins import Data, Page, page_router
 
 pages = page_router()
 forms = forms_router()
-NEAR_PARAMS = ("near_layer", "near_channel")
+NEAR_PARAMS = ("near_layer", "near_channel", "against")
 
 SUMMARY_COLUMNS = (
     "layer",
@@ -74,6 +76,15 @@ def parse_runs(text: str) -> list[int]:
     if not all(is_number(part) and int(part) <= MAX_ID for part in parts):
         raise RequestError(f"runs are numbers separated by commas, not {text[:60]!r}")
     return [int(part) for part in parts]
+
+
+def parse_against(text: str | None) -> int | None:
+    """``against=7`` → 7; absent or empty → None (the second run)."""
+    if not text:
+        return None
+    if not is_number(text) or int(text) > MAX_ID:
+        raise RequestError(f"against names a run by its number, not {text[:60]!r}")
+    return int(text)
 
 
 def summary_rows(comparison: Data) -> list[Data]:
@@ -133,9 +144,10 @@ def plot_series(comparison: Data) -> Data:
 def nearest_data(
     session: Session, store: ArtifactStore, run_ids: list[int], layer: str, channel: int
 ) -> Data:
-    """The neurons of the second run nearest to (``layer``, ``channel``) of the first by their
-    responses to PROBE_IMAGES images of the first run's folder, once both runs' responses are
-    stored; until then, the jobs that record them (if asked)."""
+    """The neurons of the second of ``run_ids`` (the compared pair) nearest to (``layer``,
+    ``channel``) of the first by their responses to PROBE_IMAGES images of the first run's
+    folder, once both runs' responses are stored; until then, the jobs that record them (if
+    asked)."""
     get_neuron(session, run_ids[0], layer, channel)
     dataset = get_run(session, run_ids[0]).dataset
     found = [probe_response(session, run_id, dataset.id) for run_id in run_ids[:2]]
@@ -157,32 +169,36 @@ def nearest_data(
 def compare_data(session: Session, store: ArtifactStore, request: Request) -> tuple[Page, Data]:
     params = request.query_params
     run_ids = parse_runs(",".join(params.getlist("runs")))  # "3,7", or runs=3&runs=7 (a form)
+    against = parse_against(params.get("against"))
+    pair = compared_pair(run_ids, against)
     comparison = compare_runs(session, run_ids)
     layer = params.get("layer") or None
     data: Data = {
         "comparison": comparison,
         "layer": layer,
+        "pair": pair,
+        "against": against,
         "refusal": None,
         "plots": plot_series(comparison),
         "nearest": None,
     }
     if params.get("near_layer"):
         channel = required_int(params.get("near_channel", ""), "the neuron's channel")
-        data["nearest"] = nearest_data(session, store, run_ids, params["near_layer"], channel)
+        data["nearest"] = nearest_data(session, store, pair, params["near_layer"], channel)
     if layer is None:
         return LAYERS, data
     skipped = ("runs", "layer", *NEAR_PARAMS)
     table = [(k, v) for k, v in params.multi_items() if k not in skipped]
     query = parse_query(table, DELTA_COLUMNS)
     try:
-        rows = neuron_changes(session, run_ids, layer)
+        rows = neuron_changes(session, pair, layer)
     except NotFoundError as error:
         if comparison["same_architecture"]:
             raise
         data.update(refusal=str(error), rows=[], total=0, offset=0, next=None, query=query)
         return NEURONS, data
     data.update(apply_query(rows, query), query=query)
-    data["feature_vis"] = [latest_featureviz(session, run, layer) for run in run_ids[:2]]
+    data["feature_vis"] = [latest_featureviz(session, run, layer) for run in pair]
     return NEURONS, data
 
 
@@ -203,24 +219,27 @@ def probe_form(
     near_layer: FormText,
     near_channel: FormText,
     token: OptionalFormText = None,
+    against: OptionalFormText = None,
 ) -> Response:
     """Ask a worker for both runs' responses to the probe set (once; kept for every neuron)."""
     check_write_access(request, token)
     run_ids = parse_runs(runs)
+    chosen = parse_against(against)
+    pair = compared_pair(run_ids, chosen)
     channel = required_int(near_channel, "the neuron's channel")
 
     def plan(session: Session) -> tuple[list[Data], list[int]]:
-        get_neuron(session, run_ids[0], near_layer, channel)
-        dataset = get_run(session, run_ids[0]).dataset
-        planned = [
-            plan_probe(session, get_run(session, r), dataset, PROBE_IMAGES) for r in run_ids[:2]
-        ]
+        get_neuron(session, pair[0], near_layer, channel)
+        dataset = get_run(session, pair[0]).dataset
+        planned = [plan_probe(session, get_run(session, r), dataset, PROBE_IMAGES) for r in pair]
         return [job_record(job) for job, _ready in planned], [
             job.id for job, ready in planned if ready
         ]
 
     submitter.plan(plan)
-    query = urlencode(
-        {"runs": ",".join(map(str, run_ids)), "near_layer": near_layer, "near_channel": channel}
-    )
+    fields: dict[str, object] = {"runs": ",".join(map(str, run_ids)), "near_layer": near_layer}
+    fields["near_channel"] = channel
+    if chosen:
+        fields["against"] = chosen
+    query = urlencode(fields)
     return see_other(request, f"/compare?{query}#nearest", token)

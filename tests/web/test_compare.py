@@ -93,6 +93,28 @@ def test_bad_comparisons_are_refused_readably(client):
     assert no_layer.status_code == 404 and "no layer 'nope'" in no_layer.json()["detail"]
 
 
+def test_with_three_runs_any_later_one_is_set_against_the_first(client, two_runs, capsys):
+    """Runs 1, 1 and 2: the neuron table compares the first with the second by default (no
+    change anywhere) and with run 2 when asked, exactly as ``runs=1,2`` does; the page offers
+    both pairs, keeps the choice in its links, and refuses a run outside the comparison."""
+    same = client.get("/compare.json?runs=1,1,2&layer=4").json()
+    assert same["pair"] == [1, 1] and same["against"] is None
+    assert all(row["delta_color"] in (0.0, None) for row in same["rows"])
+    chosen = client.get("/compare.json?runs=1,1,2&layer=4&against=2").json()
+    assert chosen["pair"] == [1, 2]
+    assert chosen["rows"] == client.get("/compare.json?runs=1,2&layer=4").json()["rows"]
+    page = client.get("/compare?runs=1,1,2&layer=4&against=2").text
+    assert "Δ = run 2 − run 1" in page and "<strong>run 2</strong>" in page
+    assert 'href="/compare?runs=1,1,2&amp;against=1&amp;layer=4"' in page
+    assert '<input type="hidden" name="against" value="2">' in page  # the nearest-neuron form
+    outside = client.get("/compare.json?runs=1,1,2&layer=4&against=7")
+    assert outside.status_code == 404 and "run 7 is not one of the runs" in outside.text
+    assert client.get("/compare.json?runs=1,2&against=x").status_code == 400
+    with environment(NEURONSCOPE_DATA_DIR=str(two_runs)):
+        code, out, _ = run_cli(capsys, "compare", "1", "1", "2", "--layer", "4", "--against", "2")
+        assert code == 0 and out.startswith("4: run 2 minus run 1")
+
+
 def test_the_neuron_page_links_the_same_channel_to_the_comparison(client):
     page = client.get("/runs/2/layers/4/neurons/1").text
     assert 'href="/compare?runs=2,1&amp;layer=4&amp;channel__eq=1#neurons"' in page
