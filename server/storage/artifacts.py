@@ -85,10 +85,6 @@ class ArtifactStore:
         and Pillow's encoder spent most of the NF stage's encoding time choosing filters)."""
         return self.put_bytes(encode_png(pixels), "png")
 
-    def put_jpeg(self, pixels: np.ndarray, quality: int = 90) -> str:
-        """Store a uint8 (H, W, 3) photograph-like image as JPEG (:func:`encode_jpeg`)."""
-        return self.put_bytes(encode_jpeg(pixels, quality), "jpg")
-
     def put_pack(self, entries: list[tuple[bytes, str]]) -> tuple[str, list[tuple[str, int, int]]]:
         """Store many small artifacts, each ``(bytes, suffix)``, as one pack file: the pack's
         key, and each entry's own key (the hash of its bytes, as if stored alone) with its
