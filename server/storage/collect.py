@@ -38,30 +38,38 @@ class Unreferenced:
 def referenced_keys(engine: Engine) -> set[str]:
     """Every artifact key that any row of any table names, in any column (JSON included), and
     every pack holding such a key."""
-    keys: set[str] = set()
+    return _references(engine)[0]
+
+
+def _references(engine: Engine) -> tuple[set[str], list[tuple[str, str, int]]]:
+    """The keys named (as :func:`referenced_keys`) and every ``packed_artifact`` row as (key,
+    pack, id). The rows are read first: a run commits its rows and the neurons naming them
+    together, so any row read here has its neurons among the names read after it."""
     with engine.connect() as connection:
+        columns = (PackedArtifact.key, PackedArtifact.pack_key, PackedArtifact.id)
+        packed = [(key, pack, id_) for key, pack, id_ in connection.execute(select(*columns))]
+        keys: set[str] = set()
         for table in inspect(connection).get_table_names():
             if table == PackedArtifact.__tablename__:
                 continue
             quoted = connection.dialect.identifier_preparer.quote(table)
             for row in connection.execute(text(f"SELECT * FROM {quoted}")):
                 keys.update(_KEYS_IN_TEXT.findall(" ".join(str(value) for value in row)))
-    return keys | {pack for key, pack, _id in _packed_rows(engine) if key in keys}
-
-
-def _packed_rows(engine: Engine) -> list[tuple[str, str, int]]:
-    with engine.connect() as connection:
-        columns = (PackedArtifact.key, PackedArtifact.pack_key, PackedArtifact.id)
-        return [tuple(row) for row in connection.execute(select(*columns))]  # type: ignore[misc]
+    return keys | {pack for key, pack, _id in packed if key in keys}, packed
 
 
 def unreferenced(
     store: ArtifactStore, engine: Engine, grace: float = GRACE_SECONDS
 ) -> Unreferenced:
-    """The store's files that no row names and that are older than ``grace`` seconds."""
-    named = referenced_keys(engine)
-    found = Unreferenced(packed_rows=[i for key, _, i in _packed_rows(engine) if key not in named])
+    """The store's files that no row names and that are older than ``grace`` seconds, and the
+    ``packed_artifact`` rows of entries nothing names (kept while their pack is that new)."""
+    named, packed = _references(engine)
     cutoff = time.time() - grace
+    found = Unreferenced(
+        packed_rows=[
+            i for key, pack, i in packed if key not in named and _older(store, pack, cutoff)
+        ]
+    )
     for path in sorted(store.root.glob("??/*")):
         if path.name.startswith(PARTIAL) or not KEY.fullmatch(path.name) or path.name in named:
             continue
@@ -70,3 +78,11 @@ def unreferenced(
             found.paths.append(path)
             found.bytes += status.st_size
     return found
+
+
+def _older(store: ArtifactStore, key: str, cutoff: float) -> bool:
+    """Whether artifact ``key`` was written before ``cutoff`` (or is gone)."""
+    try:
+        return store.path(key).stat().st_mtime < cutoff
+    except (FileNotFoundError, ValueError):
+        return True

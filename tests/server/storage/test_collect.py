@@ -67,11 +67,14 @@ def check_packs_go_with_the_last_entry_named(capsys, analysed_dir, store) -> Non
     buffer = PackBuffer(store)
     orphans = [buffer.add(b"an NF of a deleted run", "png"), buffer.add(b"its sprite", "jpg")]
     entries = buffer.write()
+    buffer.add(b"an NF whose run commits as gc runs", "png")
+    fresh = buffer.write()  # a new pack: neither it nor its row is touched yet
     with database.session() as session:
-        record_packed(session, entries)
+        record_packed(session, entries + fresh)
         session.commit()
         assert artifact_bytes(session, store, orphans[1]) == b"its sprite"
-        run_packs = set(session.scalars(select(PackedArtifact.pack_key))) - {entries[0].pack_key}
+        others = {entries[0].pack_key, fresh[0].pack_key}
+        run_packs = set(session.scalars(select(PackedArtifact.pack_key))) - others
         rows = session.scalar(select(func.count()).select_from(PackedArtifact))
     assert run_packs and all(store.path(pack).exists() for pack in run_packs)
     aged(store, entries[0].pack_key, 2 * HOUR)
@@ -82,3 +85,4 @@ def check_packs_go_with_the_last_entry_named(capsys, analysed_dir, store) -> Non
     with database.session() as session:
         assert session.scalar(select(func.count()).select_from(PackedArtifact)) == rows - 2
         assert artifact_bytes(session, store, orphans[1]) is None
+        assert artifact_bytes(session, store, fresh[0].key) is not None
