@@ -85,20 +85,20 @@ class ArtifactStore:
         and Pillow's encoder spent most of the NF stage's encoding time choosing filters)."""
         return self.put_bytes(encode_png(pixels), "png")
 
-    def put_pack(self, entries: list[tuple[bytes, str]]) -> tuple[str, list[tuple[str, int, int]]]:
-        """Store many small artifacts, each ``(bytes, suffix)``, as one pack file: the pack's
-        key, and each entry's own key (the hash of its bytes, as if stored alone) with its
-        offset and length in the pack. One file instead of thousands: creating a file costs
-        this machine 0.3 ms, more than encoding a picture (:mod:`server.storage.packs`).
+    def put_pack(self, entries: list[tuple[str, bytes]]) -> tuple[str, list[tuple[str, int, int]]]:
+        """Store many small artifacts, each ``(key, bytes)`` with the key it would have alone
+        (:class:`server.storage.packs.PackBuffer` makes them), as one pack file: the pack's
+        key, and each entry's key with its offset and length in the pack. One file instead of
+        thousands: creating a file costs this machine 0.3 ms, more than encoding a picture.
 
         The pack is named by the hash of its entries' keys, which fix its bytes as surely as
         hashing them again would, at a thousandth of the work."""
         placed, offset = [], 0
-        for data, suffix in entries:
-            placed.append((f"{hashlib.sha256(data).hexdigest()}.{suffix}", offset, len(data)))
+        for key, data in entries:
+            placed.append((key, offset, len(data)))
             offset += len(data)
-        names = hashlib.sha256("\n".join(key for key, _, _ in placed).encode())
-        parts = [data for data, _suffix in entries]
+        names = hashlib.sha256("\n".join(key for key, _ in entries).encode())
+        parts = [data for _key, data in entries]
         return self.put_parts(parts, PACK_SUFFIX, names.hexdigest()), placed
 
     def read_range(self, key: str, offset: int, length: int) -> bytes:

@@ -42,14 +42,15 @@ class PackBuffer:
     def __init__(self, store: ArtifactStore, limit: int = PACK_BYTES) -> None:
         self.store = store
         self.limit = limit
-        self._entries: list[tuple[bytes, str]] = []
+        self._entries: list[tuple[str, bytes]] = []
         self._bytes = 0
 
     def add(self, data: bytes, suffix: str) -> str:
-        """Hold ``data`` for the pack; its key."""
-        self._entries.append((data, suffix))
+        """Hold ``data`` for the pack; its key (the hash of its bytes, as if stored alone)."""
+        key = f"{hashlib.sha256(data).hexdigest()}.{suffix}"
+        self._entries.append((key, data))
         self._bytes += len(data)
-        return f"{hashlib.sha256(data).hexdigest()}.{suffix}"
+        return key
 
     @property
     def full(self) -> bool:
@@ -94,7 +95,7 @@ def artifact_bytes(session: Session, store: ArtifactStore, key: str) -> bytes | 
             data = store.read_range(entry.pack_key, entry.offset, entry.length)
         except (FileNotFoundError, ValueError):
             continue  # that pack is gone; another may hold the same bytes
-        if len(data) == entry.length and f"{hashlib.sha256(data).hexdigest()}" == key[:64]:
+        if len(data) == entry.length and hashlib.sha256(data).hexdigest() == key[:64]:
             return data
     return None
 
