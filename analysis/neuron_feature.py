@@ -12,13 +12,17 @@ window inside the image is ever read, and the weighted sums run on the analysis 
 Outside the layer's *reach* (the part of the window any image pixel can fall in, see
 :meth:`ReceptiveField.reach`) every patch is grey, so the NF is exactly grey there: it is
 computed and kept over the reach only, and :func:`full_window` restores the rest losslessly.
+Within the reach, each neuron's NF is accumulated over its own *box* (the part its patches'
+images reach), grey around it by the same argument.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from functools import cached_property, lru_cache, partial
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -34,6 +38,7 @@ NF_DISPLAY_LIMIT = 256  # the NF's display PNG: at most this many pixels a side
 OVERLAP_BUDGET = 256 << 20  # accumulator bytes per chunk when every top image is held decoded
 PixelLoader = Callable[[int], np.ndarray]
 Box = tuple[int, int, int, int]  # (r0, r1, c0, c1)
+Flat = TypeVar("Flat", torch.Tensor, np.ndarray)
 
 
 class NeuronFeature:
@@ -41,34 +46,53 @@ class NeuronFeature:
     its top patches for display.
 
     The NF is accumulated directly (grey plus each patch's weighted difference from grey), so
-    it needs no finishing pass; the coverage, which only the coverage-normalised variant
-    needs, is integrated from the patches' boxes on first use.
+    it needs no finishing pass. It is accumulated over its *box* only: the smallest box of the
+    reach holding every part of a weighted patch that lies inside its image. Outside the box
+    no patch reaches, so the NF is exactly grey there; a late layer's box is half its reach on
+    average (ResNet-50's ``layer4.2`` over 26 photographs), and drawing it reads the box only.
+    The coverage, which only the coverage-normalised variant needs, is integrated from the
+    patches' boxes on first use.
     """
 
     def __init__(
         self,
-        mean: np.ndarray,
+        part: np.ndarray,
+        box: Box,
         cover: Callable[[], np.ndarray],
         tiles: list[np.ndarray],
         reach: Box,
         window: tuple[int, int],
     ) -> None:
-        self.mean = mean  # (h, w, 3) float32: the NF of docs/algorithms.md §3 over the reach
+        self.part = part  # (h, w, 3) float32: the NF over ``box``
+        self.box = box  # where ``part`` lies in the reach
         self._cover = cover
         self.tiles = tiles  # per rank: uint8, the patch every ``tile_step`` pixels, grey outside
-        self.reach = reach  # where (h, w) lies in the window
+        self.reach = reach  # where the reach lies in the window
         self.window = window  # the whole window's (rows, cols)
 
     @cached_property
+    def mean(self) -> np.ndarray:
+        """(h, w, 3) float32: the NF of docs/algorithms.md §3 over the reach."""
+        r0, r1, c0, c1 = self.reach
+        return full_window(self.part, self.box, (r1 - r0, c1 - c0))
+
+    @property
+    def drawn(self) -> Box:
+        """Where ``part`` lies in the window (what :func:`display_image` is given with it)."""
+        r0, r1, c0, c1 = self.box
+        return (r0 + self.reach[0], r1 + self.reach[0], c0 + self.reach[2], c1 + self.reach[2])
+
+    @cached_property
     def cover(self) -> np.ndarray:
-        """(h, w) float32: Σ_j ŵ_j over the patches whose image covers each pixel."""
+        """(h, w) float32 over the reach: Σ_j ŵ_j over the patches whose image covers each
+        pixel."""
         return self._cover()
 
     @property
     def coverage_mean(self) -> np.ndarray:
-        """(h, w, 3): each pixel averages only the patches that cover it (grey where they
-        cover less than COVERAGE_FLOOR); computed on request, as the pipeline stores only the
-        NF."""
+        """(h, w, 3) over the reach: each pixel averages only the patches that cover it (grey
+        where they cover less than COVERAGE_FLOOR); computed on request, as the pipeline stores
+        only the NF."""
         cover = self.cover[..., None]
         covered = self.mean - np.float32(GREY) * (1.0 - cover)
         return np.divide(
@@ -145,6 +169,8 @@ def neuron_features(
     each accumulator starts grey and each patch adds its weighted difference from grey over the
     part of its window inside the image only. A late layer's window can be many times the
     image, mostly grey: this reads no grey pixel, and no pass over the whole reach follows.
+    Each accumulator covers only its channel's box (:class:`NeuronFeature`), so neither is
+    there a pass over the grey between the box and the reach. All images share one size.
 
     Work is grouped by image, and within an image by map position, so each window is cut once
     however many neurons chose it. The weighted sums are fused multiply-adds into float32
@@ -168,7 +194,6 @@ def neuron_features(
     for start in range(0, len(live), chunk):
         channels = live[start : start + chunk]
         weights = [_normalised_weights(values[c]).tolist() for c in channels]
-        sums = torch.full((len(channels), height, width, 3), GREY, device=device)
         boxes = _Boxes()
         tiles = {c: [np.empty(0)] * values.shape[1] for c in channels}
         by_image: dict[int, dict[tuple[int, int], list[tuple[int, int]]]] = defaultdict(
@@ -178,8 +203,15 @@ def neuron_features(
             for rank in range(values.shape[1]):
                 position = (int(rows[channel, rank]), int(cols[channel, rank]))
                 by_image[int(images[channel, rank])][position].append((local, rank))
+        image_size = load_pixels(min(by_image)).shape[:2]  # loaded first below in any case
+        parts = _Parts(by_image, weights, field, reach, image_size, device)
         for index in sorted(by_image):
             pixels = load_pixels(index)
+            if pixels.shape[:2] != image_size:
+                raise ValueError(
+                    f"image {index} is {pixels.shape[1]}×{pixels.shape[0]} pixels where the "
+                    f"others are {image_size[1]}×{image_size[0]}: a layer's images share one size"
+                )
             image = torch.from_numpy(pixels).to(device).to(torch.float32).div_(255.0).sub_(GREY)
             for position, entries in by_image[index].items():
                 r0, _, c0, _ = window = field.window(*position)
@@ -187,11 +219,12 @@ def neuron_features(
                 for local, rank in entries:
                     tiles[channels[local]][rank] = tile
                 reached = (r0 + top, r0 + top + height, c0 + left, c0 + left + width)
-                _accumulate(sums, boxes, image, reached, entries, weights)
-        means = sums.cpu().numpy()
+                _accumulate(parts, boxes, image, reached, entries, weights)
+        found = parts.finished()
         for local, channel in enumerate(channels):
             cover = partial(boxes.integrated, local, height, width)
-            yield channel, NeuronFeature(means[local], cover, tiles[channel], reach, field.size)
+            part, box = found[local], parts.boxes[local]
+            yield channel, NeuronFeature(part, box, cover, tiles[channel], reach, field.size)
 
 
 def _normalised_weights(values: np.ndarray) -> np.ndarray:
@@ -221,8 +254,69 @@ class _Boxes:
         return corners.cumsum(0).cumsum(1)[:height, :width].astype(np.float32)
 
 
+class _Parts:
+    """A chunk's accumulators, one for each channel's box (:class:`NeuronFeature`), laid end
+    to end in one tensor that starts grey."""
+
+    def __init__(
+        self,
+        by_image: dict[int, dict[tuple[int, int], list[tuple[int, int]]]],
+        weights: list[list[float]],
+        field: ReceptiveField,
+        reach: Box,
+        image_size: tuple[int, int],
+        device: torch.device | str,
+    ) -> None:
+        top, left = reach[0], reach[2]
+        extent = (reach[1] - reach[0], reach[3] - reach[2])
+        found = [[extent[0], 0, extent[1], 0] for _ in weights]  # empty until a patch is added
+        for entries_at in by_image.values():
+            for position, entries in entries_at.items():
+                r0, _, c0, _ = field.window(*position)
+                inside = _inside_box((r0 + top, c0 + left), extent, image_size)
+                if inside is None:
+                    continue
+                for local, rank in entries:
+                    if weights[local][rank]:
+                        box = found[local]
+                        box[0], box[1] = min(box[0], inside[0]), max(box[1], inside[1])
+                        box[2], box[3] = min(box[2], inside[2]), max(box[3], inside[3])
+        # a channel no patch reaches is all grey: one grey pixel stands for it
+        self.boxes: list[Box] = [
+            (r0, r1, c0, c1) if r0 < r1 and c0 < c1 else (0, 1, 0, 1) for r0, r1, c0, c1 in found
+        ]
+        sizes = [(r1 - r0) * (c1 - c0) * 3 for r0, r1, c0, c1 in self.boxes]
+        self.offsets = [0, *itertools.accumulate(sizes)]
+        self.sums = torch.full((self.offsets[-1],), GREY, device=device)
+        self.views = [self._view(self.sums, local) for local in range(len(self.boxes))]
+
+    def _view(self, flat: Flat, local: int) -> Flat:
+        """Channel ``local``'s accumulator in ``flat``, shaped as its box."""
+        r0, r1, c0, c1 = self.boxes[local]
+        return flat[self.offsets[local] : self.offsets[local + 1]].reshape(r1 - r0, c1 - c0, 3)
+
+    def finished(self) -> list[np.ndarray]:
+        """Each channel's NF over its box, on the CPU (one copy from another device)."""
+        flat = self.sums.cpu().numpy()
+        return [self._view(flat, local) for local in range(len(self.boxes))]
+
+
+def _inside_box(
+    origin: tuple[int, int], extent: tuple[int, int], image: tuple[int, int]
+) -> Box | None:
+    """The part of an (``extent``) box whose top-left corner lies at ``origin`` in image
+    coordinates that falls inside the (height, width) ``image``, as (r0, r1, c0, c1) in the
+    box's coordinates; None when none does."""
+    r0, c0 = origin
+    top, bottom = max(r0, 0), min(r0 + extent[0], image[0])
+    left, right = max(c0, 0), min(c0 + extent[1], image[1])
+    if top >= bottom or left >= right:
+        return None
+    return (top - r0, bottom - r0, left - c0, right - c0)
+
+
 def _accumulate(
-    sums: torch.Tensor,
+    parts: _Parts,
     boxes: _Boxes,
     image: torch.Tensor,
     window: tuple[int, int, int, int],
@@ -238,11 +332,14 @@ def _accumulate(
     if top >= bottom or left >= right:
         return
     inside = image[top:bottom, left:right]
-    target = sums[:, top - r0 : bottom - r0, left - c0 : right - c0]  # one view for the group
     for local, rank in entries:
         weight = weights[local][rank]
         if weight:
-            target[local].add_(inside, alpha=weight)
+            b0, _, d0, _ = parts.boxes[local]
+            rows, cols = top - r0 - b0, left - c0 - d0
+            parts.views[local][rows : rows + bottom - top, cols : cols + right - left].add_(
+                inside, alpha=weight
+            )
             boxes.add(local, top - r0, bottom - r0, left - c0, right - c0, weight)
 
 

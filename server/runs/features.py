@@ -136,7 +136,7 @@ class _Layer:
 
     def encode(self, feature: NeuronFeature) -> tuple[bytes, bytes]:
         """Draw and encode one NF's display PNG and sprite JPEG."""
-        display = display_image(feature.mean, feature.reach, feature.window)
+        display = display_image(feature.part, feature.drawn, feature.window)
         return encode_png(display), encode_jpeg(sprite(feature.tiles))
 
 

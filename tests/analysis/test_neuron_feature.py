@@ -136,6 +136,20 @@ def test_nf_equals_the_definition_on_jpeg_photographs(tmp_path):
             0.5,
         )
         assert np.abs(feature.mean - mean).max() < 1e-6
+        # Accumulated over its box only: the union of the weighted patches' parts inside the
+        # image; exactly grey outside it, and drawn as the whole NF is.
+        touched = np.flatnonzero(weights)
+        rows_in, cols_in = np.nonzero(inside[touched].any(0))
+        assert feature.box == (rows_in.min(), rows_in.max() + 1, cols_in.min(), cols_in.max() + 1)
+        r0, r1, c0, c1 = feature.box
+        assert np.array_equal(feature.part, feature.mean[r0:r1, c0:c1])
+        outside = np.ones(field.size, bool)
+        outside[r0:r1, c0:c1] = False
+        assert np.all(feature.mean[outside] == GREY)
+        assert np.array_equal(
+            display_image(feature.part, feature.drawn, feature.window),
+            display_image(feature.mean),
+        )
         step = tile_step(field)
         assert all(  # sprite tiles: the uint8 patch every ``step`` pixels, grey outside
             np.array_equal(tile, to_uint8(patch[::step, ::step]))
@@ -143,6 +157,7 @@ def test_nf_equals_the_definition_on_jpeg_photographs(tmp_path):
         )
         assert np.abs(feature.coverage_mean - coverage_mean).max() < 1e-6
         assert not inside.all()  # windows do overrun the image
+    assert any(f.part.shape[:2] != field.size for f in features.values())  # boxes do shrink
 
 
 def test_a_window_many_times_the_image_is_kept_over_its_reach_losslessly(tmp_path):
